@@ -1,0 +1,74 @@
+"""Multi-threaded CPU Joseph kernels (numba, compiled on first use per floating type).
+
+Forward projection runs one LOR per loop iteration over ``numba.prange``.  Back projection splits the LORs
+into as many contiguous chunks as numba has threads; each chunk accumulates into its own image buffer and the
+buffers are summed afterwards (no atomics needed; memory = threads × image).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+
+from .ray import make_ray_functions
+
+__all__ = ["back_project", "forward_project"]
+
+
+@numba.njit(inline="always")
+def _add_to_image(image, index, value):
+    image[index] += value
+
+
+@functools.cache
+def _kernels(float_type: type):
+    ray_forward, ray_back = make_ray_functions(
+        device_jit=numba.njit(fastmath=True, inline="always"), float_type=float_type, add_to_image=_add_to_image
+    )
+
+    @numba.njit(parallel=True, fastmath=True)
+    def forward(image, n0, n1, n2, xstart, xend, origin, voxel, out):
+        for k in numba.prange(out.shape[0]):
+            out[k] = ray_forward(image, n0, n1, n2, xstart, xend, k, origin, voxel)
+
+    @numba.njit(parallel=True, fastmath=True)
+    def back(buffers, n0, n1, n2, xstart, xend, origin, voxel, values):
+        n_chunks = buffers.shape[0]
+        n_lors = values.shape[0]
+        chunk = (n_lors + n_chunks - 1) // n_chunks
+        for c in numba.prange(n_chunks):
+            image = buffers[c]
+            for k in range(c * chunk, min(n_lors, (c + 1) * chunk)):
+                ray_back(image, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
+
+    return forward, back
+
+
+def forward_project(
+    image: np.ndarray, xstart: np.ndarray, xend: np.ndarray, origin: np.ndarray, voxel: np.ndarray
+) -> np.ndarray:
+    """Line integrals of ``image`` (n0, n1, n2) along the LORs ``xstart``/``xend`` (N, 3) -> (N,).
+
+    All arrays C-contiguous and of one floating dtype (checked by the caller, :mod:`bundle.physics.joseph`).
+    """
+    out = np.empty(xstart.shape[0], dtype=image.dtype)
+    forward, _ = _kernels(image.dtype.type)
+    n0, n1, n2 = image.shape
+    forward(image.reshape(-1), n0, n1, n2, xstart, xend, origin, voxel, out)
+    return out
+
+
+def back_project(
+    values: np.ndarray, xstart: np.ndarray, xend: np.ndarray, image_shape: tuple[int, int, int],
+    origin: np.ndarray, voxel: np.ndarray,
+) -> np.ndarray:
+    """Adjoint of :func:`forward_project`: spread ``values`` (N,) back into an image of ``image_shape``."""
+    n_chunks = max(1, min(numba.get_num_threads(), values.shape[0]))
+    buffers = np.zeros((n_chunks, int(np.prod(image_shape))), dtype=values.dtype)
+    _, back = _kernels(values.dtype.type)
+    n0, n1, n2 = image_shape
+    back(buffers, n0, n1, n2, xstart, xend, origin, voxel, values)
+    image = buffers[0] if n_chunks == 1 else buffers.sum(axis=0)
+    return image.reshape(image_shape)

@@ -1,0 +1,100 @@
+"""CUDA Joseph kernels (numba.cuda, one thread per LOR, compiled on first use per floating type).
+
+The kernels take any arrays that support the CUDA array interface (torch CUDA tensors through
+``numba.cuda.as_cuda_array``) and launch on a given stream, so they order correctly with torch's work.
+Back projection adds with ``numba.cuda.atomic.add``.  Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in
+numba's CUDA simulator on host arrays, which is how the test-suite checks them on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda
+
+from .ray import make_ray_functions
+
+__all__ = [
+    "INDEX_TYPE",
+    "THREADS_PER_BLOCK",
+    "cuda_back_project",
+    "cuda_forward_project",
+    "numba_cuda_available",
+]
+
+THREADS_PER_BLOCK = 128
+# voxel indices in 32-bit integers (cheaper on GPUs) unless the image has 2**31 voxels or more
+INDEX_TYPE: type = np.int32
+
+
+def numba_cuda_available() -> bool:
+    """True when numba can drive a CUDA device (or runs its CUDA simulator)."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - broken driver installs raise here
+        return False
+
+
+@functools.cache
+def _kernels(float_type: type, index_type: type = np.int32):
+    @cuda.jit(device=True, inline=True)
+    def add_to_image(image, index, value):
+        cuda.atomic.add(image, index, value)
+
+    ray_forward, ray_back = make_ray_functions(
+        device_jit=cuda.jit(device=True, inline=True), float_type=float_type, add_to_image=add_to_image,
+        index_type=index_type,
+    )
+
+    @cuda.jit(fastmath=True)
+    def forward(image, n0, n1, n2, xstart, xend, origin, voxel, out):
+        k = cuda.grid(1)
+        if k < out.shape[0]:
+            out[k] = ray_forward(image, n0, n1, n2, xstart, xend, k, origin, voxel)
+
+    @cuda.jit(fastmath=True)
+    def back(image, n0, n1, n2, xstart, xend, origin, voxel, values):
+        k = cuda.grid(1)
+        if k < values.shape[0]:
+            ray_back(image, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
+
+    return forward, back
+
+
+def _blocks(n: int) -> int:
+    return max(1, (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK)
+
+
+def _index_type(image_shape) -> type:
+    n = 1
+    for s in image_shape:
+        n *= int(s)
+    return INDEX_TYPE if n < 2**31 else np.int64
+
+
+def _launch_args(image_shape):
+    it = _index_type(image_shape)
+    return it, tuple(it(int(s)) for s in image_shape)
+
+
+def cuda_forward_project(image_flat, image_shape, xstart, xend, origin, voxel, out, *, stream=0) -> None:
+    """Write the line integrals of the LORs (N, 3) through ``image_flat`` (prod(image_shape),) into ``out`` (N,).
+
+    All arguments are device arrays (or host arrays under the simulator) of one floating dtype; ``out`` is
+    overwritten.  ``stream`` is a numba stream (``numba.cuda.external_stream`` of torch's current stream).
+    """
+    it, (n0, n1, n2) = _launch_args(image_shape)
+    forward, _ = _kernels(np.dtype(image_flat.dtype).type, it)
+    n_lors = out.shape[0]
+    if n_lors:
+        forward[_blocks(n_lors), THREADS_PER_BLOCK, stream](image_flat, n0, n1, n2, xstart, xend, origin, voxel, out)
+
+
+def cuda_back_project(values, xstart, xend, image_shape, origin, voxel, image_flat, *, stream=0) -> None:
+    """Add the back projection of ``values`` (N,) into the zero-initialised ``image_flat`` (prod(image_shape),)."""
+    it, (n0, n1, n2) = _launch_args(image_shape)
+    _, back = _kernels(np.dtype(values.dtype).type, it)
+    n_lors = values.shape[0]
+    if n_lors:
+        back[_blocks(n_lors), THREADS_PER_BLOCK, stream](image_flat, n0, n1, n2, xstart, xend, origin, voxel, values)
