@@ -39,7 +39,7 @@ __all__ = [
 
 
 def _positive(value: float, name: str) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -62,7 +62,7 @@ class RegularPolygonScanner:
         _positive(self.ring_spacing_mm, "ring_spacing_mm")
         for name in ("num_sides", "crystals_per_side", "num_rings"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.num_sides < 3:
             raise ValueError(f"num_sides must be >= 3 for a polygon, got {self.num_sides}")
@@ -71,9 +71,13 @@ class RegularPolygonScanner:
                 f"num_sides * crystals_per_side must be even (views pair opposite detectors), got "
                 f"{self.detectors_per_ring}"
             )
-        if not (isinstance(self.doi_mm, int | float) and self.doi_mm >= 0):
-            raise ValueError(f"doi_mm must be >= 0, got {self.doi_mm!r}")
-        if not (0 <= self.gap_crystals_per_side < self.crystals_per_side):
+        if isinstance(self.doi_mm, bool) or not (
+            isinstance(self.doi_mm, int | float) and math.isfinite(self.doi_mm) and self.doi_mm >= 0
+        ):
+            raise ValueError(f"doi_mm must be a finite number >= 0, got {self.doi_mm!r}")
+        if not isinstance(self.gap_crystals_per_side, int) or not (
+            0 <= self.gap_crystals_per_side < self.crystals_per_side
+        ):
             raise ValueError(
                 f"gap_crystals_per_side must be in [0, crystals_per_side={self.crystals_per_side}), got "
                 f"{self.gap_crystals_per_side}"
@@ -117,9 +121,11 @@ class SinogramLayout:
     def __post_init__(self) -> None:
         n_det = self.scanner.detectors_per_ring
         object.__setattr__(self, "num_views", n_det // 2)
-        if not isinstance(self.num_radial, int) or not (2 <= self.num_radial <= n_det) or self.num_radial % 2:
+        # k = -N/2 would pair each detector with itself, so at most N - 2 radial bins
+        if not isinstance(self.num_radial, int) or not (2 <= self.num_radial <= n_det - 2) or self.num_radial % 2:
             raise ValueError(
-                f"num_radial must be an even integer in [2, detectors_per_ring={n_det}], got {self.num_radial!r}"
+                f"num_radial must be an even integer in [2, detectors_per_ring - 2 = {n_det - 2}], "
+                f"got {self.num_radial!r}"
             )
         max_diff = self.scanner.num_rings - 1 if self.max_ring_difference is None else self.max_ring_difference
         if not isinstance(max_diff, int) or not (0 <= max_diff < self.scanner.num_rings):

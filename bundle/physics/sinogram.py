@@ -54,7 +54,8 @@ class SinogramProjector(LinearOperator):
                 raise ValueError(f"views must be non-empty indices in [0, {layout.num_views}), got {views!r}")
         if max_lors_per_call < 1:
             raise ValueError(f"max_lors_per_call must be >= 1, got {max_lors_per_call}")
-        ProjectorBackend(backend)  # validates the name early
+        if backend not in {b.value for b in ProjectorBackend}:
+            raise ValueError(f"backend must be one of {[b.value for b in ProjectorBackend]}, got {backend!r}")
         super().__init__(in_shape=image.shape, out_shape=(layout.num_planes, len(view_index), layout.num_radial))
         self.layout = layout
         self.image = image
@@ -127,7 +128,7 @@ def span_groups(layout: SinogramLayout, span: int) -> tuple[torch.Tensor, int]:
     planes are ordered by segment 0, +1, −1, +2, −2, … and then by axial position.  ``span = 1`` keeps
     every plane.
     """
-    if not isinstance(span, int) or span < 1 or span % 2 == 0:
+    if isinstance(span, bool) or not isinstance(span, int) or span < 1 or span % 2 == 0:
         raise ValueError(f"span must be a positive odd integer, got {span!r}")
     pairs = layout.ring_pairs
     diff = pairs[:, 1] - pairs[:, 0]
@@ -152,7 +153,9 @@ class SpanCompression(LinearOperator):
 
     def __init__(self, *, layout: SinogramLayout, span: int, num_views: int | None = None) -> None:
         group, n_out = span_groups(layout, span)
-        views = layout.num_views if num_views is None else int(num_views)
+        views = layout.num_views if num_views is None else num_views
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"num_views must be a positive integer, got {num_views!r}")
         super().__init__(
             in_shape=(layout.num_planes, views, layout.num_radial), out_shape=(n_out, views, layout.num_radial)
         )
