@@ -113,25 +113,26 @@ def run(
 
 
 def _cuda_variants(device, fwd, back, n_all, ref_rate, repeats) -> list[dict]:
-    """Launch-configuration sweep of the numba CUDA kernels: threads per block x index integer width."""
+    """Sweep of the numba CUDA kernels: threads per block, index width, (z, x, y) buffer for x-stepping LORs."""
     import numpy as np
 
     from bundle.physics.kernels import cuda as cuda_kernels
 
-    defaults = (cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE)
+    defaults = (cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE, cuda_kernels.X_PRINCIPAL_INTO_ZXY)
     rows = []
-    configs = [(t, np.int32) for t in (64, 128, 256)] + [(128, np.int64)]
+    configs = [(t, np.int32, z) for t in (64, 128, 256) for z in (False, True)] + [(128, np.int64, True)]
     try:
-        for threads, index_type in configs:
+        for threads, index_type, zxy in configs:
             cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE = threads, index_type
-            label = f"numba tpb={threads} {np.dtype(index_type).name}"
+            cuda_kernels.X_PRINCIPAL_INTO_ZXY = zxy
+            label = f"tpb={threads} {np.dtype(index_type).name} zxy={'on' if zxy else 'off'}"
             for direction, fn in (("forward", fwd), ("back", back)):
                 t = _timed(lambda f=fn: f(ProjectorBackend.NUMBA), device, repeats)
                 rate = n_all / t / 1e6
                 rows.append(dict(device=str(device), backend=label, direction=direction, lors=n_all, seconds=t,
                                  mlors_per_s=rate, ratio=rate / ref_rate[direction], rel_error=float("nan")))
     finally:
-        cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE = defaults
+        cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE, cuda_kernels.X_PRINCIPAL_INTO_ZXY = defaults
     return rows
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -156,16 +155,23 @@ def _back_impl(values, xstart, xend, image_shape, origin, voxel, backend: Projec
         return torch.from_numpy(out)
     from numba import cuda
 
-    from .kernels.cuda import cuda_back_project
+    from .kernels import cuda as cuda_kernels
 
-    image = torch.zeros(math.prod(image_shape), dtype=values.dtype, device=values.device)
+    n0, n1, n2 = image_shape
+    image = torch.zeros(image_shape, dtype=values.dtype, device=values.device)
+    buffers = [image.view(-1)]
+    if cuda_kernels.X_PRINCIPAL_INTO_ZXY:
+        image_zxy = torch.zeros((n0, n2, n1), dtype=values.dtype, device=values.device)
+        buffers.append(image_zxy.view(-1))
     with cuda.gpus[values.device.index or 0]:
-        cuda_back_project(
+        cuda_kernels.cuda_back_project(
             *(cuda.as_cuda_array(t.detach(), sync=False) for t in (values, xstart, xend)), image_shape,
-            *(cuda.as_cuda_array(t.detach(), sync=False) for t in (origin, voxel, image)),
+            *(cuda.as_cuda_array(t.detach(), sync=False) for t in (origin, voxel, *buffers)),
             stream=_numba_stream(values.device),
         )
-    return image.reshape(image_shape)
+    if len(buffers) == 2:
+        image += image_zxy.transpose(1, 2)
+    return image
 
 
 class _JosephForward(torch.autograd.Function):

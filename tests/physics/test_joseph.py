@@ -198,7 +198,8 @@ def test_cuda_kernels_in_numba_simulator():
     script = textwrap.dedent(
         """
         import numpy as np, torch
-        from bundle.physics.kernels.cuda import cuda_back_project, cuda_forward_project
+        from bundle.physics.kernels import cuda as cuda_kernels
+        from bundle.physics.kernels.cuda import cuda_forward_project
         from bundle.physics.kernels.reference import reference_back_project, reference_forward_project
         rng = np.random.default_rng(0)
         for dt in (np.float32, np.float64):
@@ -212,10 +213,16 @@ def test_cuda_kernels_in_numba_simulator():
             t = [torch.from_numpy(x) for x in (img, xs, xe, o, v)]
             ref = reference_forward_project(*t).numpy()
             assert np.allclose(out, ref, rtol=1e-5, atol=1e-5), np.abs(out - ref).max()
-            y = rng.random(150).astype(dt); back = np.zeros(img.size, dt)
-            cuda_back_project(y, xs, xe, img.shape, o, v, back)
+            y = rng.random(150).astype(dt)
             ref_b = reference_back_project(torch.from_numpy(y), t[1], t[2], img.shape, t[3], t[4]).numpy()
-            assert np.allclose(back.reshape(img.shape), ref_b, rtol=1e-5, atol=1e-5)
+            for zxy in (False, True):
+                cuda_kernels.X_PRINCIPAL_INTO_ZXY = zxy
+                back = np.zeros(img.size, dt); back_zxy = np.zeros(img.size, dt)
+                cuda_kernels.cuda_back_project(y, xs, xe, img.shape, o, v, back, back_zxy)
+                n0, n1, n2 = img.shape
+                total = back.reshape(img.shape) + back_zxy.reshape(n0, n2, n1).transpose(0, 2, 1)
+                assert np.allclose(total, ref_b, rtol=1e-5, atol=1e-5), (zxy, np.abs(total - ref_b).max())
+                assert (np.abs(back_zxy).max() > 0) == zxy  # the second buffer is used exactly when enabled
         print("simulator ok")
         """
     )

@@ -41,7 +41,7 @@ def _kernels(float_type: type):
         for c in numba.prange(n_chunks):
             image = buffers[c]
             for k in range(c * chunk, min(n_lors, (c + 1) * chunk)):
-                ray_back(image, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
+                ray_back(image, image, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
 
     return forward, back
 

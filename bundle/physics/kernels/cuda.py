@@ -18,12 +18,15 @@ from .ray import make_ray_functions
 __all__ = [
     "INDEX_TYPE",
     "THREADS_PER_BLOCK",
+    "X_PRINCIPAL_INTO_ZXY",
     "cuda_back_project",
     "cuda_forward_project",
     "numba_cuda_available",
 ]
 
 THREADS_PER_BLOCK = 128
+# back projection of LORs stepping along x goes into a (z, x, y)-ordered second buffer (coalesced atomics)
+X_PRINCIPAL_INTO_ZXY = True
 # voxel indices in 32-bit integers (cheaper on GPUs) unless the image has 2**31 voxels or more
 INDEX_TYPE: type = np.int32
 
@@ -37,14 +40,14 @@ def numba_cuda_available() -> bool:
 
 
 @functools.cache
-def _kernels(float_type: type, index_type: type = np.int32):
+def _kernels(float_type: type, index_type: type = np.int32, x_principal_into_zxy: bool = True):
     @cuda.jit(device=True, inline=True)
     def add_to_image(image, index, value):
         cuda.atomic.add(image, index, value)
 
     ray_forward, ray_back = make_ray_functions(
         device_jit=cuda.jit(device=True, inline=True), float_type=float_type, add_to_image=add_to_image,
-        index_type=index_type,
+        index_type=index_type, x_principal_into_zxy=x_principal_into_zxy,
     )
 
     @cuda.jit(fastmath=True)
@@ -54,10 +57,10 @@ def _kernels(float_type: type, index_type: type = np.int32):
             out[k] = ray_forward(image, n0, n1, n2, xstart, xend, k, origin, voxel)
 
     @cuda.jit(fastmath=True)
-    def back(image, n0, n1, n2, xstart, xend, origin, voxel, values):
+    def back(image, image_zxy, n0, n1, n2, xstart, xend, origin, voxel, values):
         k = cuda.grid(1)
         if k < values.shape[0]:
-            ray_back(image, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
+            ray_back(image, image_zxy, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
 
     return forward, back
 
@@ -85,16 +88,29 @@ def cuda_forward_project(image_flat, image_shape, xstart, xend, origin, voxel, o
     overwritten.  ``stream`` is a numba stream (``numba.cuda.external_stream`` of torch's current stream).
     """
     it, (n0, n1, n2) = _launch_args(image_shape)
-    forward, _ = _kernels(np.dtype(image_flat.dtype).type, it)
+    forward, _ = _kernels(np.dtype(image_flat.dtype).type, it, X_PRINCIPAL_INTO_ZXY)
     n_lors = out.shape[0]
     if n_lors:
         forward[_blocks(n_lors), THREADS_PER_BLOCK, stream](image_flat, n0, n1, n2, xstart, xend, origin, voxel, out)
 
 
-def cuda_back_project(values, xstart, xend, image_shape, origin, voxel, image_flat, *, stream=0) -> None:
-    """Add the back projection of ``values`` (N,) into the zero-initialised ``image_flat`` (prod(image_shape),)."""
+def cuda_back_project(
+    values, xstart, xend, image_shape, origin, voxel, image_flat, image_zxy_flat=None, *, stream=0
+) -> None:
+    """Add the back projection of ``values`` (N,) into the zero-initialised ``image_flat`` (prod(image_shape),).
+
+    When :data:`X_PRINCIPAL_INTO_ZXY` is set, the LORs that step along axis 2 add into ``image_zxy_flat`` instead,
+    a zero-initialised buffer of the image in (n0, n2, n1) order; the caller adds its transpose to the image.
+    """
     it, (n0, n1, n2) = _launch_args(image_shape)
-    _, back = _kernels(np.dtype(values.dtype).type, it)
+    zxy = X_PRINCIPAL_INTO_ZXY
+    if zxy and image_zxy_flat is None:
+        raise ValueError("image_zxy_flat is required while X_PRINCIPAL_INTO_ZXY is set")
+    _, back = _kernels(np.dtype(values.dtype).type, it, zxy)
+    # never pass one array twice (the CUDA simulator copies each argument back separately)
+    second = image_zxy_flat if zxy else cuda.device_array(1, dtype=np.dtype(values.dtype))
     n_lors = values.shape[0]
     if n_lors:
-        back[_blocks(n_lors), THREADS_PER_BLOCK, stream](image_flat, n0, n1, n2, xstart, xend, origin, voxel, values)
+        back[_blocks(n_lors), THREADS_PER_BLOCK, stream](
+            image_flat, second, n0, n1, n2, xstart, xend, origin, voxel, values
+        )

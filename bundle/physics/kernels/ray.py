@@ -36,7 +36,12 @@ __all__ = ["make_ray_functions"]
 
 
 def make_ray_functions(
-    *, device_jit: Callable, float_type: type, add_to_image: Callable, index_type: type = np.int64
+    *,
+    device_jit: Callable,
+    float_type: type,
+    add_to_image: Callable,
+    index_type: type = np.int64,
+    x_principal_into_zxy: bool = False,
 ) -> tuple[Callable, Callable]:
     """Compile ``(ray_forward, ray_back)`` for one floating type.
 
@@ -46,12 +51,16 @@ def make_ray_functions(
         add_to_image: compiled ``add_to_image(image_flat, index, value)`` doing ``image_flat[index] += value``.
         index_type: integer type of voxel indices and strides (``numpy.int32`` is cheaper on GPUs; the caller
             passes the image sizes in this type and guarantees the image has fewer than 2**31 voxels).
+        x_principal_into_zxy: back projection of LORs whose principal axis is 2 goes into a second buffer of
+            shape (n0, n2, n1) (``image_zxy``), so that neighbouring LORs of a sinogram view add into adjacent
+            memory (coalesced atomics on GPUs); the caller adds its transpose to the image.
 
     Returns:
         ``ray_forward(image_flat, n0, n1, n2, xstart, xend, k, origin, voxel)`` -> line integral of LOR ``k``;
-        ``ray_back(image_flat, n0, n1, n2, xstart, xend, k, origin, voxel, value)`` adds ``value`` times the
-        same weights into ``image_flat``.  ``xstart``/``xend`` are (N, 3) arrays, ``origin``/``voxel`` (3,)
-        arrays, ``image_flat`` the C-ordered image of shape (n0, n1, n2) flattened.
+        ``ray_back(image_flat, image_zxy_flat, n0, n1, n2, xstart, xend, k, origin, voxel, value)`` adds
+        ``value`` times the same weights into ``image_flat`` (or ``image_zxy_flat``, see above).
+        ``xstart``/``xend`` are (N, 3) arrays, ``origin``/``voxel`` (3,) arrays, ``image_flat`` the C-ordered
+        image of shape (n0, n1, n2) flattened.
     """
     ft = float_type
     it = index_type
@@ -76,6 +85,7 @@ def make_ray_functions(
             vp, vq, vr = voxel[1], voxel[0], voxel[2]
             np_, nq, nr = n1, n0, n2
             stride_p, stride_q, stride_r = n2, n1 * n2, it(1)
+            axis = it(1)
         elif a2 >= a0 and a2 >= a1:
             dp, dq, dr = d2, d0, d1
             sp_, sq_, sr_ = s2, s0, s1
@@ -83,6 +93,7 @@ def make_ray_functions(
             vp, vq, vr = voxel[2], voxel[0], voxel[1]
             np_, nq, nr = n2, n0, n1
             stride_p, stride_q, stride_r = it(1), n1 * n2, n2
+            axis = it(2)
         else:
             dp, dq, dr = d0, d1, d2
             sp_, sq_, sr_ = s0, s1, s2
@@ -90,8 +101,9 @@ def make_ray_functions(
             vp, vq, vr = voxel[0], voxel[1], voxel[2]
             np_, nq, nr = n0, n1, n2
             stride_p, stride_q, stride_r = n1 * n2, n2, it(1)
+            axis = it(0)
         if dp == zero:  # zero-length LOR: no line integral
-            return it(0), it(-1), zero, zero, zero, zero, zero, stride_p, stride_q, stride_r, nq, nr
+            return it(0), it(-1), zero, zero, zero, zero, zero, stride_p, stride_q, stride_r, nq, nr, axis
         step_mm = vp * math.sqrt(d0 * d0 + d1 * d1 + d2 * d2) / abs(dp)
         # planes between the two end points, clipped to the image
         ip_start = (sp_ - op) / vp
@@ -107,7 +119,7 @@ def make_ray_functions(
         # keep only planes with -1 < u < n in both axes (widened by one plane; the loop checks bounds exactly)
         if bq == zero:
             if aq <= -one or aq >= ft(nq):
-                return it(0), it(-1), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr
+                return it(0), it(-1), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr, axis
         else:
             c1 = (-one - aq) / bq
             c2 = (ft(nq) - aq) / bq
@@ -115,21 +127,21 @@ def make_ray_functions(
             hi_f = min(hi_f, max(c1, c2) + one)
         if br == zero:
             if ar <= -one or ar >= ft(nr):
-                return it(0), it(-1), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr
+                return it(0), it(-1), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr, axis
         else:
             c1 = (-one - ar) / br
             c2 = (ft(nr) - ar) / br
             lo_f = max(lo_f, min(c1, c2) - one)
             hi_f = min(hi_f, max(c1, c2) + one)
         if lo_f > hi_f:
-            return it(0), it(-1), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr
-        return (
-            it(math.ceil(lo_f)), it(math.floor(hi_f)), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr
-        )
+            return it(0), it(-1), aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr, axis
+        lo = it(math.ceil(lo_f))
+        hi = it(math.floor(hi_f))
+        return lo, hi, aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr, axis
 
     @device_jit
     def ray_forward(image, n0, n1, n2, xstart, xend, k, origin, voxel):
-        lo, hi, aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr = ray_setup(
+        lo, hi, aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr, _axis = ray_setup(
             n0, n1, n2, xstart, xend, k, origin, voxel
         )
         one = ft(1.0)
@@ -164,10 +176,16 @@ def make_ray_functions(
         return total * step_mm
 
     @device_jit
-    def ray_back(image, n0, n1, n2, xstart, xend, k, origin, voxel, value):
-        lo, hi, aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr = ray_setup(
+    def ray_back(image, image_zxy, n0, n1, n2, xstart, xend, k, origin, voxel, value):
+        lo, hi, aq, bq, ar, br, step_mm, stride_p, stride_q, stride_r, nq, nr, axis = ray_setup(
             n0, n1, n2, xstart, xend, k, origin, voxel
         )
+        target = image
+        if x_principal_into_zxy and axis == 2:
+            # LORs stepping along x write into the (z, x, y)-ordered buffer, where their neighbours (which differ
+            # in y) are adjacent in memory; the caller adds that buffer back transposed
+            target = image_zxy
+            stride_p, stride_q, stride_r = n1, n1 * n2, it(1)
         one = ft(1.0)
         scaled = ft(value) * step_mm
         fi = ft(lo)
@@ -185,14 +203,14 @@ def make_ray_functions(
             if jq >= 0 and jq < nq:
                 lower = scaled * (one - wq)
                 if r0:
-                    add_to_image(image, base, lower * (one - wr))
+                    add_to_image(target, base, lower * (one - wr))
                 if r1:
-                    add_to_image(image, base + stride_r, lower * wr)
+                    add_to_image(target, base + stride_r, lower * wr)
             if jq >= -1 and jq < nq - 1:
                 upper = scaled * wq
                 if r0:
-                    add_to_image(image, base + stride_q, upper * (one - wr))
+                    add_to_image(target, base + stride_q, upper * (one - wr))
                 if r1:
-                    add_to_image(image, base + stride_q + stride_r, upper * wr)
+                    add_to_image(target, base + stride_q + stride_r, upper * wr)
 
     return ray_forward, ray_back
