@@ -1,8 +1,8 @@
 """Main job (README's first command): simulate a PET scan of a head phantom and reconstruct it.
 
 Pipeline:  phantom (activity, μ-map) → y = n ⊙ a ⊙ A(G x) + s on a scanner preset → Poisson counts at a stated
-total → OSEM and MAP-EM (relative difference prior) → NRMSE / PSNR against the truth inside the head, a PNG
-panel, NIfTI images and a JSON file with every parameter and number.
+total (:func:`bundle.data.simulate.simulate_scan`) → OSEM and MAP-EM (relative difference prior) → NRMSE / PSNR
+against the truth inside the head, a PNG panel, NIfTI images and a JSON file with every parameter and number.
 
     python -m bundle.demo --output results [--preset tiny_3d] [--counts 3e6] [--seed 0]
 
@@ -22,21 +22,8 @@ import torch
 
 from . import __version__
 from .data import ellipsoid_head_phantom
-from .physics import (
-    PRESETS,
-    GaussianResolution,
-    Neighbourhood,
-    PETForwardModel,
-    RelativeDifferencePrior,
-    SinogramProjector,
-    attenuation_factors_from_mu_map,
-    map_em,
-    osem,
-    poisson_at_total_counts,
-    preset,
-    select_views,
-    view_subsets,
-)
+from .data.simulate import simulate_scan
+from .physics import PRESETS, Neighbourhood, RelativeDifferencePrior, map_em, preset, select_views, view_subsets
 
 __all__ = ["main", "run_demo"]
 
@@ -102,32 +89,14 @@ def run_demo(
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     geometry = preset(preset_name)
-    dtype = torch.float32
-    truth, mu = ellipsoid_head_phantom(geometry.image, dtype=dtype)
-    projector = SinogramProjector(layout=geometry.layout, image=geometry.image)
-    attenuation = attenuation_factors_from_mu_map(projector, mu)
-    normalisation = geometry.layout.gap_mask().to(dtype)
-    resolution = GaussianResolution(
-        image_shape=geometry.image.shape, fwhm_mm=fwhm_mm, voxel_size_mm=geometry.image.voxel_size_mm
+    truth, mu = ellipsoid_head_phantom(geometry.image, dtype=torch.float32)
+    scan = simulate_scan(
+        truth, mu, layout=geometry.layout, image=geometry.image, total_counts=total_counts,
+        generator=torch.Generator().manual_seed(seed), fwhm_mm=fwhm_mm, background_fraction=background_fraction,
     )
-    noiseless_trues = PETForwardModel(
-        projector=projector, attenuation_factors=attenuation, normalisation=normalisation, resolution=resolution
-    ).expectation(truth)
-    # smooth additive background (randoms + scatter): a constant level where detectors exist
-    background = background_fraction * float(noiseless_trues.mean()) * normalisation
-    model = PETForwardModel(
-        projector=projector, attenuation_factors=attenuation, normalisation=normalisation, resolution=resolution,
-        background=background,
-    )
-    generator = torch.Generator().manual_seed(seed)
-    counts, scale = poisson_at_total_counts(model.expectation(truth), total_counts=total_counts, generator=generator)
-    # the data are scale × (model expectation): reconstruct in count units with the background scaled alike
-    scaled = PETForwardModel(
-        projector=projector, attenuation_factors=attenuation, normalisation=normalisation, resolution=resolution,
-        background=background * scale,
-    )
+    counts, scale = scan.counts, scan.count_scale
     subsets = view_subsets(geometry.layout.num_views, num_subsets)
-    models = [scaled.subset(v) for v in subsets]
+    models = [scan.model.subset(v) for v in subsets]
     data = [select_views(counts, v) for v in subsets]
 
     bar = None
@@ -140,7 +109,7 @@ def run_demo(
         if bar is not None:
             bar.update(1)
 
-    recon_osem = osem(models, data, num_iterations=num_iterations, callback=tick) / scale
+    recon_osem = scan.reconstruct_osem(num_subsets=num_subsets, num_iterations=num_iterations, callback=tick)
     prior = RelativeDifferencePrior(neighbourhood=Neighbourhood.FULL, voxel_size_mm=geometry.image.voxel_size_mm)
     recon_map = map_em(models, data, prior=prior, beta=beta * scale, num_iterations=num_iterations, callback=tick)
     recon_map = recon_map / scale
