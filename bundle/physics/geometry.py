@@ -279,6 +279,13 @@ def _tiny_scanner(num_rings: int) -> RegularPolygonScanner:
     )
 
 
+def _small_scanner(num_rings: int) -> RegularPolygonScanner:
+    return RegularPolygonScanner(
+        radius_mm=190.0, num_sides=32, crystals_per_side=8, crystal_pitch_mm=4.6,
+        num_rings=num_rings, ring_spacing_mm=4.0,
+    )
+
+
 def _build_presets() -> dict[str, ScannerPreset]:
     return {
         "mmr": ScannerPreset(
@@ -305,6 +312,13 @@ def _build_presets() -> dict[str, ScannerPreset]:
             image=ImageGeometry(shape=(31, 172, 172), voxel_size_mm=MMR_VOXEL_SIZE_MM),
             description="mMR transaxial layout, 16 rings, all ring differences, 172 radial bins; benchmark geometry",
         ),
+        "small_3d": ScannerPreset(
+            name="small_3d",
+            layout=SinogramLayout(scanner=_small_scanner(8), num_radial=96, max_ring_difference=7),
+            image=ImageGeometry(shape=(8, 64, 64), voxel_size_mm=(4.0, 4.0, 4.0)),
+            description="brain-sized 8-ring scanner for CPU-scale 3D studies: 64 planes x 128 views x 96 radial, "
+            "image 8 x 64 x 64 at 4 mm (256 mm FOV)",
+        ),
         "tiny_2d": ScannerPreset(
             name="tiny_2d",
             layout=SinogramLayout(scanner=_tiny_scanner(1), num_radial=64),
@@ -320,7 +334,7 @@ def _build_presets() -> dict[str, ScannerPreset]:
     }
 
 
-PRESETS: tuple[str, ...] = ("mmr", "mmr_2d", "mmr_16rings", "tiny_2d", "tiny_3d")
+PRESETS: tuple[str, ...] = ("mmr", "mmr_2d", "mmr_16rings", "small_3d", "tiny_2d", "tiny_3d")
 
 
 def preset(name: str) -> ScannerPreset:

@@ -1,0 +1,412 @@
+"""Dataset builders for the three methods: deterministic by seed, resumable, with progress bars.
+
+    python -m bundle.data build {legopet,petdds,upete} --output DIR [--preset tiny|paper] [--seed N]
+
+Each build writes ``DIR/manifest.json`` (every simulation parameter, the seed, the package version, the sinogram
+layout) and ``DIR/datalist.json`` (MONAI datalist with ``training``, ``validation`` and ``test`` lists; paths
+relative to DIR, so ``monai.data.load_decathlon_datalist(..., base_dir=DIR)`` resolves them).  Every sample's
+files go to ``DIR/samples/<sample id>/`` and are written atomically; a sample counts as done when its
+``sample.json`` exists, so an interrupted build continues where it stopped.  Rebuilding into a folder whose
+manifest has other parameters is refused rather than mixing two datasets.
+
+Images are NIfTI ((z, y, x) in memory, see :mod:`bundle.data.io`), sinograms ``.npy`` (n_planes, n_views,
+n_radial).  Randomness: one ``numpy.random.SeedSequence(seed)`` spawns an independent stream per subject and per
+sample, so a sample does not depend on which other samples were built before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..keys import Keys
+from ..physics import ImageGeometry, binomial_thinning, poisson_noise, preset
+from .io import atomic_write, save_image, save_sinogram
+from .simulate import simulate_scan, slicewise_layout
+
+__all__ = ["BUILDERS", "DatasetKind", "DatasetPreset", "build_dataset", "dataset_config"]
+
+
+class DatasetKind(enum.StrEnum):
+    LEGOPET = "legopet"
+    PETDDS = "petdds"
+    UPETE = "upete"
+
+
+class DatasetPreset(enum.StrEnum):
+    TINY = "tiny"
+    PAPER = "paper"
+
+
+class BrainSource(enum.StrEnum):
+    MNI152 = "mni152"  # embedded default, built from nilearn's packaged templates
+    BRAINWEB = "brainweb"  # the 20 BrainWeb subjects from a local brainweb cache
+
+
+@dataclass(frozen=True, kw_only=True)
+class LegoPETConfig:
+    """2D sinogram/PET pairs (METHODS.md, LegoPET data)."""
+
+    scanner_preset: str = "mmr_2d"
+    source: BrainSource = BrainSource.MNI152
+    subjects: int = 4
+    split: tuple[int, int, int] = (2, 1, 1)
+    rotations: int = 2
+    max_rotation_deg: float = 15.0
+    slices: int = 4
+    slice_step: int = 2
+    slice_thickness_mm: float = 2.03125
+    measured_counts: float = 3e5
+    high_counts: float = 3e7
+    fwhm_mm: float = 4.5
+    background_fraction: float = 0.3
+    osem_subsets: int = 12
+    osem_iterations: int = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class PETDDSConfig:
+    """3D volumes with full-count and 1 %-count realisations (METHODS.md, PET-DDS-δ)."""
+
+    scanner_preset: str = "small_3d"
+    subjects: int = 4
+    split: tuple[int, int, int] = (2, 1, 1)
+    full_counts: float = 3e7
+    low_count_fraction: float = 0.01
+    realisations: int = 3
+    fwhm_mm: float = 4.5
+    background_fraction: float = 0.3
+    osem_subsets: int = 16
+    osem_iterations: int = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class UPETEConfig:
+    """Total-body PET/CT with standard- and low-dose reconstructions (METHODS.md, uPETe)."""
+
+    image_shape: tuple[int, int, int] = (24, 48, 48)
+    voxel_size_mm: tuple[float, float, float] = (16.0, 10.0, 10.0)
+    subjects: int = 4
+    split: tuple[int, int, int] = (2, 1, 1)
+    full_counts: float = 5e7
+    dose_fraction: float = 0.1
+    generalisation_fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.2, 0.5)
+    fwhm_mm: float = 6.0
+    background_fraction: float = 0.3
+    osem_subsets: int = 8
+    osem_iterations: int = 4
+
+
+_CONFIGS: dict[tuple[DatasetKind, DatasetPreset], object] = {
+    (DatasetKind.LEGOPET, DatasetPreset.TINY): LegoPETConfig(),
+    (DatasetKind.LEGOPET, DatasetPreset.PAPER): LegoPETConfig(
+        source=BrainSource.BRAINWEB, subjects=20, split=(17, 1, 2), rotations=5, slices=55, measured_counts=3e5,
+        high_counts=3e7, osem_subsets=21, osem_iterations=10,
+    ),
+    (DatasetKind.PETDDS, DatasetPreset.TINY): PETDDSConfig(),
+    (DatasetKind.PETDDS, DatasetPreset.PAPER): PETDDSConfig(
+        scanner_preset="mmr", subjects=62, split=(55, 1, 6), full_counts=3e8, realisations=20, osem_subsets=21,
+        osem_iterations=2,
+    ),
+    (DatasetKind.UPETE, DatasetPreset.TINY): UPETEConfig(),
+    (DatasetKind.UPETE, DatasetPreset.PAPER): UPETEConfig(
+        image_shape=(160, 256, 256), voxel_size_mm=(2.0, 2.0, 2.0), subjects=130, split=(100, 0, 30),
+        full_counts=2e9, fwhm_mm=3.0, osem_subsets=20, osem_iterations=3,
+    ),
+}
+
+
+def dataset_config(kind: DatasetKind | str, preset_name: DatasetPreset | str, **overrides):
+    """The builder configuration for ``kind`` and ``preset_name``, with keyword ``overrides`` applied."""
+    try:
+        key = (DatasetKind(kind), DatasetPreset(preset_name))
+    except ValueError:
+        raise ValueError(
+            f"kind must be one of {[k.value for k in DatasetKind]} and preset one of "
+            f"{[p.value for p in DatasetPreset]}, got {kind!r}, {preset_name!r}"
+        ) from None
+    config = _CONFIGS[key]
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise ValueError(f"unknown {key[0].value} option(s) {sorted(unknown)}")
+    config = dataclasses.replace(config, **overrides)
+    if sum(config.split) != config.subjects:
+        raise ValueError(f"split {config.split} must add up to subjects={config.subjects}")
+    return config
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(_jsonable(obj), indent=2)))
+
+
+def _seed(seq: np.random.SeedSequence) -> int:
+    return int(seq.generate_state(1)[0])
+
+
+def _rotate_transaxial(volume: torch.Tensor, angle_deg: float, *, order: int) -> torch.Tensor:
+    """Rotate a (z, y, x) volume about the scanner axis (scipy, no reshape, zeros outside)."""
+    if angle_deg == 0:
+        return volume
+    from scipy.ndimage import rotate
+
+    out = rotate(volume.numpy(), angle_deg, axes=(1, 2), reshape=False, order=order, mode="constant", cval=0.0)
+    return torch.from_numpy(np.clip(out, 0, None) if order > 0 else out).to(volume.dtype)
+
+
+@dataclass
+class _Sample:
+    sample_id: str
+    split: str
+    make: Callable[[Path], dict]  # writes the files, returns the datalist entry (paths relative to the sample dir)
+    extra: dict = field(default_factory=dict)
+
+
+def _brain_phantom(config: LegoPETConfig | PETDDSConfig, subject: int, image: ImageGeometry, seed: int,
+                   brainweb_dir: Path | None):
+    source = getattr(config, "source", BrainSource.MNI152)
+    if source is BrainSource.BRAINWEB:
+        from .brainweb import BRAINWEB_SUBJECTS, brainweb_phantom
+
+        return brainweb_phantom(BRAINWEB_SUBJECTS[subject], image=image, cache_dir=brainweb_dir)
+    from .mni152 import mni152_brain_phantom
+
+    return mni152_brain_phantom(image=image, seed=seed, rotation_deg=0.0)
+
+
+def _split_names(split: tuple[int, int, int], seed: int) -> list[str]:
+    """Split label per subject index (disjoint by subject, shuffled deterministically by the seed)."""
+    labels = ["training"] * split[0] + ["validation"] * split[1] + ["test"] * split[2]
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return [labels[i] for i in order]
+
+
+def _legopet_samples(config: LegoPETConfig, root: np.random.SeedSequence, brainweb_dir: Path | None):
+    from .slicing import axial_slice_indices, rotation_angles_deg
+
+    geometry = preset(config.scanner_preset)
+    image2d = geometry.image
+    n_y, n_x = image2d.shape[1:]
+    n_z = config.slices * config.slice_step + 16
+    volume = ImageGeometry(shape=(n_z, n_y, n_x), voxel_size_mm=(config.slice_thickness_mm, *image2d.voxel_size_mm[1:]))
+    subject_seqs = root.spawn(config.subjects)
+    splits = _split_names(config.split, _seed(root))
+    samples = []
+    state: dict = {}  # the rotated phantom of the (subject, rotation) being built; samples run in order
+
+    def rotated(subject: int, seq: np.random.SeedSequence, r: int, angle: float):
+        if state.get("key") != (subject, r):
+            if state.get("subject") != subject:
+                state["phantom"] = _brain_phantom(config, subject, volume, _seed(seq), brainweb_dir)
+                state["subject"] = subject
+            p = state["phantom"]
+            state["key"] = (subject, r)
+            state["volumes"] = (_rotate_transaxial(p.activity, angle, order=1),
+                                _rotate_transaxial(p.mu_map_per_mm, angle, order=0))
+        return state["volumes"]
+
+    for subject, seq in enumerate(subject_seqs):
+        angles = rotation_angles_deg(config.rotations, config.max_rotation_deg, seed=_seed(seq))
+        for r, angle in enumerate(angles):
+            for s in range(config.slices):
+                sample_seq = np.random.SeedSequence(_seed(seq), spawn_key=(r, s))
+
+                def make(out: Path, subject=subject, seq=seq, r=r, angle=angle, s=s, sample_seq=sample_seq):
+                    activity, mu = rotated(subject, seq, r, angle)
+                    z = axial_slice_indices(activity > 0, config.slices, config.slice_step)[s]
+                    act2d, mu2d = activity[z : z + 1].contiguous(), mu[z : z + 1].contiguous()
+                    g_low, g_high = (torch.Generator().manual_seed(_seed(q)) for q in sample_seq.spawn(2))
+                    common = dict(layout=geometry.layout, image=image2d, fwhm_mm=config.fwhm_mm,
+                                  background_fraction=config.background_fraction)
+                    measured = simulate_scan(act2d, mu2d, total_counts=config.measured_counts, generator=g_low,
+                                             **common)
+                    high = simulate_scan(act2d, mu2d, total_counts=config.high_counts, generator=g_high, **common)
+                    recon = dict(num_subsets=config.osem_subsets, num_iterations=config.osem_iterations)
+                    save_sinogram(out / "sinogram.npy", measured.counts)
+                    save_sinogram(out / "sinogram_high.npy", high.counts)
+                    save_image(out / "reference.nii.gz", high.reconstruct_osem(**recon), image2d)
+                    save_image(out / "osem.nii.gz", measured.reconstruct_osem(**recon), image2d)
+                    save_image(out / "activity.nii.gz", act2d, image2d)
+                    save_image(out / "mu_map.nii.gz", mu2d, image2d)
+                    return {Keys.SINOGRAM: "sinogram.npy", Keys.SINOGRAM_HIGH: "sinogram_high.npy",
+                            Keys.REFERENCE: "reference.nii.gz", Keys.OSEM: "osem.nii.gz",
+                            Keys.ACTIVITY: "activity.nii.gz", Keys.MU_MAP: "mu_map.nii.gz",
+                            Keys.SLICE: int(z), "rotation_deg": float(angle), "count_scale": measured.count_scale}
+
+                samples.append(_Sample(f"s{subject:02d}_r{r}_z{s:02d}", splits[subject], make, {Keys.SUBJECT: subject}))
+    return samples, geometry.layout
+
+
+def _petdds_samples(config: PETDDSConfig, root: np.random.SeedSequence, brainweb_dir: Path | None):
+    geometry = preset(config.scanner_preset)
+    splits = _split_names(config.split, _seed(root))
+    samples = []
+    for subject, seq in enumerate(root.spawn(config.subjects)):
+
+        def make(out: Path, subject=subject, seq=seq):
+            p = _brain_phantom(config, subject, geometry.image, _seed(seq), brainweb_dir)
+            g_full, g_low = (torch.Generator().manual_seed(_seed(q)) for q in seq.spawn(2))
+            scan = simulate_scan(p.activity, p.mu_map_per_mm, layout=geometry.layout, image=geometry.image,
+                                 total_counts=config.full_counts, generator=g_full, fwhm_mm=config.fwhm_mm,
+                                 background_fraction=config.background_fraction)
+            save_sinogram(out / "sinogram_full.npy", scan.counts)
+            entry = {Keys.SINOGRAM_HIGH: "sinogram_full.npy", "sinogram_low": []}
+            # independent 1 % realisations: new Poisson draws of the scaled expectation (prompts and randoms)
+            for k in range(config.realisations):
+                low = poisson_noise(scan.expected * config.low_count_fraction, generator=g_low)
+                save_sinogram(out / f"sinogram_low_{k:02d}.npy", low)
+                entry["sinogram_low"].append(f"sinogram_low_{k:02d}.npy")
+            reference = scan.reconstruct_osem(num_subsets=config.osem_subsets, num_iterations=config.osem_iterations)
+            save_image(out / "reference.nii.gz", reference, geometry.image)
+            save_image(out / "activity.nii.gz", p.activity, geometry.image)
+            save_image(out / "mu_map.nii.gz", p.mu_map_per_mm, geometry.image)
+            factors = scan.model.multiplicative_factors
+            save_sinogram(out / "multiplicative_factors.npy", factors)
+            save_sinogram(out / "background_full.npy", scan.background)
+            entry.update({Keys.REFERENCE: "reference.nii.gz", Keys.ACTIVITY: "activity.nii.gz",
+                          Keys.MU_MAP: "mu_map.nii.gz", "multiplicative_factors": "multiplicative_factors.npy",
+                          "background_full": "background_full.npy", "count_scale_full": scan.count_scale,
+                          "low_count_fraction": config.low_count_fraction,
+                          "training_slices": [int(z) for z in torch.nonzero(p.activity.sum((1, 2)) > 0)[:, 0]]})
+            return entry
+
+        samples.append(_Sample(f"s{subject:02d}", splits[subject], make, {Keys.SUBJECT: subject}))
+    return samples, geometry.layout
+
+
+def _upete_samples(config: UPETEConfig, root: np.random.SeedSequence):
+    image = ImageGeometry(shape=config.image_shape, voxel_size_mm=config.voxel_size_mm)
+    layout = slicewise_layout(image)
+    splits = _split_names(config.split, _seed(root))
+    samples = []
+    for subject, seq in enumerate(root.spawn(config.subjects)):
+
+        def make(out: Path, subject=subject, seq=seq, split=splits[subject]):
+            from .torso import torso_phantom
+
+            p = torso_phantom(image=image, seed=_seed(seq))
+            g_scan, g_thin = (torch.Generator().manual_seed(_seed(q)) for q in seq.spawn(2))
+            scan = simulate_scan(p.activity_kbq_per_ml, p.mu_map_per_mm, layout=layout, image=image,
+                                 total_counts=config.full_counts, generator=g_scan, fwhm_mm=config.fwhm_mm,
+                                 background_fraction=config.background_fraction)
+            recon = dict(num_subsets=config.osem_subsets, num_iterations=config.osem_iterations)
+            save_image(out / "pet.nii.gz", scan.reconstruct_osem(**recon), image)
+            save_image(out / "ct.nii.gz", p.ct_hu, image)
+            save_image(out / "activity.nii.gz", p.activity_kbq_per_ml, image)
+            fractions = [config.dose_fraction] + (list(config.generalisation_fractions) if split == "test" else [])
+            entry = {Keys.PET: "pet.nii.gz", Keys.CT: "ct.nii.gz", Keys.ACTIVITY: "activity.nii.gz",
+                     Keys.DOSE: config.dose_fraction}
+            low_doses = {}
+            for f in fractions:
+                # exact dose reduction of the measured counts (list-mode style), reconstructed like the full dose
+                thinned = binomial_thinning(scan.counts, fraction=f, generator=g_thin)
+                scaled = dataclasses.replace(scan, count_scale=scan.count_scale * f,
+                                             model=_scaled_background(scan, f))
+                name = f"pet_low_{f:g}.nii.gz"
+                save_image(out / name, scaled.reconstruct_osem(counts=thinned, **recon), image)
+                low_doses[f"{f:g}"] = name
+            entry[Keys.PET_LOW] = low_doses[f"{config.dose_fraction:g}"]
+            entry["pet_low_by_dose"] = low_doses
+            return entry
+
+        samples.append(_Sample(f"s{subject:03d}", splits[subject], make, {Keys.SUBJECT: subject}))
+    return samples, layout
+
+
+def _scaled_background(scan, fraction: float):
+    from ..physics import PETForwardModel
+
+    m = scan.model
+    return PETForwardModel(projector=m.projector, attenuation_factors=m.attenuation_factors,
+                           normalisation=m.normalisation, resolution=m.resolution,
+                           background=scan.background * fraction)
+
+
+BUILDERS = {
+    DatasetKind.LEGOPET: _legopet_samples,
+    DatasetKind.PETDDS: _petdds_samples,
+    DatasetKind.UPETE: lambda config, root, brainweb_dir: _upete_samples(config, root),
+}
+
+
+def build_dataset(
+    kind: DatasetKind | str,
+    *,
+    output: Path,
+    preset_name: DatasetPreset | str = DatasetPreset.TINY,
+    seed: int = 0,
+    brainweb_dir: Path | None = None,
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Build (or resume) a dataset; returns the datalist dict."""
+    kind = DatasetKind(kind)
+    config = dataset_config(kind, preset_name, **overrides)
+    output = Path(output)
+    manifest = {"kind": kind.value, "preset": DatasetPreset(preset_name).value, "seed": int(seed),
+                "bundle_version": __version__, "config": config}
+    manifest_path = output / "manifest.json"
+    if manifest_path.exists():
+        existing = json.loads(manifest_path.read_text())
+        if {k: v for k, v in existing.items() if k not in ("complete", "sinogram_layout")} != _jsonable(manifest):
+            raise ValueError(
+                f"{output} already holds a dataset built with other parameters ({manifest_path}); choose another "
+                "output folder or delete it"
+            )
+    samples, layout = BUILDERS[kind](config, np.random.SeedSequence(seed), brainweb_dir)
+    manifest["sinogram_layout"] = {
+        "shape_planes_views_radial": list(layout.shape), "num_rings": layout.scanner.num_rings,
+        "max_ring_difference": layout.max_ring_difference, "scanner": dataclasses.asdict(layout.scanner),
+        "axis_order": "(plane, view, radial); planes ordered by ring difference 0, +1, -1, ... (bundle.physics)",
+    }
+    _write_json(manifest_path, {**manifest, "complete": False})
+    datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
+    iterator = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc=f"building {kind.value}", unit="sample")
+    for sample in iterator:
+        folder = output / "samples" / sample.sample_id
+        done = folder / "sample.json"
+        if done.exists():
+            entry = json.loads(done.read_text())
+        else:
+            entry = sample.make(folder)
+            entry = {k: _prefix(v, f"samples/{sample.sample_id}/") for k, v in _jsonable(entry).items()}
+            entry.update({"id": sample.sample_id, **_jsonable(sample.extra)})
+            _write_json(done, entry)
+        datalist[sample.split].append(entry)
+    _write_json(output / "datalist.json", datalist)
+    _write_json(manifest_path, {**manifest, "complete": True})
+    return datalist
+
+
+def _prefix(value, prefix: str):
+    """Make file names relative to the dataset root."""
+    if isinstance(value, str) and (value.endswith(".npy") or value.endswith(".nii.gz")):
+        return prefix + value
+    if isinstance(value, list):
+        return [_prefix(v, prefix) for v in value]
+    if isinstance(value, dict):
+        return {k: _prefix(v, prefix) for k, v in value.items()}
+    return value
