@@ -108,7 +108,8 @@ class UPETEConfig:
 _CONFIGS: dict[tuple[DatasetKind, DatasetPreset], object] = {
     (DatasetKind.LEGOPET, DatasetPreset.TINY): LegoPETConfig(),
     (DatasetKind.LEGOPET, DatasetPreset.PAPER): LegoPETConfig(
-        source=BrainSource.BRAINWEB, subjects=20, split=(17, 1, 2), rotations=5, slices=55, measured_counts=3e5,
+        source=BrainSource.BRAINWEB, subjects=20, split=(17, 1, 2), rotations=5, slices=55, slice_thickness_mm=1.0,
+        measured_counts=3e5,
         high_counts=3e7, osem_subsets=21, osem_iterations=10,
     ),
     (DatasetKind.PETDDS, DatasetPreset.TINY): PETDDSConfig(),
@@ -194,10 +195,13 @@ def _brain_phantom(config: LegoPETConfig | PETDDSConfig, subject: int, image: Im
 
 
 def _split_names(split: tuple[int, int, int], seed: int) -> list[str]:
-    """Split label per subject index (disjoint by subject, shuffled deterministically by the seed)."""
-    labels = ["training"] * split[0] + ["validation"] * split[1] + ["test"] * split[2]
-    order = np.random.default_rng(seed).permutation(len(labels))
-    return [labels[i] for i in order]
+    """Datalist split name per subject index (disjoint by subject, deterministic by the seed)."""
+    from .slicing import split_by_subject
+
+    groups = split_by_subject(list(range(sum(split))), split, seed=seed)
+    names = {"train": "training", "validation": "validation", "test": "test"}
+    label = {subject: names[group] for group, members in groups.items() for subject in members}
+    return [label[s] for s in range(sum(split))]
 
 
 def _legopet_samples(config: LegoPETConfig, root: np.random.SeedSequence, brainweb_dir: Path | None):

@@ -1,0 +1,116 @@
+"""Dataset builders: datalist/manifest contents, determinism by seed, resume after interruption, refusal to mix.
+
+The builder mechanics are tested with the analytic head phantom standing in for the brain phantoms (fast);
+tests/data/test_build_phantoms.py runs each builder end to end with the real embedded-default phantoms.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from bundle.data import build as build_module
+from bundle.data import ellipsoid_head_phantom
+from bundle.data.build import build_dataset, dataset_config
+from bundle.data.io import load_image, load_sinogram
+from bundle.keys import Keys
+
+SMALL = dict(subjects=3, split=(1, 1, 1), rotations=1, slices=2, scanner_preset="tiny_2d",
+             measured_counts=2e4, high_counts=2e5, osem_subsets=4, osem_iterations=2)
+
+
+@pytest.fixture
+def head_brains(monkeypatch):
+    calls = []
+
+    def fake(config, subject, image, seed, brainweb_dir):
+        calls.append(subject)
+        activity, mu = ellipsoid_head_phantom(image)
+        scale = 1.0 + 0.1 * subject  # subjects differ
+        return SimpleNamespace(activity=activity * scale, mu_map_per_mm=mu)
+
+    monkeypatch.setattr(build_module, "_brain_phantom", fake)
+    return calls
+
+
+def _read(root, entry, key):
+    path = root / entry[key]
+    return load_sinogram(path) if path.suffix == ".npy" else load_image(path)[0]
+
+
+def test_legopet_build_contents_and_determinism(tmp_path, head_brains):
+    a = build_dataset("legopet", output=tmp_path / "a", seed=3, progress=False, **SMALL)
+    b = build_dataset("legopet", output=tmp_path / "b", seed=3, progress=False, **SMALL)
+    c = build_dataset("legopet", output=tmp_path / "c", seed=4, progress=False, **SMALL)
+    assert [len(a[k]) for k in ("training", "validation", "test")] == [2, 2, 2]  # 1 subject x 1 rotation x 2 slices
+    subjects = {k: {e[Keys.SUBJECT] for e in a[k]} for k in a}
+    assert not (subjects["training"] & subjects["test"]) and not (subjects["training"] & subjects["validation"])
+    entry = a["training"][0]
+    sino = _read(tmp_path / "a", entry, Keys.SINOGRAM)
+    assert sino.shape == (1, 64, 64) and float(sino.sum()) == pytest.approx(2e4, abs=5 * 2e4**0.5)
+    assert float(_read(tmp_path / "a", entry, Keys.SINOGRAM_HIGH).sum()) == pytest.approx(2e5, rel=0.02)
+    ref = _read(tmp_path / "a", entry, Keys.REFERENCE)
+    truth = _read(tmp_path / "a", entry, Keys.ACTIVITY)
+    # the high-count reference is closer to the truth than the OSEM of the measured data
+    osem_err = float((_read(tmp_path / "a", entry, Keys.OSEM) - truth).norm())
+    assert float((ref - truth).norm()) < osem_err
+    for split in a:
+        for ea, eb in zip(a[split], b[split], strict=True):
+            assert torch.equal(_read(tmp_path / "a", ea, Keys.SINOGRAM), _read(tmp_path / "b", eb, Keys.SINOGRAM))
+    diff = [not torch.equal(_read(tmp_path / "a", ea, Keys.SINOGRAM), _read(tmp_path / "c", ec, Keys.SINOGRAM))
+            for ea, ec in zip(a["training"], c["training"], strict=True)]
+    assert all(diff)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["complete"] is True
+    assert manifest["config"]["measured_counts"] == 2e4
+    assert manifest["sinogram_layout"]["shape_planes_views_radial"] == [1, 64, 64]
+
+
+def test_resume_rebuilds_only_missing_samples(tmp_path, head_brains):
+    first = build_dataset("legopet", output=tmp_path, seed=0, progress=False, **SMALL)
+    built = len(head_brains)
+    victim = tmp_path / first["test"][0][Keys.SINOGRAM]
+    marker = victim.parent / "sample.json"
+    marker.unlink()  # as if the build was killed while writing this sample
+    kept = tmp_path / first["training"][0][Keys.SINOGRAM]
+    kept_mtime = kept.stat().st_mtime_ns
+    again = build_dataset("legopet", output=tmp_path, seed=0, progress=False, **SMALL)
+    assert again == first
+    assert kept.stat().st_mtime_ns == kept_mtime  # finished samples were not rewritten
+    assert len(head_brains) == built + 1  # only the test subject's phantom was made again
+    assert marker.exists()
+
+
+def test_refuses_to_mix_parameters(tmp_path, head_brains):
+    build_dataset("legopet", output=tmp_path, seed=0, progress=False, **SMALL)
+    with pytest.raises(ValueError, match="already holds a dataset built with other parameters"):
+        build_dataset("legopet", output=tmp_path, seed=1, progress=False, **SMALL)
+
+
+def test_petdds_build_low_count_realisations(tmp_path, head_brains):
+    datalist = build_dataset("petdds", output=tmp_path, seed=0, progress=False, subjects=2, split=(1, 0, 1),
+                             scanner_preset="tiny_3d", full_counts=1e6, realisations=2, osem_subsets=4,
+                             osem_iterations=2)
+    entry = datalist["test"][0]
+    full = load_sinogram(tmp_path / entry[Keys.SINOGRAM_HIGH])
+    lows = [load_sinogram(tmp_path / p) for p in entry["sinogram_low"]]
+    assert len(lows) == 2 and not torch.equal(lows[0], lows[1])  # independent realisations
+    for low in lows:  # 1 % of the counts
+        assert float(low.sum()) == pytest.approx(0.01 * float(full.sum()), rel=0.05)
+    factors = load_sinogram(tmp_path / entry["multiplicative_factors"])
+    assert float(factors.min()) > 0 and float(factors.max()) <= 1  # attenuation x normalisation
+    assert entry["training_slices"] and all(isinstance(z, int) for z in entry["training_slices"])
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        dataset_config("unknown", "tiny")
+    with pytest.raises(ValueError, match="unknown legopet option"):
+        dataset_config("legopet", "tiny", bogus=1)
+    with pytest.raises(ValueError, match="must add up to subjects"):
+        dataset_config("legopet", "tiny", subjects=5)
+    assert np.isclose(dataset_config("petdds", "paper").low_count_fraction, 0.01)
