@@ -56,3 +56,15 @@ def test_arguments_are_checked():
         t(bad)
     with pytest.raises(ValueError, match="total_counts must be a positive finite number"):
         SimulateScand(layout=geometry.layout, image=geometry.image, total_counts=float("nan"))(data)
+
+
+def test_noise_variance_scales_as_one_over_dose():
+    """Poisson counts thinned to dose f and rescaled by 1/f have variance λ / f (mean λ kept)."""
+    lam = 40.0
+    counts = torch.poisson(torch.full((200000,), lam), generator=torch.Generator().manual_seed(0))
+    for f in (0.5, 0.1):
+        t = BinomialThinningd([Keys.SINOGRAM], fraction=f)
+        t.set_random_state(1)
+        rescaled = t({Keys.SINOGRAM: counts})[Keys.SINOGRAM] / f
+        assert float(rescaled.mean()) == pytest.approx(lam, rel=0.01)
+        assert float(rescaled.var()) == pytest.approx(lam / f, rel=0.03)
