@@ -7,8 +7,8 @@
 where a = exp(−A μ), n the detector normalisation (gap mask of the scanner), G a Gaussian resolution model,
 s a constant additive background (randoms + scatter) at ``background_fraction`` of the mean trues, and c the
 count scale that makes the expected total equal ``total_counts``.  The returned :class:`SimulatedScan` keeps the
-scaled forward model, so reconstructions of ``counts`` come out in the activity's units divided by nothing:
-``osem(...)`` of the scaled model estimates ``c · x``; :meth:`SimulatedScan.reconstruct_osem` divides by ``c``.
+forward model in count units (background c·s), so ``osem(...)`` with it estimates c·x;
+:meth:`SimulatedScan.reconstruct_osem` divides by c and returns the image in the activity's units.
 
 ``slicewise_layout`` builds a multi-ring scanner whose rings sit on the image's slice centres with maximum ring
 difference 0: projecting a 3D volume with it is an exact stack of 2D slice projections (the "project slices"
