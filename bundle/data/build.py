@@ -170,8 +170,11 @@ def _rotate_transaxial(volume: torch.Tensor, angle_deg: float, *, order: int) ->
         return volume
     from scipy.ndimage import rotate
 
+    # order 0 (labels, μ) or 1 (activity): interpolating non-negative data this way stays non-negative
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 or 1 (values must stay non-negative), got {order}")
     out = rotate(volume.numpy(), angle_deg, axes=(1, 2), reshape=False, order=order, mode="constant", cval=0.0)
-    return torch.from_numpy(np.clip(out, 0, None) if order > 0 else out).to(volume.dtype)
+    return torch.from_numpy(out).to(volume.dtype)
 
 
 @dataclass
