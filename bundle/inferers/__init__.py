@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .legopet import LegoPETInferer, LegoPETTrainingInferer
 from .petdds import (
     PETDDSInferer,
     Preconditioner,
@@ -12,6 +13,8 @@ from .petdds import (
 )
 
 __all__ = [
+    "LegoPETInferer",
+    "LegoPETTrainingInferer",
     "PETDDSInferer",
     "Preconditioner",
     "PreviousTimestep",

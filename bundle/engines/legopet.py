@@ -1,0 +1,155 @@
+"""LegoPET training batches: noise, timesteps, frozen PnPNet features and classifier-free condition dropout.
+
+For a batch of reference images x_0 ``(B, 1, H, W)`` and sinograms s ``(B, 1, H, W)`` (on the image grid), one call
+draws, in this order from one explicit ``torch.Generator``:
+
+1. the drop mask m_b ~ Bernoulli(p_dp) per sample (``torch.rand(B) < p_dp``);
+2. timesteps t_b ~ U{0, …, T − 1};
+3. noise ε ~ N(0, I) of the image's shape;
+
+computes b_d, b_m = PnPNet.features(s) once under ``torch.no_grad`` (PnPNet frozen, in eval mode for the call), and
+replaces {s, b_d, b_m} of every dropped sample jointly by the null condition ∅ (zeros, :func:`null_condition`).
+
+It returns MONAI's ``DiffusionPrepareBatch`` tuple ``(x_0, target, (), kwargs)`` with target = ε (paper eq. (6):
+‖ε − ε_θ(x_t, t, C)‖²) and ``kwargs = {"noise", "timesteps", "condition", "down_residuals", "mid_residual"}``
+(the last two only with a PnPNet; without one this prepares cDPM batches with sinogram dropout only).  The noisy
+image x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε (paper eq. (3)) is formed by the training inferer from ``noise`` and
+``timesteps``, as with MONAI's ``DiffusionInferer``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.engines.utils import DiffusionPrepareBatch
+
+from bundle.keys import Keys
+from bundle.networks.legopet import LegoPETCondition, PnPNet, null_condition
+
+__all__ = ["LegoPETPrepareBatch"]
+
+
+class LegoPETPrepareBatch(DiffusionPrepareBatch):
+    """``prepare_batch`` for MONAI trainers (``SupervisedTrainer``) training the LegoPET denoiser or the cDPM.
+
+    Args (keyword-only):
+        num_train_timesteps: T (1000 in the paper).
+        pnpnet: the trained, frozen :class:`PnPNet`; ``None`` = cDPM (condition = sinogram only).
+        drop_probability: p_dp ∈ [0, 1] (paper: 0, 0.1, 0.2, 0.5).
+        image_key: batch key of the reference image x_0 ``(B, 1, H, W)``.
+        condition_name: batch key of the sinogram s ``(B, 1, H, W)``.
+        generator: source of the drop mask, timesteps and noise (on the device the draws are made on; the draws are
+            moved to the batch device); ``None`` = ``torch.Generator().manual_seed(0)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_train_timesteps: int = 1000,
+        pnpnet: PnPNet | None = None,
+        drop_probability: float = 0.1,
+        image_key: str = Keys.REFERENCE,
+        condition_name: str = Keys.SINOGRAM,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not isinstance(num_train_timesteps, numbers.Integral) or isinstance(num_train_timesteps, bool):
+            raise TypeError(f"num_train_timesteps must be an int, got {num_train_timesteps!r}")
+        if num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
+        super().__init__(num_train_timesteps=int(num_train_timesteps), condition_name=str(condition_name))
+        if pnpnet is not None and not isinstance(pnpnet, PnPNet):
+            raise TypeError(f"pnpnet must be a PnPNet or None, got {type(pnpnet).__name__}")
+        if not isinstance(drop_probability, numbers.Real) or isinstance(drop_probability, bool):
+            raise TypeError(f"drop_probability must be a real number, got {drop_probability!r}")
+        if not 0.0 <= float(drop_probability) <= 1.0:
+            raise ValueError(f"drop_probability must be in [0, 1], got {drop_probability}")
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        elif not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.pnpnet = pnpnet
+        self.drop_probability = float(drop_probability)
+        self.image_key = str(image_key)
+        self.generator = generator
+
+    # ------------------------------------------------------------------ MONAI hooks (explicit generator)
+    def get_noise(self, images: torch.Tensor) -> torch.Tensor:
+        """ε ~ N(0, I) of ``images``' shape, from :attr:`generator`."""
+        noise = torch.randn(images.shape, generator=self.generator, dtype=images.dtype, device=self.generator.device)
+        return noise.to(images.device)
+
+    def get_timesteps(self, images: torch.Tensor) -> torch.Tensor:
+        """t ~ U{0, …, T − 1} per sample, ``(B,)`` long, from :attr:`generator`."""
+        t = torch.randint(
+            0, self.num_train_timesteps, (images.shape[0],), generator=self.generator, device=self.generator.device
+        )
+        return t.long().to(images.device)
+
+    def get_drop_mask(self, batch_size: int) -> torch.Tensor:
+        """``(B,)`` bool, True where the condition is replaced by ∅ (Bernoulli(p_dp), from :attr:`generator`)."""
+        u = torch.rand(batch_size, generator=self.generator, device=self.generator.device)
+        return u < self.drop_probability
+
+    # ------------------------------------------------------------------ condition
+    def condition(self, sinogram: torch.Tensor, drop_mask: torch.Tensor) -> LegoPETCondition:
+        """C = {s, b_d, b_m} with the samples of ``drop_mask`` replaced jointly by the null condition."""
+        features = None
+        down = mid = None
+        if self.pnpnet is not None:
+            was_training = self.pnpnet.training
+            self.pnpnet.eval()
+            try:
+                with torch.no_grad():
+                    down, mid = self.pnpnet.features(sinogram)
+            finally:
+                self.pnpnet.train(was_training)
+            features = self.pnpnet.feature_shapes(*sinogram.shape[:1], *sinogram.shape[-2:])
+        null = null_condition(sinogram.shape, features, dtype=sinogram.dtype, device=sinogram.device)
+        keep = ~drop_mask.to(sinogram.device)
+
+        def select(value: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+            return torch.where(keep.reshape((-1,) + (1,) * (value.ndim - 1)), value, empty)
+
+        if down is None or mid is None or null.down_residuals is None or null.mid_residual is None:
+            return LegoPETCondition(select(sinogram, null.sinogram))
+        return LegoPETCondition(
+            select(sinogram, null.sinogram),
+            tuple(select(r, z) for r, z in zip(down, null.down_residuals, strict=True)),
+            select(mid, null.mid_residual),
+        )
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, Any]]:
+        """``(x_0, ε, (), {"noise", "timesteps", "condition"[, "down_residuals", "mid_residual"]})``."""
+        if not isinstance(batchdata, Mapping):
+            raise TypeError(f"batchdata must be a mapping (dict batch), got {type(batchdata).__name__}")
+        for key in (self.image_key, self.condition_name):
+            if key not in batchdata:
+                raise KeyError(f"batchdata has no {key!r} entry; keys: {sorted(batchdata)}")
+        images = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=non_blocking, **kwargs)
+        sinogram = torch.as_tensor(batchdata[self.condition_name]).to(device, non_blocking=non_blocking, **kwargs)
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"batchdata[{self.image_key!r}] must have shape (B, 1, H, W), got {tuple(images.shape)}")
+        if tuple(sinogram.shape) != tuple(images.shape):
+            raise ValueError(
+                f"batchdata[{self.condition_name!r}] must have the image's shape {tuple(images.shape)} (sinogram "
+                f"resampled/padded to the image grid), got {tuple(sinogram.shape)}"
+            )
+        drop_mask = self.get_drop_mask(images.shape[0])
+        timesteps = self.get_timesteps(images)
+        noise = self.get_noise(images)
+        target = self.get_target(images, noise, timesteps)
+        condition = self.condition(sinogram, drop_mask)
+        infer_kwargs: dict[str, Any] = {"noise": noise, "timesteps": timesteps, "condition": condition.sinogram}
+        if condition.down_residuals is not None:
+            infer_kwargs["down_residuals"] = condition.down_residuals
+            infer_kwargs["mid_residual"] = condition.mid_residual
+        return images, target, (), infer_kwargs

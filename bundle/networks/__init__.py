@@ -1,0 +1,22 @@
+"""Networks of the bundle built from MONAI DiffusionModelUNet blocks (LegoPET denoiser and PnPNet).  Importing runs
+nothing."""
+
+from __future__ import annotations
+
+from .legopet import (
+    FeatureInjection,
+    FeatureShapes,
+    LegoPETCondition,
+    LegoPETDenoiser,
+    PnPNet,
+    null_condition,
+)
+
+__all__ = [
+    "FeatureInjection",
+    "FeatureShapes",
+    "LegoPETCondition",
+    "LegoPETDenoiser",
+    "PnPNet",
+    "null_condition",
+]

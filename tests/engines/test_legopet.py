@@ -1,0 +1,131 @@
+"""LegoPETPrepareBatch: condition dropout with an explicit generator, frozen PnPNet features, trainer integration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.engines import SupervisedTrainer
+from monai.networks.schedulers import DDPMScheduler
+
+from bundle.engines import LegoPETPrepareBatch
+from bundle.inferers import LegoPETTrainingInferer
+from bundle.networks import LegoPETDenoiser, PnPNet
+
+LAYOUT = {
+    "channels": (8, 16, 16, 16),
+    "num_res_blocks": 1,
+    "attention_levels": (False, False, False, True),
+    "norm_num_groups": 8,
+    "num_head_channels": 8,
+}
+BATCH = 6
+
+
+@pytest.fixture(scope="module")
+def pnpnet() -> PnPNet:
+    torch.manual_seed(0)
+    return PnPNet(**LAYOUT)
+
+
+def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "reference": torch.rand(BATCH, 1, 32, 32, generator=g),
+        "sinogram": torch.rand(BATCH, 1, 32, 32, generator=g) + 0.5,  # strictly positive: zero means dropped
+    }
+
+
+def _prepare(pnpnet: PnPNet | None, p: float, seed: int = 0) -> LegoPETPrepareBatch:
+    return LegoPETPrepareBatch(
+        num_train_timesteps=1000, pnpnet=pnpnet, drop_probability=p, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_p_zero_keeps_everything(pnpnet):
+    batch = _batch()
+    images, target, args, kwargs = _prepare(pnpnet, 0.0)(batch)
+    assert args == () and torch.equal(images, batch["reference"]) and torch.equal(target, kwargs["noise"])
+    assert set(kwargs) == {"noise", "timesteps", "condition", "down_residuals", "mid_residual"}
+    assert kwargs["timesteps"].dtype == torch.long and kwargs["timesteps"].shape == (BATCH,)
+    assert torch.equal(kwargs["condition"], batch["sinogram"])
+    with torch.no_grad():
+        down, mid = pnpnet.features(batch["sinogram"])
+    for a, b in zip(kwargs["down_residuals"], down, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(kwargs["mid_residual"], mid)
+    assert not any(r.requires_grad for r in (*kwargs["down_residuals"], kwargs["mid_residual"]))
+
+
+def test_p_one_replaces_everything(pnpnet):
+    _, _, _, kwargs = _prepare(pnpnet, 1.0)(_batch())
+    for tensor in (kwargs["condition"], *kwargs["down_residuals"], kwargs["mid_residual"]):
+        assert not bool(tensor.any())
+
+
+def test_same_seed_same_mask_and_dropped_samples_are_exactly_null(pnpnet):
+    batch = _batch()
+    first = _prepare(pnpnet, 0.5, seed=1)(batch)[3]
+    second = _prepare(pnpnet, 0.5, seed=1)(batch)[3]
+    for key in ("noise", "timesteps", "condition", "mid_residual"):
+        assert torch.equal(first[key], second[key])
+    # the mask is the first draw of the generator
+    expected = torch.rand(BATCH, generator=torch.Generator().manual_seed(1)) < 0.5
+    assert 0 < int(expected.sum()) < BATCH, "pick a seed that drops some but not all samples"
+    dropped = (first["condition"] == 0).flatten(1).all(dim=1)
+    assert torch.equal(dropped, expected)
+    with torch.no_grad():
+        down, mid = pnpnet.features(batch["sinogram"])
+    for got, full in zip((*first["down_residuals"], first["mid_residual"]), (*down, mid), strict=True):
+        assert not bool(got[expected].any())
+        assert torch.equal(got[~expected], full[~expected])
+    assert torch.equal(first["condition"][~expected], batch["sinogram"][~expected])
+    other = _prepare(pnpnet, 0.5, seed=4)
+    masks = [other.get_drop_mask(BATCH) for _ in range(3)]
+    assert any(not torch.equal(m, expected) for m in masks)
+
+
+def test_cdpm_batches_have_no_features():
+    _, _, _, kwargs = _prepare(None, 1.0)(_batch())
+    assert set(kwargs) == {"noise", "timesteps", "condition"}
+    assert not bool(kwargs["condition"].any())
+
+
+def test_one_supervised_trainer_iteration(pnpnet):
+    torch.manual_seed(0)
+    denoiser = LegoPETDenoiser(**LAYOUT)
+    before = [p.detach().clone() for p in denoiser.parameters()]
+    pnp_before = [p.detach().clone() for p in pnpnet.parameters()]
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[_batch(1)],
+        network=denoiser,
+        optimizer=torch.optim.Adam(denoiser.parameters(), lr=1e-3),
+        loss_function=torch.nn.MSELoss(),
+        inferer=LegoPETTrainingInferer(scheduler=scheduler),
+        prepare_batch=_prepare(pnpnet, 0.5, seed=3),
+    )
+    trainer.run()
+    assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, denoiser.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(pnp_before, pnpnet.parameters(), strict=True))
+
+
+def test_argument_errors(pnpnet):
+    with pytest.raises(ValueError, match=r"drop_probability must be in \[0, 1\], got 1.5"):
+        LegoPETPrepareBatch(drop_probability=1.5)
+    with pytest.raises(TypeError, match="pnpnet must be a PnPNet or None, got Linear"):
+        LegoPETPrepareBatch(pnpnet=torch.nn.Linear(1, 1))
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        LegoPETPrepareBatch(generator=0)
+    with pytest.raises(ValueError, match="num_train_timesteps must be >= 1, got 0"):
+        LegoPETPrepareBatch(num_train_timesteps=0)
+    prepare = _prepare(pnpnet, 0.1)
+    batch = _batch()
+    with pytest.raises(KeyError, match="batchdata has no 'sinogram' entry"):
+        prepare({"reference": batch["reference"]})
+    with pytest.raises(ValueError, match=r"batchdata\['sinogram'\] must have the image's shape \(6, 1, 32, 32\)"):
+        prepare({**batch, "sinogram": batch["sinogram"][..., :16]})
+    with pytest.raises(TypeError, match="batchdata must be a mapping"):
+        prepare([batch["reference"], batch["sinogram"]])

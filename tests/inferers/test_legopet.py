@@ -1,0 +1,145 @@
+"""LegoPETInferer: classifier-free guidance formula, λ2 = 0, seeds, crop, chunking, argument checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from bundle.inferers import LegoPETInferer
+from bundle.networks import LegoPETCondition, LegoPETDenoiser, PnPNet
+
+LAYOUT = {
+    "channels": (8, 16, 16, 16),
+    "num_res_blocks": 1,
+    "attention_levels": (False, False, False, True),
+    "norm_num_groups": 8,
+    "num_head_channels": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def nets() -> tuple[LegoPETDenoiser, PnPNet]:
+    torch.manual_seed(0)
+    denoiser, pnpnet = LegoPETDenoiser(**LAYOUT).eval(), PnPNet(**LAYOUT).eval()
+    g = torch.Generator().manual_seed(1)
+    conv = denoiser.unet.out[2].conv
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.1)
+    return denoiser, pnpnet
+
+
+def _sinogram(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(seed)) + 0.5
+
+
+def _ddim() -> DDIMScheduler:
+    return DDIMScheduler(num_train_timesteps=1000)
+
+
+class ToyNetwork:
+    """ε = 0.5 x + 2 s + mean(b_m) (a hand-checkable stand-in for the denoiser)."""
+
+    def __call__(self, x, t, s, *, down_residuals=None, mid_residual=None):
+        out = 0.5 * x + 2.0 * s
+        if mid_residual is not None:
+            out = out + mid_residual.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)
+        return out
+
+
+def test_guidance_formula_by_hand(nets):
+    _, pnpnet = nets
+    s = _sinogram()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    inferer = LegoPETInferer(scheduler=_ddim(), guidance_scale=1.5, pnpnet=pnpnet)
+    condition = inferer.condition(s)
+    b_m = condition.mid_residual.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)
+    eps_c = 0.5 * x + 2.0 * s + b_m
+    eps_u = 0.5 * x  # ∅: s = 0, b_m = 0
+    expected = 2.5 * eps_c - 1.5 * eps_u
+    torch.testing.assert_close(inferer.guided_noise(ToyNetwork(), x, 10, condition), expected)
+
+
+def test_guidance_with_the_denoiser_and_chunks(nets):
+    denoiser, pnpnet = nets
+    s = _sinogram(3)
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = torch.full((3,), 10, dtype=torch.long)
+    inferer = LegoPETInferer(scheduler=_ddim(), guidance_scale=2.0, pnpnet=pnpnet, chunk_size=2)
+    condition = inferer.condition(s)
+    with torch.no_grad():
+        eps_c = denoiser(x, t, s, down_residuals=condition.down_residuals, mid_residual=condition.mid_residual)
+        eps_u = denoiser(x, t, torch.zeros_like(s))  # ADD: zero features = no features
+    torch.testing.assert_close(inferer.guided_noise(denoiser, x, 10, condition), 3.0 * eps_c - 2.0 * eps_u)
+
+
+def test_lambda_zero_is_the_conditional_prediction_exactly(nets):
+    denoiser, pnpnet = nets
+    s = _sinogram()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    inferer = LegoPETInferer(scheduler=_ddim(), guidance_scale=0.0, pnpnet=pnpnet)
+    condition = inferer.condition(s)
+    with torch.no_grad():
+        eps_c = denoiser(
+            x, torch.full((2,), 7), s, down_residuals=condition.down_residuals, mid_residual=condition.mid_residual
+        )
+    assert torch.equal(inferer.guided_noise(denoiser, x, 7, condition), eps_c)
+    cdpm = LegoPETInferer(scheduler=_ddim(), guidance_scale=0.0)
+    assert cdpm.condition(s).down_residuals is None
+    with torch.no_grad():
+        assert torch.equal(cdpm.guided_noise(denoiser, x, 7, LegoPETCondition(s)), denoiser(x, torch.full((2,), 7), s))
+
+
+def test_seeds_and_crop(nets):
+    denoiser, pnpnet = nets
+    s = _sinogram()
+    inferer = LegoPETInferer(scheduler=_ddim(), num_inference_steps=3, pnpnet=pnpnet, eta=1.0)
+    first = inferer(s, denoiser, generator=torch.Generator().manual_seed(5))
+    again = inferer(s, denoiser, generator=torch.Generator().manual_seed(5))
+    other = inferer(s, denoiser, generator=torch.Generator().manual_seed(6))
+    assert first.shape == (2, 1, 32, 32) and torch.isfinite(first).all()
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+    cropped = LegoPETInferer(scheduler=_ddim(), num_inference_steps=3, pnpnet=pnpnet, eta=1.0, crop=(2, 3, 20, 24))
+    out = cropped(s, denoiser, generator=torch.Generator().manual_seed(5))
+    assert out.shape == (2, 1, 20, 24)
+    assert torch.equal(out, first[..., 2:22, 3:27])
+
+
+def test_ddpm_full_chain_is_seeded(nets):
+    denoiser, _ = nets
+    s = _sinogram(1)
+    inferer = LegoPETInferer(scheduler=DDPMScheduler(num_train_timesteps=4), guidance_scale=1.0)
+    a = inferer(s, denoiser, generator=torch.Generator().manual_seed(0))
+    b = inferer(s, denoiser)  # default generator: seed 0
+    c = inferer(s, denoiser, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_argument_errors(nets):
+    denoiser, _ = nets
+    with pytest.raises(ValueError, match=r"guidance_scale \(λ2\) must be finite and >= 0, got -0.5"):
+        LegoPETInferer(scheduler=_ddim(), guidance_scale=-0.5)
+    with pytest.raises(TypeError, match=r"crop must be None or \(top, left, height, width\) ints"):
+        LegoPETInferer(scheduler=_ddim(), crop=(0, 0, 10))
+    with pytest.raises(ValueError, match=r"crop must have top, left >= 0 and height, width >= 1, got \(-1, 0, 4, 4\)"):
+        LegoPETInferer(scheduler=_ddim(), crop=(-1, 0, 4, 4))
+    with pytest.raises(ValueError, match="a DDPMScheduler samples every step: num_inference_steps must be None or 10"):
+        LegoPETInferer(scheduler=DDPMScheduler(num_train_timesteps=10), num_inference_steps=5)
+    with pytest.raises(ValueError, match="eta applies to a DDIMScheduler only"):
+        LegoPETInferer(scheduler=DDPMScheduler(num_train_timesteps=10), eta=0.5)
+    with pytest.raises(ValueError, match=r"scheduler\.prediction_type must be 'epsilon', got 'sample'"):
+        LegoPETInferer(scheduler=DDIMScheduler(prediction_type="sample"))
+    with pytest.raises(TypeError, match="scheduler must be a MONAI DDPMScheduler or DDIMScheduler, got str"):
+        LegoPETInferer(scheduler="ddpm")
+    with pytest.raises(TypeError, match="pnpnet must be a PnPNet or None, got LegoPETDenoiser"):
+        LegoPETInferer(scheduler=_ddim(), pnpnet=denoiser)
+    inferer = LegoPETInferer(scheduler=_ddim(), num_inference_steps=2, crop=(0, 0, 40, 10))
+    with pytest.raises(ValueError, match=r"inputs \(sinogram\) must have shape \(B, 1, H, W\), got \(2, 32, 32\)"):
+        inferer(_sinogram()[:, 0], denoiser)
+    with pytest.raises(ValueError, match=r"crop \(top=0, left=0, height=40, width=10\) does not fit the image grid"):
+        inferer(_sinogram(), denoiser)
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        inferer(_sinogram(), denoiser, generator=3)
+    with pytest.raises(ValueError, match="network output must be a tensor of the input's shape"):
+        LegoPETInferer(scheduler=_ddim(), num_inference_steps=1)(_sinogram(), lambda x, t, s: x[:, :, :4])
