@@ -3,6 +3,7 @@ nothing."""
 
 from __future__ import annotations
 
+from .ct_attention import CTGuidedCrossAttention, CTGuidedLatentDenoiser, PredictionType
 from .legopet import (
     FeatureInjection,
     FeatureShapes,
@@ -13,10 +14,13 @@ from .legopet import (
 )
 
 __all__ = [
+    "CTGuidedCrossAttention",
+    "CTGuidedLatentDenoiser",
     "FeatureInjection",
     "FeatureShapes",
     "LegoPETCondition",
     "LegoPETDenoiser",
     "PnPNet",
+    "PredictionType",
     "null_condition",
 ]
