@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundle.physics import joseph_back  # noqa: E402
-from bundle.physics.kernels import cuda as cuda_kernels  # noqa: E402
+from bundle.physics import joseph_back
+from bundle.physics.kernels import cuda as cuda_kernels
 
 
 def main() -> int:
