@@ -44,9 +44,9 @@ def test_training_workflow_runs_and_writes_loadable_checkpoints(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train_loss" in result.stdout + result.stderr
-    checkpoints = sorted((run / "results" / "petdds" / "checkpoints").glob("*.pt"))
-    assert checkpoints
-    state = torch.load(checkpoints[-1], weights_only=True)
+    final = run / "results" / "petdds" / "checkpoints" / "network_final.pt"  # the name inference.json expects
+    assert final.is_file()
+    state = torch.load(final, weights_only=True)
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs/common.json"), str(ROOT / "configs/petdds/train.json")])
     parser["network_def"]["channels"] = [8, 16, 16]
