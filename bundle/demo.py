@@ -141,14 +141,13 @@ def run_demo(
         "metrics_inside_head": results,
         "seconds": time.perf_counter() - start,
     }
-    (output / "demo.json").write_text(json.dumps(summary, indent=2))
+    (output / "demo.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     table = ["| method | NRMSE | PSNR (dB) |", "|---|---|---|"]
     table += [f"| {k} | {v['NRMSE']:.3f} | {v['PSNR_dB']:.2f} |" for k, v in results.items()]
     (output / "demo.md").write_text(
         "# Main job: simulated head scan\n\n"
         f"Preset `{preset_name}`, {float(counts.sum()):.3g} counts, seed {seed}, OSEM {num_subsets} subsets x "
-        f"{num_iterations} iterations.\n\n" + "\n".join(table) + "\n\n![panel](demo.png)\n"
-    )
+        f"{num_iterations} iterations.\n\n" + "\n".join(table) + "\n\n![panel](demo.png)\n", encoding="utf-8")
     return summary
 
 

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['device']:6} | {r['backend']:30} | {r['direction']:9} | {r['lors']:>10} | {r['seconds']:>9.4f} | "
               f"{r['mlors_per_s']:>9.3f} | {r['ratio']:>11.1f}x | {r['rel_error']:>14.2e} |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0
 
 

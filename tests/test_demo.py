@@ -14,14 +14,14 @@ def test_demo_writes_report_and_reconstructs(tmp_path):
                        progress=False)
     for name in ("demo.png", "demo.json", "demo.md", "truth.nii.gz", "osem.nii.gz", "map_em.nii.gz"):
         assert (tmp_path / name).is_file(), name
-    stored = json.loads((tmp_path / "demo.json").read_text())
+    stored = json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))
     assert stored["metrics_inside_head"] == summary["metrics_inside_head"]
     # Poisson total: mean 2e5, standard deviation ~450
     assert abs(stored["total_counts"] - 2e5) < 5 * 2e5**0.5
     for metrics in stored["metrics_inside_head"].values():
         # the reconstruction resembles the phantom (a flat image at the mean has NRMSE ~0.6 here)
         assert 0 < metrics["NRMSE"] < 0.6
-    assert "| OSEM |" in (tmp_path / "demo.md").read_text()
+    assert "| OSEM |" in (tmp_path / "demo.md").read_text(encoding="utf-8")
 
 
 def test_demo_cli_rejects_bad_counts(tmp_path):

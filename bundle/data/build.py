@@ -157,7 +157,7 @@ def _jsonable(value):
 
 
 def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(_jsonable(obj), indent=2)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(_jsonable(obj), indent=2), encoding="utf-8"))
 
 
 def _seed(seq: np.random.SeedSequence) -> int:
@@ -373,7 +373,7 @@ def build_dataset(
                 "bundle_version": __version__, "config": config}
     manifest_path = output / "manifest.json"
     if manifest_path.exists():
-        existing = json.loads(manifest_path.read_text())
+        existing = json.loads(manifest_path.read_text(encoding="utf-8"))
         if {k: v for k, v in existing.items() if k not in ("complete", "sinogram_layout")} != _jsonable(manifest):
             raise ValueError(
                 f"{output} already holds a dataset built with other parameters ({manifest_path}); choose another "
@@ -396,7 +396,7 @@ def build_dataset(
         folder = output / "samples" / sample.sample_id
         done = folder / "sample.json"
         if done.exists():
-            entry = json.loads(done.read_text())
+            entry = json.loads(done.read_text(encoding="utf-8"))
         else:
             entry = sample.make(folder)
             entry = {k: _prefix(v, f"samples/{sample.sample_id}/") for k, v in _jsonable(entry).items()}

@@ -35,7 +35,7 @@ def slice_datalist(
         raise FileNotFoundError(
             f"{path} does not exist; build the dataset first: python -m bundle.data build petdds --output {dataset_dir}"
         )
-    datalist = json.loads(path.read_text())
+    datalist = json.loads(path.read_text(encoding="utf-8"))
     if split not in datalist:
         raise ValueError(f"split must be one of {sorted(datalist)}, got {split!r}")
     entries = []

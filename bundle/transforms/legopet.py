@@ -134,7 +134,7 @@ def _manifest(dataset_dir: str) -> dict:
             f"{path} does not exist; build the dataset first: "
             f"python -m bundle.data build legopet --output {dataset_dir}"
         )
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def manifest_counts_per_bin(dataset_dir: str | Path) -> float:
@@ -156,7 +156,7 @@ def _reference_max(dataset_dir: str, split: str, key: str, count_scale_key: str 
     path = Path(dataset_dir) / "datalist.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; build the dataset first")
-    entries = json.loads(path.read_text()).get(split) or []
+    entries = json.loads(path.read_text(encoding="utf-8")).get(split) or []
     if not entries:
         raise ValueError(f"{path} has no {split!r} entries to compute the image scale from")
     peak = 0.0

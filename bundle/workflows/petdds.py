@@ -199,7 +199,7 @@ def _open_dataset(dataset_dir: object) -> _Dataset:
             raise FileNotFoundError(
                 f"{path} does not exist; build the dataset first: python -m bundle.data build petdds --output {root}"
             )
-    manifest = json.loads(paths["manifest"].read_text())
+    manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
     if manifest.get("kind") != "petdds":
         raise ValueError(f"{root} holds a {manifest.get('kind')!r} dataset, expected 'petdds'")
     if not manifest.get("complete", False):
@@ -211,7 +211,7 @@ def _open_dataset(dataset_dir: object) -> _Dataset:
             f"manifest sinogram shape {tuple(stored)} differs from preset {scanner.name!r} shape {scanner.layout.shape}"
         )
     projector = SinogramProjector(layout=scanner.layout, image=scanner.image)
-    return _Dataset(root, manifest, json.loads(paths["datalist"].read_text()), scanner, projector)
+    return _Dataset(root, manifest, json.loads(paths["datalist"].read_text(encoding="utf-8")), scanner, projector)
 
 
 def _find_entry(ds: _Dataset, entry: object) -> dict:
@@ -454,7 +454,7 @@ def _realisation_count(entry: Mapping, realisations: int | None) -> int:
 
 
 def _write_json(path: Path, obj: object) -> Path:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -585,13 +585,14 @@ def evaluate_petdds(
             k: getattr(inferer, k) for k in ("num_inference_steps", "num_subsets", "steps_per_diffusion_step",
                                              "delta", "lambda_rdp", "lambda_dds", "eta")},
     }
-    with (out / "per_case.csv").open("w", newline="") as handle:
+    with (out / "per_case.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=_CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
     _write_json(out / "summary.json", {"summary": summary, "settings": settings})
     (out / "table.md").write_text(
-        table + "\n\nNRMSE and SSIM in %, PSNR in dB; mean ± std over (test subject, realisation); mask μ > 0.\n"
+        table + "\n\nNRMSE and SSIM in %, PSNR in dB; mean ± std over (test subject, realisation); mask μ > 0.\n",
+        encoding="utf-8",
     )
     files.update({"csv": str(out / "per_case.csv"), "summary": str(out / "summary.json"),
                   "table": str(out / "table.md")})

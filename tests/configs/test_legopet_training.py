@@ -56,11 +56,11 @@ def _write_dataset(root: Path) -> None:
                 Keys.REFERENCE: f"samples/{sample_id}/reference.nii.gz",
                 Keys.COUNT_SCALE: 0.25 + 0.05 * subject, "id": sample_id, Keys.SUBJECT: subject,
             })
-    (root / "datalist.json").write_text(json.dumps(datalist, indent=1))
+    (root / "datalist.json").write_text(json.dumps(datalist, indent=1), encoding="utf-8")
     (root / "manifest.json").write_text(json.dumps({
         "kind": "legopet", "config": {"scanner_preset": "mmr_2d", "measured_counts": 3e5},
         "sinogram_layout": {"shape_planes_views_radial": [1, 252, 172]}, "complete": True,
-    }))
+    }), encoding="utf-8")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -112,7 +112,7 @@ def test_pnpnet_legopet_cdpm_training_and_sampling(workspace):
     _run("--config_file", _config_arg("train_legopet.json", "inference.json"), *common, "--pnpnet_ckpt",
          str(pnpnet_ckpt), "--num_inference_steps", "2")
     predictions = sorted((results / "legopet" / "predictions").glob("*.nii.gz"))
-    test_ids = [e["id"] for e in json.loads((dataset / "datalist.json").read_text())["test"]]
+    test_ids = [e["id"] for e in json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))["test"]]
     assert [p.name for p in predictions] == [f"{i}_pred.nii.gz" for i in test_ids]
     for path in predictions:
         image, geometry = load_image(path)

@@ -64,7 +64,7 @@ def test_legopet_build_contents_and_determinism(tmp_path, head_brains):
     diff = [not torch.equal(_read(tmp_path / "a", ea, Keys.SINOGRAM), _read(tmp_path / "c", ec, Keys.SINOGRAM))
             for ea, ec in zip(a["training"], c["training"], strict=True)]
     assert all(diff)
-    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["seed"] == 3 and manifest["complete"] is True
     assert manifest["config"]["measured_counts"] == 2e4
     assert manifest["sinogram_layout"]["shape_planes_views_radial"] == [1, 64, 64]

@@ -31,7 +31,7 @@ def test_petdds_with_mni152_brains(tmp_path):
     reference, geometry = load_image(tmp_path / entry[Keys.REFERENCE])
     assert geometry.shape == (8, 64, 64)
     assert float(reference.min()) >= 0 and float(reference.sum()) > 0
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["sinogram_layout"]["shape_planes_views_radial"] == [64, 128, 96]
 
 

@@ -156,11 +156,11 @@ def test_loading_saving_and_dataset_scales(tmp_path):
     root.mkdir()
     (root / "manifest.json").write_text(json.dumps(
         {"config": {"measured_counts": 3e5}, "sinogram_layout": {"shape_planes_views_radial": [1, 252, 172]}}
-    ))
+    ), encoding="utf-8")
     (root / "datalist.json").write_text(json.dumps({"training": [
         {"reference": "../s/reference.nii.gz", Keys.COUNT_SCALE: 0.5},
         {"reference": "../s/reference.nii.gz", Keys.COUNT_SCALE: 0.25},
-    ]}))
+    ]}), encoding="utf-8")
     assert manifest_counts_per_bin(root) == pytest.approx(3e5 / (252 * 172))
     assert reference_max(root) == pytest.approx(0.5 * float(image.max()))
     assert reference_max(root, count_scale_key=None) == pytest.approx(float(image.max()))

@@ -59,7 +59,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _test_entry(dataset: Path) -> dict:
-    return json.loads((dataset / "datalist.json").read_text())["test"][0]
+    return json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))["test"][0]
 
 
 def test_rebuilt_model_reproduces_the_stored_expectation(dataset):
@@ -126,14 +126,14 @@ def test_osem_only_evaluation_writes_table_csv_images_and_figures(dataset, tmp_p
     lines = result["table"].splitlines()
     assert lines[0] == HEADER
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| OSEM"]
-    assert (tmp_path / "table.md").read_text().startswith(result["table"])
-    rows = list(csv.DictReader((tmp_path / "per_case.csv").open()))
+    assert (tmp_path / "table.md").read_text(encoding="utf-8").startswith(result["table"])
+    rows = list(csv.DictReader((tmp_path / "per_case.csv").open(encoding="utf-8")))
     assert len(rows) == 2  # 1 test subject × 2 realisations × 1 method
     for row in rows:
         values = [float(row[k]) for k in ("NRMSE", "PSNR", "SSIM", "time_s")]
         assert all(math.isfinite(v) for v in values)
         assert 0 < values[0] < 100 and values[1] > 0 and 0 < values[2] <= 100
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert set(summary["summary"]) == {"OSEM"} and summary["settings"]["mask"].startswith("mu_map > 0")
     assert summary["summary"]["OSEM"]["n"] == 2 and summary["summary"]["OSEM"]["PSNR"]["std"] > 0
     assert len(list((tmp_path / "reconstructions").glob("*.nii.gz"))) == 2
@@ -163,7 +163,7 @@ def test_bias_variance_study_gives_one_point_per_setting(dataset, tmp_path):
     assert [(p["beta"], p["iterations"]) for p in points[:2]] == [(0.01, 1), (0.01, 2)]
     assert [p["method"] for p in points] == ["MAP-EM", "MAP-EM", "PET-DDS-δ"] and points[2]["delta"] == 0.5
     assert all(p["normalised_bias"] > 0 and p["normalised_std"] > 0 for p in points)
-    assert json.loads((tmp_path / "bias_variance.json").read_text())["points"] == points
+    assert json.loads((tmp_path / "bias_variance.json").read_text(encoding="utf-8"))["points"] == points
     assert (tmp_path / "bias_variance.png").stat().st_size > 0
 
 
