@@ -63,6 +63,8 @@ from bundle.physics.noise import poisson_noise
 from bundle.physics.operators import LinearOperator
 from bundle.physics.recon import osem
 
+from .._checks import check_int as _check_int
+
 __all__ = [
     "DoseScheduleKind",
     "OSEMReconstruction",
@@ -83,14 +85,6 @@ class DoseScheduleKind(StrEnum):
     """d_t = d_min^(t / (T − 1)) (default)."""
     LINEAR = "linear"
     """d_t = 1 − (1 − d_min) · t / (T − 1)."""
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_real(value: object, name: str, expected: str, ok: Callable[[float], bool]) -> float:

@@ -94,6 +94,8 @@ from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, sele
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
 
+from .._checks import check_int as _check_int
+
 __all__ = [
     "PETDDSInferer",
     "Preconditioner",
@@ -125,14 +127,6 @@ class Preconditioner(StrEnum):
     """D = x / A_kᵀ1 with the current subset's sensitivity (with ``gradient_scale=1``, δ = 1: OSEM)."""
     NONE = "none"
     """D = 1 (plain gradient ascent)."""
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_real(value: object, name: str, *, positive: bool = False, maximum: float | None = None) -> float:

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_int as _check_int
+
 __all__ = [
     "DataRange",
     "NRMSENormalisation",
@@ -112,14 +114,6 @@ _DEFAULT_KERNEL_SIZE = {SSIMKernel.GAUSSIAN: 11, SSIMKernel.UNIFORM: 7}
 
 
 # --------------------------------------------------------------------------------------------------- validation
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_positive(value: object, name: str) -> float:

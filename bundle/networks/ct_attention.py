@@ -69,7 +69,6 @@ attention uniform up to B); use ``use_ct=False`` for the variants without CT.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -78,6 +77,8 @@ import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from torch import nn
+
+from .._checks import check_int as _check_int
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -100,14 +101,6 @@ class PredictionType(StrEnum):
     """ẑ0, the clean latent (default; METHODS.md: cold-diffusion style re-degradation needs ẑ0)."""
     EPSILON = "epsilon"
     """ε̂, the added noise (Gaussian DDPM variant)."""
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_volume(x: object, name: str, channels: int | None = None) -> torch.Tensor:

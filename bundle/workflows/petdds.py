@@ -75,6 +75,8 @@ from bundle.physics import (
 )
 from bundle.physics import osem as osem_reconstruction
 
+from .._checks import check_int as _check_int
+
 __all__ = [
     "METHODS",
     "METRICS",
@@ -112,14 +114,6 @@ class PETDDSCase(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------- argument checks
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_nonnegative(value: object, name: str) -> float:
