@@ -95,6 +95,7 @@ from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
 
 from .._checks import check_int as _check_int
+from ..metrics.bias_variance import ZeroMeanPolicy, coefficient_of_variation
 
 __all__ = [
     "PETDDSInferer",
@@ -557,24 +558,7 @@ def uncertainty_from_samples(
         ``(mean, cv)``, each of a sample's shape.  Where the mean is 0 the CV is undefined and set to 0 (in PET the
         mean of non-negative samples is 0 only where every sample is 0, i.e. no activity and no spread).
     """
-    if isinstance(samples, torch.Tensor):
-        stacked = samples
-    elif isinstance(samples, Sequence) and len(samples) > 0 and all(isinstance(s, torch.Tensor) for s in samples):
-        shapes = {tuple(s.shape) for s in samples}
-        if len(shapes) != 1:
-            raise ValueError(f"samples must all have the same shape, got shapes {sorted(shapes)}")
-        stacked = torch.stack(list(samples))
-    else:
-        raise TypeError(f"samples must be a tensor or a non-empty sequence of tensors, got {type(samples).__name__}")
-    if stacked.ndim < 1 or stacked.shape[0] < 1:
-        raise ValueError(f"samples must hold at least one sample on axis 0, got shape {tuple(stacked.shape)}")
-    if not torch.is_floating_point(stacked):
-        raise TypeError(f"samples must be floating-point, got dtype {stacked.dtype}")
-    correction = _check_int(correction, "correction", minimum=0)
-    if stacked.shape[0] <= correction:
-        raise ValueError(f"need more than correction={correction} samples, got {stacked.shape[0]}")
-    mean = stacked.mean(dim=0)
-    std = stacked.std(dim=0, correction=correction)
-    nonzero = mean != 0
-    cv = torch.where(nonzero, std / torch.where(nonzero, mean, torch.ones_like(mean)), torch.zeros_like(mean))
-    return mean, cv
+    # validation, stacking and the CV itself are bundle.metrics' (CV := 0 where the mean is 0)
+    cv = coefficient_of_variation(samples, correction=correction, eps_policy=ZeroMeanPolicy.ZERO)
+    stacked = samples if isinstance(samples, torch.Tensor) else torch.stack(list(samples))
+    return stacked.mean(dim=0), cv.to(stacked.dtype)
