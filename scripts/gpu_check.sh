@@ -15,3 +15,4 @@ export PYTHONPATH="$(pwd)/scripts/device_shims${PYTHONPATH:+:$PYTHONPATH}"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/physics/test_joseph.py 2>&1 | tee "$OUT/pytest_cuda.txt"
 timeout 240 python3 scripts/bench_projector.py --devices cuda --repeats 10 --cuda-variants \
   --json "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench_cuda.txt"
+python3 scripts/inspect_cuda_sass.py 2>&1 | tee "$OUT/back_projection_sass.txt"

@@ -2,8 +2,11 @@
 
 The kernels take any arrays that support the CUDA array interface (torch CUDA tensors through
 ``numba.cuda.as_cuda_array``) and launch on a given stream, so they order correctly with torch's work.
-Back projection adds with ``numba.cuda.atomic.add``.  Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in
-numba's CUDA simulator on host arrays, which is how the test-suite checks them on machines without a GPU.
+Back projection adds with a fire-and-forget global reduction (PTX ``red.global.add``, SASS ``RED``): numba's
+``cuda.atomic.add`` returns the old value through a generic pointer and compiles to ``ATOM`` plus compare-and-swap
+fallbacks for shared memory, which halved the back-projection rate (docs/performance.md).  Under
+``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in numba's CUDA simulator on host arrays with ``cuda.atomic.add``,
+which is how the test-suite checks them on machines without a GPU.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import cuda
+from llvmlite import ir
+from numba import config, cuda, types
+
+try:  # numba-cuda (the maintained CUDA target) first, the CUDA target bundled with older numba second
+    from numba.cuda.extending import intrinsic
+except ImportError:  # pragma: no cover - depends on the installed numba
+    from numba.core.extending import intrinsic
 
 from .ray import make_ray_functions
 
@@ -39,11 +48,56 @@ def numba_cuda_available() -> bool:
         return False
 
 
+_RED_PTX = {
+    types.float32: ("f32", "f", ir.FloatType()),
+    types.float64: ("f64", "d", ir.DoubleType()),
+}
+
+
+@intrinsic
+def red_global_add(typingctx, array, index, value):
+    """``array[index] += value`` as one global reduction (PTX ``red.global.add``), result discarded.
+
+    ``array`` is a C-contiguous 1D float32/float64 device array in global memory (any torch/cupy/numba device
+    allocation), ``index`` an integer, ``value`` of the array's dtype.  No bounds check: the caller's index is in range.
+    """
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype in _RED_PTX):
+        return None
+    if not isinstance(index, types.Integer) or value != array.dtype:
+        return None
+    suffix, constraint, llvm_type = _RED_PTX[array.dtype]
+
+    def codegen(context, builder, signature, args):
+        array_value, index_value, add_value = args
+        data = context.make_array(signature.args[0])(context, builder, array_value).data
+        index64 = context.cast(builder, index_value, signature.args[1], types.int64)
+        address = builder.ptrtoint(builder.gep(data, [index64]), ir.IntType(64))
+        asm_type = ir.FunctionType(ir.VoidType(), [ir.IntType(64), llvm_type])
+        red = ir.InlineAsm(
+            asm_type,
+            "{ .reg .u64 g; cvta.to.global.u64 g, $0; red.global.add." + suffix + " [g], $1; }",
+            "l," + constraint,
+            side_effect=True,
+        )
+        builder.call(red, [address, add_value])
+        return context.get_dummy_value()
+
+    return types.void(array, index, value), codegen
+
+
 @functools.cache
 def _kernels(float_type: type, index_type: type = np.int32, x_principal_into_zxy: bool = True):
-    @cuda.jit(device=True, inline=True)
-    def add_to_image(image, index, value):
-        cuda.atomic.add(image, index, value)
+    if config.ENABLE_CUDASIM:  # the simulator runs Python, not PTX
+
+        @cuda.jit(device=True, inline=True)
+        def add_to_image(image, index, value):
+            cuda.atomic.add(image, index, value)
+
+    else:
+
+        @cuda.jit(device=True, inline=True)
+        def add_to_image(image, index, value):
+            red_global_add(image, index, value)
 
     ray_forward, ray_back = make_ray_functions(
         device_jit=cuda.jit(device=True, inline=True), float_type=float_type, add_to_image=add_to_image,
