@@ -1,0 +1,122 @@
+"""Build a method's infer task from its bundle configs and a checkpoint: :func:`build_task`.
+
+Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.engines.checkpoints.load_state_dicts`):
+
+* petdds: ``{"network": state_dict}`` (training's ``network_final.pt``); default: the config's ``checkpoint``.
+* legopet: ``{"network": denoiser, "pnpnet": PnPNet}`` in one file (the model-zoo ``models/model.pt``), or, when
+  ``checkpoint`` is ``None``, the training files ``network_ckpt`` and ``pnpnet_ckpt`` of the config; the cDPM
+  (``pnpnet`` null in the config) needs only ``network``.
+* upete: ``{"network": state_dict}`` of the config's ``upete_network`` (configs/upete/inference.json must define
+  ``upete_network`` and ``upete_inferer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import method_parser
+from .task import InferTask
+
+__all__ = ["METHODS", "build_task"]
+
+METHODS: tuple[str, ...] = ("legopet", "petdds", "upete")
+
+
+def _load(objects: Mapping[str, Any], path: str | Path) -> None:
+    from bundle.engines.checkpoints import load_state_dicts
+
+    load_state_dicts(objects, path)
+
+
+def _device(parser, device: str | None) -> str:
+    return str(parser.get_parsed_content("device")) if device is None else device
+
+
+def _petdds(parser, checkpoint: str | Path | None, device: str | None) -> InferTask:
+    from .petdds import PETDDSInferTask
+
+    network = parser.get_parsed_content("network_def")
+    checkpoint = parser.get_parsed_content("checkpoint") if checkpoint is None else checkpoint
+    _load({"network": network}, checkpoint)
+    return PETDDSInferTask(
+        network=network, inferer=parser.get_parsed_content("petdds_inferer"), device=_device(parser, device),
+        scanner_preset=parser.get("scanner_preset", "small_3d"), fwhm_mm=parser.get("fwhm_mm", 4.5),
+        checkpoint=checkpoint, description="PET-DDS-δ: 3D sinogram -> 3D PET with a 2D diffusion prior")
+
+
+def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> InferTask:
+    from .legopet import LegoPETInferTask
+
+    guided = parser.get("pnpnet") is not None
+    if guided:
+        parser["pnpnet"] = "$@pnpnet_def.requires_grad_(False).eval()"  # weights come from the checkpoint below
+    network = parser.get_parsed_content("network_def")
+    objects = {"network": network}
+    if guided:
+        objects["pnpnet"] = parser.get_parsed_content("pnpnet")
+    if checkpoint is not None:
+        _load(objects, checkpoint)
+    else:
+        checkpoint = parser.get_parsed_content("network_ckpt")
+        _load({"network": network}, checkpoint)
+        if guided:
+            _load({"network": objects["pnpnet"]}, parser.get_parsed_content("pnpnet_ckpt"))
+    count_key = parser.get_parsed_content("count_scale_key")
+    return LegoPETInferTask(
+        network=network, inferer=parser.get_parsed_content("sampler"), device=_device(parser, device),
+        sinogram_scale=parser.get_parsed_content("sinogram_scale"),
+        image_scale=parser.get_parsed_content("image_scale"),
+        count_scale=parser.get("count_scale"), count_scale_key=count_key,
+        sinogram_shape=parser.get_parsed_content("sinogram_shape"), pad_size=parser.get_parsed_content("pad_size"),
+        scanner_preset=parser.get_parsed_content("scanner_preset"), checkpoint=checkpoint,
+        description=("LegoPET" if guided else "cDPM") + ": 2D sinogram -> 2D PET (guided conditional diffusion)")
+
+
+def _upete(parser, checkpoint: str | Path | None, device: str | None) -> InferTask:
+    from .upete import UPETeInferTask, require_upete
+
+    require_upete()
+    for key in ("upete_network", "upete_inferer"):
+        if key not in parser:
+            raise ValueError(f"the uPETe inference config must define {key!r} (configs/upete/inference.json)")
+    network = parser.get_parsed_content("upete_network")
+    checkpoint = parser.get_parsed_content("upete_checkpoint") if checkpoint is None else checkpoint
+    _load({"network": network}, checkpoint)
+    return UPETeInferTask(
+        network=network, inferer=parser.get_parsed_content("upete_inferer"), device=_device(parser, device),
+        mean_multiple=parser.get_parsed_content("mean_multiple") if "mean_multiple" in parser else 10.0,
+        ct_window_hu=parser.get_parsed_content("ct_window_hu") if "ct_window_hu" in parser else (-1000.0, 1000.0),
+        checkpoint=checkpoint, description="uPETe: low-dose PET (+ CT) -> enhanced PET (latent diffusion)")
+
+
+_BUILDERS = {"legopet": _legopet, "petdds": _petdds, "upete": _upete}
+
+
+def build_task(
+    method: str,
+    *,
+    checkpoint: str | Path | None = None,
+    config_files: Sequence[str | Path] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | None = None,
+) -> InferTask:
+    """The infer task of ``method`` with its network, inferer and scales from the configs and weights from
+    ``checkpoint`` (module docstring; ``None`` = the config's default checkpoint path).
+
+    Args:
+        method: ``"legopet"``, ``"petdds"`` or ``"upete"``.
+        checkpoint: weights file (loaded with ``weights_only=True``).
+        config_files: the layered configs (default: :data:`bundle.app.config.CONFIG_FILES`).
+        overrides: config id -> value (e.g. ``{"network_def#channels": [8, 8], "dataset_dir": "data/legopet"}``).
+        device: where the network runs (default: the config's ``device``).
+    """
+    if method not in _BUILDERS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method == "upete":
+        from .upete import require_upete
+
+        require_upete()  # before reading configs: a missing module is the more useful message
+    parser = method_parser(method, config_files=config_files, overrides=overrides)
+    return _BUILDERS[method](parser, checkpoint, device)

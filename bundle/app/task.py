@@ -1,0 +1,215 @@
+"""The MONAI Label task shape without monailabel: pre-transforms → inferer → post-transforms → writer.
+
+``task(request) -> (result_file, result_json)`` as MONAI Label's ``BasicInferTask.__call__``.  A request is a dict
+with ``image`` (a path) plus the method's keys (``ct`` for uPETe; see each task's ``request_keys``); ``output``
+(a ``.nii``/``.nii.gz`` file or an existing folder) is optional and defaults to a temporary file, as MONAI
+Label's writer does.  Unknown keys, missing required keys and missing files raise errors that name the key and
+the expected value.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["InferTask", "RequestKey", "resolve_output", "to_device_network"]
+
+Transform = Callable[[dict], dict]
+
+
+class RequestKey:
+    """One request entry: ``name``, whether it is ``required``, whether it is a ``path`` that must exist, and the
+    ``expected`` value in words (used in error messages and ``--help``)."""
+
+    def __init__(self, name: str, *, expected: str, required: bool = False, path: bool = False) -> None:
+        self.name, self.expected, self.required, self.path = name, expected, required, path
+
+
+COMMON_KEYS = (
+    RequestKey("output", expected="an output .nii/.nii.gz file or an existing folder (default: a temporary file)"),
+    RequestKey("seed", expected="an int >= 0 (default 0)"),
+)
+
+
+def resolve_output(output: object, *, image: str, method: str) -> Path:
+    """The NIfTI path to write: ``output`` itself (``.nii``/``.nii.gz``), ``<folder>/<image stem>_<method>.nii.gz``
+    for an existing folder, or a new temporary file when ``output`` is ``None``."""
+    if output is None:
+        handle = tempfile.NamedTemporaryFile(prefix=f"bundle_{method}_", suffix=".nii.gz", delete=False)
+        handle.close()
+        return Path(handle.name)
+    if not isinstance(output, str | Path) or str(output) == "":
+        raise ValueError(f"output must be a .nii/.nii.gz path or an existing folder, got {output!r}")
+    path = Path(output)
+    if path.is_dir():
+        stem = Path(image).name.split(".")[0] or "image"
+        return path / f"{stem}_{method}.nii.gz"
+    if not (path.name.endswith(".nii.gz") or path.name.endswith(".nii")):
+        raise ValueError(f"output must end with .nii or .nii.gz (or be an existing folder), got {str(path)!r}")
+    return path
+
+
+def _seed(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"seed must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+class _DeviceNetwork:
+    """Calls ``network`` on ``device`` and returns its output on the inputs' device (the samplers keep their data
+    on the CPU)."""
+
+    def __init__(self, network: Callable[..., torch.Tensor], device: torch.device) -> None:
+        self.network, self.device = network, device
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        back = next((a.device for a in args if isinstance(a, torch.Tensor)), self.device)
+
+        def move(x: Any) -> Any:
+            if isinstance(x, torch.Tensor):
+                return x.to(self.device)
+            if isinstance(x, list | tuple):
+                return type(x)(move(v) for v in x)
+            return x
+
+        out = self.network(*move(args), **{k: move(v) for k, v in kwargs.items()})
+        return out.to(back)
+
+
+def to_device_network(network: torch.nn.Module, device: str | torch.device) -> _DeviceNetwork:
+    """``network`` in eval mode on ``device``, wrapped so callers may pass CPU tensors."""
+    device = torch.device(device)
+    return _DeviceNetwork(network.to(device).eval(), device)
+
+
+class InferTask:
+    """Base class: subclasses define ``method``, ``request_keys``, :meth:`pre_transforms`, :meth:`run_inferer`,
+    :meth:`post_transforms` and :meth:`write`.
+
+    Args (keyword-only):
+        network: the trained network (its weights already loaded).
+        inferer: the method's MONAI ``Inferer``.
+        device: where the network runs.
+        description: one line for MONAI Label's ``info()``.
+        checkpoint: the weights file, reported in the result JSON.
+    """
+
+    method: str = ""
+    request_keys: Sequence[RequestKey] = ()
+
+    def __init__(
+        self,
+        *,
+        network: torch.nn.Module,
+        inferer: Any,
+        device: str | torch.device = "cpu",
+        description: str = "",
+        checkpoint: str | Path | None = None,
+    ) -> None:
+        if not isinstance(network, torch.nn.Module):
+            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+        if not callable(inferer):
+            raise TypeError(f"inferer must be a callable MONAI Inferer, got {type(inferer).__name__}")
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
+        self.network = network.to(self.device).eval()
+        self.inferer = inferer
+        self.description = description
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+
+    # ------------------------------------------------------------------ MONAI Label lifecycle
+    def pre_transforms(self, data: Mapping[str, Any]) -> Sequence[Transform]:
+        """Callables ``dict -> dict`` applied to the request before inference."""
+        raise NotImplementedError
+
+    def run_inferer(self, data: dict) -> dict:
+        """Run the inferer; store the prediction under ``"pred"``."""
+        raise NotImplementedError
+
+    def post_transforms(self, data: Mapping[str, Any]) -> Sequence[Transform]:
+        """Callables ``dict -> dict`` applied to the prediction."""
+        return ()
+
+    def write(self, data: dict, path: Path) -> dict:
+        """Write ``data["pred"]`` to ``path``; return result-JSON entries (shape, voxel size, ...)."""
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        """Task description for a MONAI Label server."""
+        return {
+            "method": self.method,
+            "description": self.description,
+            "request": {k.name: {"required": k.required, "expected": k.expected} for k in self._keys()},
+        }
+
+    # ------------------------------------------------------------------ request handling
+    def _keys(self) -> list[RequestKey]:
+        return [*self.request_keys, *COMMON_KEYS]
+
+    def validate_request(self, request: object) -> dict:
+        """A checked copy of ``request``: a mapping with the known keys, required ones present, paths existing."""
+        if not isinstance(request, Mapping):
+            raise TypeError(f"request must be a dict with at least 'image', got {type(request).__name__}")
+        keys = {k.name: k for k in self._keys()}
+        unknown = sorted(set(map(str, request)) - set(keys))
+        if unknown:
+            raise ValueError(f"request has unknown keys {unknown} for method {self.method!r}; allowed: {sorted(keys)}")
+        data = {k: v for k, v in request.items() if v is not None}
+        for key in keys.values():
+            if key.required and key.name not in data:
+                raise ValueError(f"request[{key.name!r}] is required for method {self.method!r}: {key.expected}")
+            if key.path and key.name in data:
+                value = data[key.name]
+                if not isinstance(value, str | Path) or not Path(value).exists():
+                    raise FileNotFoundError(f"request[{key.name!r}] must be {key.expected}; {value!r} does not exist")
+                data[key.name] = str(value)
+        data["seed"] = _seed(data.get("seed"))
+        return data
+
+    def __call__(self, request: Mapping[str, Any]) -> tuple[str, dict]:
+        """Run the task on ``request`` -> (result file path, result JSON)."""
+        start = time.perf_counter()
+        data = self.validate_request(request)
+        output = resolve_output(data.get("output"), image=data["image"], method=self.method)
+        latencies: dict[str, float] = {}
+        clock = time.perf_counter()
+        for transform in self.pre_transforms(data):
+            data = transform(data)
+        latencies["pre"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        with torch.no_grad():
+            data = self.run_inferer(data)
+        latencies["infer"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        for transform in self.post_transforms(data):
+            data = transform(data)
+        latencies["post"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        pred = data["pred"]
+        if not bool(torch.isfinite(torch.as_tensor(pred)).all()):
+            raise RuntimeError(f"{self.method}: the prediction holds NaN or Inf; nothing was written to {output}")
+        entries = self.write(data, output)
+        latencies["write"] = time.perf_counter() - clock
+        latencies["total"] = time.perf_counter() - start
+        result = {
+            "method": self.method,
+            "file": str(output),
+            "image": data["image"],
+            "checkpoint": self.checkpoint,
+            "seed": data["seed"],
+            "device": str(self.device),
+            **entries,
+            "latencies_s": {k: round(v, 4) for k, v in latencies.items()},
+        }
+        json.dumps(result)  # the result must be JSON-serialisable
+        return str(output), result

@@ -1,0 +1,121 @@
+"""uPETe infer task: low-dose 3D PET (+ CT on the same grid) -> enhanced 3D PET (NIfTI, the input's grid and units).
+
+Images are read with MONAI ``LoadImaged`` (NIfTI through nibabel, a DICOM series folder through ITK); the steps
+mirror :func:`bundle.workflows.upete.enhance_file`: ``ValidatePETCTd`` → ``PETMeanScaled`` (÷ m · mean) →
+``CTWindowd`` → ``LatentEnhancementInferer`` → × the stored scale → NIfTI with the input affine.
+
+Request keys: ``image`` (low-dose PET), ``ct`` (required when the model uses CT-guided attention), ``dose`` (dose
+fraction of the input, default: estimated by the inferer), ``output``, ``seed``.
+
+The uPETe modules are imported when the task is built, not when this module is imported; if they are missing
+:func:`require_upete` raises an ``ImportError`` that says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .task import InferTask, RequestKey
+
+__all__ = ["UPETeInferTask", "require_upete"]
+
+
+def require_upete() -> Any:
+    """``bundle.inferers.upete`` (with ``LatentEnhancementInferer``), or an ``ImportError`` naming what is missing."""
+    try:
+        module = importlib.import_module("bundle.inferers.upete")
+        module.LatentEnhancementInferer  # noqa: B018 - the attribute the task needs
+    except (ImportError, AttributeError) as error:
+        raise ImportError(
+            "uPETe inference needs bundle.inferers.upete.LatentEnhancementInferer, which is not available in this "
+            f"installation ({type(error).__name__}: {error}); update the package or use --method legopet / petdds"
+        ) from error
+    return module
+
+
+class UPETeInferTask(InferTask):
+    """uPETe enhancement as a MONAI Label-style task (module docstring for the request).
+
+    Args (keyword-only): those of :class:`~bundle.app.task.InferTask` plus
+        mean_multiple: m of the PET scaling x / (m · mean(x)) the model was trained with.
+        ct_window_hu: CT window (HU) of the training transforms.
+        uses_ct: whether the model needs a CT (default: the network's ``uses_ct`` attribute, else ``True``).
+    """
+
+    method = "upete"
+    request_keys: Sequence[RequestKey] = (
+        RequestKey("image", expected="a low-dose PET NIfTI file or DICOM series folder", required=True, path=True),
+        RequestKey("ct", expected="a CT NIfTI file or DICOM series folder on the PET grid (Hounsfield units)",
+                   path=True),
+        RequestKey("dose", expected="the input's dose fraction in (0, 1] (default: estimated)"),
+    )
+
+    def __init__(
+        self,
+        *,
+        mean_multiple: float = 10.0,
+        ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
+        uses_ct: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(mean_multiple, bool) or not isinstance(mean_multiple, int | float) or not mean_multiple > 0:
+            raise ValueError(f"mean_multiple must be a number > 0, got {mean_multiple!r}")
+        if len(ct_window_hu) != 2 or not ct_window_hu[0] < ct_window_hu[1]:
+            raise ValueError(f"ct_window_hu must be (low, high) with low < high, got {tuple(ct_window_hu)!r}")
+        self.mean_multiple = float(mean_multiple)
+        self.ct_window_hu = tuple(float(v) for v in ct_window_hu)
+        self.uses_ct = bool(getattr(self.network, "uses_ct", True)) if uses_ct is None else bool(uses_ct)
+
+    def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:
+        from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+        from bundle.transforms.petct import CTWindowd, ValidatePETCTd
+        from bundle.transforms.upete import PETMeanScaled
+
+        if self.uses_ct and "ct" not in data:
+            raise ValueError("request['ct'] is required: this model uses CT-guided attention; pass a CT NIfTI file or "
+                             "DICOM series folder on the PET grid")
+        has_ct = "ct" in data
+        keys = ["image", "ct"] if has_ct else ["image"]
+        steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
+                 ValidatePETCTd(pet_key="image", ct_key="ct" if has_ct else None, require_ct=has_ct),
+                 PETMeanScaled(keys="image", mean_multiple=self.mean_multiple)]
+        if has_ct:
+            steps.append(CTWindowd(keys="ct", window_hu=self.ct_window_hu))
+        return (self._keep_path, *steps)
+
+    @staticmethod
+    def _keep_path(data: dict) -> dict:
+        return dict(data, image_path=data["image"])
+
+    def run_inferer(self, data: dict) -> dict:
+        d = dict(data)
+        dose = d.get("dose")
+        if dose is not None and (isinstance(dose, bool) or not isinstance(dose, int | float)
+                                 or not math.isfinite(dose) or not 0 < dose <= 1):
+            raise ValueError(f"dose must be a dose fraction in (0, 1], got {dose!r}")
+        x = d["image"].as_tensor()[None].float().to(self.device)
+        ct = d["ct"].as_tensor()[None].float().to(self.device) if self.uses_ct else None
+        generator = torch.Generator().manual_seed(d["seed"])
+        y = self.inferer(x, self.network, ct=ct, dose=dose, generator=generator)
+        d["pred"] = (y[0, 0].double().cpu() * float(torch.as_tensor(d["image_scale"]).flatten()[0])).float()
+        return d
+
+    def write(self, data: dict, path: Path) -> dict:
+        import nibabel as nib
+        import numpy as np
+
+        affine = np.asarray(data["image"].affine, dtype=np.float64)
+        values = data["pred"].numpy()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(values, affine), str(path))
+        spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+        return {"shape": list(values.shape), "voxel_size_mm": spacing,
+                "units": "the input PET's units", "max": float(values.max()), "image": data["image_path"]}
