@@ -1,0 +1,114 @@
+"""Hashes and archives of exported bundles.
+
+* ``checksums.sha256`` (``sha256sum`` format, paths relative to the bundle root) covers every file of an exported
+  bundle; :func:`verify_bundle` recomputes them and names every missing or changed file.  The exported
+  ``configs/inference.json`` calls it before loading weights.
+* :func:`safe_extract` unpacks a zip only if every member stays inside the target folder (no absolute paths, no
+  ``..``, no symbolic links, no drive letters): the zip-slip check runs on all members before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+__all__ = ["CHECKSUMS", "BundleIntegrityError", "safe_extract", "sha256_file", "verify_bundle", "write_checksums"]
+
+CHECKSUMS = "checksums.sha256"
+
+
+class BundleIntegrityError(ValueError):
+    """A bundle file is missing or its sha256 differs from the recorded one."""
+
+
+def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS and "__pycache__" not in p.parts)
+
+
+def write_checksums(root: str | Path) -> Path:
+    """Write ``root/checksums.sha256`` for every file below ``root``; returns its path."""
+    root = Path(root)
+    lines = [f"{sha256_file(p)}  {p.relative_to(root).as_posix()}" for p in _files(root)]
+    path = root / CHECKSUMS
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def verify_bundle(root: str | Path, *, only: str | None = None) -> dict[str, str]:
+    """Check the files listed in ``root/checksums.sha256`` (those under ``only``, e.g. ``"models/"``, when given).
+
+    Returns {relative path: sha256}.  Raises :class:`BundleIntegrityError` naming each missing or modified file,
+    ``FileNotFoundError`` when the checksum file is absent.
+    """
+    root = Path(root)
+    listing = root / CHECKSUMS
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing} does not exist: not an exported bundle, or its checksum file was removed")
+    recorded: dict[str, str] = {}
+    for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise BundleIntegrityError(f"{listing}:{number} is not '<sha256>  <path>': {line!r}")
+        if only is None or name.startswith(only):
+            recorded[name] = digest
+    problems = []
+    for name, digest in recorded.items():
+        path = root / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif (actual := sha256_file(path)) != digest:
+            problems.append(f"{name}: sha256 {actual} differs from the recorded {digest}")
+    if problems:
+        raise BundleIntegrityError(f"bundle {root} failed verification: " + "; ".join(problems))
+    return recorded
+
+
+def _check_member(info: zipfile.ZipInfo, target: Path) -> Path:
+    name = info.filename
+    pure = PurePosixPath(name.replace("\\", "/"))
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"zip member {name!r} is a symbolic link; refusing to extract")
+    if pure.is_absolute() or ".." in pure.parts or (pure.parts and ":" in pure.parts[0]):
+        raise ValueError(f"zip member {name!r} would be written outside {target} (absolute path, drive or '..')")
+    destination = (target / Path(*pure.parts)).resolve() if pure.parts else target
+    if destination != target and target not in destination.parents:
+        raise ValueError(f"zip member {name!r} resolves to {destination}, outside {target}")
+    return destination
+
+
+def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
+    """Extract ``archive`` into ``target`` (created) after checking every member (module docstring).
+
+    Returns the extracted file paths.  Raises ``ValueError`` naming the first offending member (nothing is written
+    then), ``zipfile.BadZipFile`` for a damaged archive.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    target = target.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        members = [(info, _check_member(info, target)) for info in zf.infolist()]
+        written = []
+        for info, destination in members:
+            if info.is_dir():
+                destination.mkdir(parents=True, exist_ok=True)
+                continue
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as source, open(destination, "wb") as sink:
+                while chunk := source.read(1 << 20):
+                    sink.write(chunk)
+            written.append(destination)
+    return written

@@ -1,0 +1,50 @@
+"""``python -m bundle.zoo export --method M --output DIR [--checkpoint FILE] [--override KEY=JSON ...]
+[--name NAME] [--no-zip]`` and ``python -m bundle.zoo verify DIR`` / ``extract ZIP DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad arguments, a failed check or a bad archive)."""
+    from bundle.app.cli import parse_overrides
+    from bundle.app.registry import METHODS
+
+    parser = argparse.ArgumentParser(prog="python -m bundle.zoo", description="model-zoo bundles")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write <output>/<name>/ and <output>/<name>.zip")
+    export.add_argument("--method", required=True, choices=METHODS)
+    export.add_argument("--output", required=True)
+    export.add_argument("--checkpoint")
+    export.add_argument("--override", action="append", default=[], help="config override KEY=JSON (repeat)")
+    export.add_argument("--name")
+    export.add_argument("--no-zip", action="store_true")
+    verify = commands.add_parser("verify", help="check checksums.sha256 of an exported bundle")
+    verify.add_argument("bundle_dir")
+    extract = commands.add_parser("extract", help="unzip a bundle safely (zip-slip checks)")
+    extract.add_argument("archive")
+    extract.add_argument("target")
+    args = parser.parse_args(argv)
+
+    from .archive import safe_extract, verify_bundle
+    from .export import export_bundle
+
+    try:
+        if args.command == "export":
+            root = export_bundle(method=args.method, output=args.output, checkpoint=args.checkpoint,
+                                 overrides=parse_overrides(args.override), name=args.name,
+                                 make_zip=not args.no_zip)
+            print(root)
+        elif args.command == "verify":
+            print(f"{len(verify_bundle(args.bundle_dir))} files verified")
+        else:
+            print(f"{len(safe_extract(args.archive, args.target))} files extracted to {args.target}")
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,3 @@
+"""The bundle.app fixtures (tiny random-weight checkpoints) for the zoo tests."""
+
+from tests.app.conftest import legopet_files, petdds_files  # noqa: F401

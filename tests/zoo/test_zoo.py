@@ -1,0 +1,120 @@
+"""Model-zoo export: layout, hashes, safe unzip, and inference of the unpacked bundle in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bundle.zoo import export_bundle, safe_extract, verify_bundle
+from bundle.zoo.archive import BundleIntegrityError
+from bundle.zoo.cli import main
+from tests.app.conftest import LEGOPET_TINY, save_random_checkpoint
+
+from ..configs.test_metadata import SCHEMA_FILE
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, legopet_files):
+    out = tmp_path_factory.mktemp("zoo")
+    root = export_bundle(method="legopet", output=out, checkpoint=legopet_files["checkpoint"],
+                         overrides={**LEGOPET_TINY, "count_scale": 0.25})
+    return root
+
+
+def test_layout_and_metadata(exported):
+    for rel in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md",
+                "docs/data_license.txt", "LICENSE", "large_files.yml", "bundle/app/task.py", "checksums.sha256",
+                "configs/legopet/zoo.json"):
+        assert (exported / rel).is_file(), rel
+    metadata = json.loads((exported / "configs/metadata.json").read_text(encoding="utf-8"))
+    jsonschema.validate(metadata, json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+    assert "large_files: []" in (exported / "large_files.yml").read_text(encoding="utf-8")  # tiny weights
+    assert "sha256" in (exported / "docs/README.md").read_text(encoding="utf-8")
+    assert (exported.parent / "legopet_bundle.zip").is_file()
+    assert "models/model.pt" in verify_bundle(exported)
+
+
+def test_unzipped_bundle_runs_with_monai_bundle_in_a_fresh_process(exported, legopet_files, tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    safe_extract(exported.parent / "legopet_bundle.zip", target)
+    root = target / "legopet_bundle"
+    output = tmp_path / "pred.nii.gz"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+               "--meta_file", "configs/metadata.json", "--image", str(legopet_files["sinogram"]),
+               "--output", str(output), "--device", "cpu"]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"bundle package: {root.resolve() / 'bundle' / '__init__.py'}" in result.stdout  # the bundled code
+    assert np.asarray(nib.load(output).dataobj).shape == (172, 172, 1)
+    (root / "models" / "model.pt").write_bytes(b"tampered")  # what configs/inference.json's initialize would see
+    with pytest.raises(BundleIntegrityError, match=r"models/model\.pt: sha256"):
+        verify_bundle(root)
+
+
+def test_verify_names_modified_and_missing_files(exported, tmp_path):
+    copy = tmp_path / "copy"
+    safe_extract(exported.parent / "legopet_bundle.zip", copy)
+    root = copy / "legopet_bundle"
+    (root / "docs" / "README.md").write_text("changed", encoding="utf-8")
+    (root / "LICENSE").unlink()
+    with pytest.raises(BundleIntegrityError, match=r"LICENSE: missing.*|docs/README\.md: sha256"):
+        verify_bundle(root)
+    assert verify_bundle(root, only="models/")  # the weights alone are intact
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "C:/evil.txt"])
+def test_safe_extract_rejects_zip_slip(tmp_path, member):
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok.txt", "fine")
+        zf.writestr(member, "escape")
+    target = tmp_path / "target"
+    with pytest.raises(ValueError, match="zip member"):
+        safe_extract(archive, target)
+    assert not any(target.iterdir())  # checked before anything is written
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_safe_extract_rejects_symlinks(tmp_path):
+    archive = tmp_path / "link.zip"
+    info = zipfile.ZipInfo("link")
+    info.external_attr = (0o120777 << 16)
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ValueError, match="symbolic link"):
+        safe_extract(archive, tmp_path / "t")
+
+
+def test_export_argument_checks(exported, legopet_files, tmp_path, capsys):
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        export_bundle(method="legopet", output=exported.parent, checkpoint=legopet_files["checkpoint"],
+                      overrides=LEGOPET_TINY)
+    with pytest.raises(ValueError, match="method must be one of"):
+        export_bundle(method="x", output=tmp_path)
+    with pytest.raises(ValueError, match="name must be a plain folder name"):
+        export_bundle(method="legopet", output=tmp_path, name="../up")
+    assert main(["verify", str(exported)]) == 0
+    assert main(["verify", str(tmp_path)]) == 2 and "checksums.sha256 does not exist" in capsys.readouterr().err
+
+
+def test_cli_export_petdds_without_zip(tmp_path):
+    from tests.app.conftest import PETDDS_TINY
+
+    checkpoint = tmp_path / "w.pt"
+    save_random_checkpoint("petdds", PETDDS_TINY, checkpoint)
+    args = ["export", "--method", "petdds", "--output", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+            "--no-zip", *[f"--override={k}={json.dumps(v)}" for k, v in PETDDS_TINY.items()]]
+    assert main(args) == 0
+    zoo = json.loads((tmp_path / "out/petdds_bundle/configs/petdds/zoo.json").read_text(encoding="utf-8"))
+    assert zoo["scanner_preset"] == "tiny_3d" and "device" not in zoo
+    assert not (tmp_path / "out" / "petdds_bundle.zip").exists()
