@@ -108,31 +108,43 @@ def run(
                 rows.append(dict(device=device_name, backend=str(backend.value), direction=direction, lors=n_all,
                                  seconds=t, mlors_per_s=rate, ratio=rate / ref_rate[direction], rel_error=err))
         if device.type == "cuda" and cuda_variants:
-            rows += _cuda_variants(device, fwd, back, n_all, ref_rate, repeats)
+            def errors(a=xs_sub, b=xe_sub, v=vals_sub, ref_fwd=ref_fwd, ref_back=ref_back):
+                e_fwd = (fwd(ProjectorBackend.NUMBA, a, b) - ref_fwd).abs().max() / ref_fwd.abs().max()
+                e_back = (back(ProjectorBackend.NUMBA, a, b, v) - ref_back).abs().max() / ref_back.abs().max()
+                return {"forward": float(e_fwd), "back": float(e_back)}
+
+            rows += _cuda_variants(device, fwd, back, errors, n_all, ref_rate, repeats)
     return rows
 
 
-def _cuda_variants(device, fwd, back, n_all, ref_rate, repeats) -> list[dict]:
-    """Sweep of the numba CUDA kernels: threads per block, index width, (z, x, y) buffer for x-stepping LORs."""
+def _cuda_variants(device, fwd, back, errors, n_all, ref_rate, repeats) -> list[dict]:
+    """Sweep of the numba CUDA kernels: threads per block, index width, (z, x, y) buffer for x-stepping LORs,
+    warp-shared plane range in the back projection.  Each variant's error is measured against the reference."""
     import numpy as np
 
     from bundle.physics.kernels import cuda as cuda_kernels
 
-    defaults = (cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE, cuda_kernels.X_PRINCIPAL_INTO_ZXY)
+    names = ("THREADS_PER_BLOCK", "INDEX_TYPE", "X_PRINCIPAL_INTO_ZXY", "WARP_PLANE_RANGE")
+    defaults = tuple(getattr(cuda_kernels, n) for n in names)
     rows = []
-    configs = [(t, np.int32, z) for t in (64, 128, 256) for z in (False, True)] + [(128, np.int64, True)]
+    configs = [(t, np.int32, z, w) for t in (128, 256) for z in (False, True) for w in (False, True)]
+    configs += [(64, np.int32, True, True), (128, np.int64, True, True)]
     try:
-        for threads, index_type, zxy in configs:
-            cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE = threads, index_type
-            cuda_kernels.X_PRINCIPAL_INTO_ZXY = zxy
-            label = f"tpb={threads} {np.dtype(index_type).name} zxy={'on' if zxy else 'off'}"
+        for config in configs:
+            for name, value in zip(names, config, strict=True):
+                setattr(cuda_kernels, name, value)
+            threads, index_type, zxy, warp = config
+            label = (f"tpb={threads} {np.dtype(index_type).name} zxy={'on' if zxy else 'off'} "
+                     f"warp={'on' if warp else 'off'}")
+            err = errors()
             for direction, fn in (("forward", fwd), ("back", back)):
                 t = _timed(lambda f=fn: f(ProjectorBackend.NUMBA), device, repeats)
                 rate = n_all / t / 1e6
                 rows.append(dict(device=str(device), backend=label, direction=direction, lors=n_all, seconds=t,
-                                 mlors_per_s=rate, ratio=rate / ref_rate[direction], rel_error=float("nan")))
+                                 mlors_per_s=rate, ratio=rate / ref_rate[direction], rel_error=err[direction]))
     finally:
-        cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.INDEX_TYPE, cuda_kernels.X_PRINCIPAL_INTO_ZXY = defaults
+        for name, value in zip(names, defaults, strict=True):
+            setattr(cuda_kernels, name, value)
     return rows
 
 

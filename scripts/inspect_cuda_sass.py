@@ -35,7 +35,9 @@ _PTX_ATOMIC = re.compile(r"\b((?:atom|red)\.[\w.]+)")
 def _back_kernel(float_type):
     from bundle.physics.kernels import cuda as cuda_kernels
 
-    _, back = cuda_kernels._kernels(float_type, cuda_kernels.INDEX_TYPE, cuda_kernels.X_PRINCIPAL_INTO_ZXY)
+    _, back = cuda_kernels._kernels(
+        float_type, cuda_kernels.INDEX_TYPE, cuda_kernels.X_PRINCIPAL_INTO_ZXY, cuda_kernels.WARP_PLANE_RANGE
+    )
     return back
 
 

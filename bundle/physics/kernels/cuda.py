@@ -27,6 +27,7 @@ from .ray import make_ray_functions
 __all__ = [
     "INDEX_TYPE",
     "THREADS_PER_BLOCK",
+    "WARP_PLANE_RANGE",
     "X_PRINCIPAL_INTO_ZXY",
     "cuda_back_project",
     "cuda_forward_project",
@@ -34,10 +35,13 @@ __all__ = [
 ]
 
 THREADS_PER_BLOCK = 128
+_FULL_WARP = np.uint32(0xFFFFFFFF)
 # back projection of LORs stepping along x goes into a (z, x, y)-ordered second buffer (coalesced atomics)
 X_PRINCIPAL_INTO_ZXY = True
 # voxel indices in 32-bit integers (cheaper on GPUs) unless the image has 2**31 voxels or more
 INDEX_TYPE: type = np.int32
+# back projection: the threads of a warp loop over the union of their plane ranges (coalesced atomics)
+WARP_PLANE_RANGE = True
 
 
 def numba_cuda_available() -> bool:
@@ -86,8 +90,11 @@ def red_global_add(typingctx, array, index, value):
 
 
 @functools.cache
-def _kernels(float_type: type, index_type: type = np.int32, x_principal_into_zxy: bool = True):
-    if config.ENABLE_CUDASIM:  # the simulator runs Python, not PTX
+def _kernels(
+    float_type: type, index_type: type = np.int32, x_principal_into_zxy: bool = True, warp_plane_range: bool = True
+):
+    plane_range = None
+    if config.ENABLE_CUDASIM:  # the simulator runs Python, not PTX, and has no warp shuffles
 
         @cuda.jit(device=True, inline=True)
         def add_to_image(image, index, value):
@@ -99,9 +106,25 @@ def _kernels(float_type: type, index_type: type = np.int32, x_principal_into_zxy
         def add_to_image(image, index, value):
             red_global_add(image, index, value)
 
+    if warp_plane_range and not config.ENABLE_CUDASIM:
+
+        @cuda.jit(device=True, inline=True)
+        def plane_range(lo, hi):
+            # union of the warp's non-empty plane ranges: the warp steps through the same planes together, so that
+            # its atomic adds (neighbouring LORs of a view) land in neighbouring memory.  Every lane must call this.
+            empty = lo > hi
+            first = index_type(2**31 - 1) if empty else lo
+            last = index_type(-1) if empty else hi
+            offset = 16
+            while offset > 0:
+                first = min(first, cuda.shfl_xor_sync(_FULL_WARP, first, offset))
+                last = max(last, cuda.shfl_xor_sync(_FULL_WARP, last, offset))
+                offset //= 2
+            return first, last
+
     ray_forward, ray_back = make_ray_functions(
         device_jit=cuda.jit(device=True, inline=True), float_type=float_type, add_to_image=add_to_image,
-        index_type=index_type, x_principal_into_zxy=x_principal_into_zxy,
+        index_type=index_type, x_principal_into_zxy=x_principal_into_zxy, plane_range=plane_range,
     )
 
     @cuda.jit(fastmath=True)
@@ -112,9 +135,14 @@ def _kernels(float_type: type, index_type: type = np.int32, x_principal_into_zxy
 
     @cuda.jit(fastmath=True)
     def back(image, image_zxy, n0, n1, n2, xstart, xend, origin, voxel, values):
+        # every thread of a warp takes part in the warp's plane range; threads past the last LOR add zeros, i.e.
+        # nothing (a zero value gives an empty range)
         k = cuda.grid(1)
-        if k < values.shape[0]:
+        n = values.shape[0]
+        if k < n:
             ray_back(image, image_zxy, n0, n1, n2, xstart, xend, k, origin, voxel, values[k])
+        else:
+            ray_back(image, image_zxy, n0, n1, n2, xstart, xend, n - 1, origin, voxel, values[0] * 0)
 
     return forward, back
 
@@ -160,7 +188,7 @@ def cuda_back_project(
     zxy = X_PRINCIPAL_INTO_ZXY
     if zxy and image_zxy_flat is None:
         raise ValueError("image_zxy_flat is required while X_PRINCIPAL_INTO_ZXY is set")
-    _, back = _kernels(np.dtype(values.dtype).type, it, zxy)
+    _, back = _kernels(np.dtype(values.dtype).type, it, zxy, WARP_PLANE_RANGE)
     # never pass one array twice (the CUDA simulator copies each argument back separately)
     second = image_zxy_flat if zxy else cuda.device_array(1, dtype=np.dtype(values.dtype))
     n_lors = values.shape[0]

@@ -42,6 +42,7 @@ def make_ray_functions(
     add_to_image: Callable,
     index_type: type = np.int64,
     x_principal_into_zxy: bool = False,
+    plane_range: Callable | None = None,
 ) -> tuple[Callable, Callable]:
     """Compile ``(ray_forward, ray_back)`` for one floating type.
 
@@ -54,6 +55,10 @@ def make_ray_functions(
         x_principal_into_zxy: back projection of LORs whose principal axis is 2 goes into a second buffer of
             shape (n0, n2, n1) (``image_zxy``), so that neighbouring LORs of a sinogram view add into adjacent
             memory (coalesced atomics on GPUs); the caller adds its transpose to the image.
+        plane_range: compiled ``plane_range(lo, hi) -> (loop_lo, loop_hi)`` giving the plane indices the back
+            projection loop runs over; it must contain ``[lo, hi]`` (planes outside it add nothing).  The GPU
+            kernel passes the union over its warp, so that the threads of a warp step through the same planes
+            together and their atomic adds land in neighbouring memory.  Default: ``[lo, hi]`` itself.
 
     Returns:
         ``ray_forward(image_flat, n0, n1, n2, xstart, xend, k, origin, voxel)`` -> line integral of LOR ``k``;
@@ -64,6 +69,11 @@ def make_ray_functions(
     """
     ft = float_type
     it = index_type
+    if plane_range is None:
+
+        @device_jit
+        def plane_range(lo, hi):
+            return lo, hi
 
     @device_jit
     def ray_setup(n0, n1, n2, xstart, xend, k, origin, voxel):
@@ -188,29 +198,33 @@ def make_ray_functions(
             stride_p, stride_q, stride_r = n1, n1 * n2, it(1)
         one = ft(1.0)
         scaled = ft(value) * step_mm
-        fi = ft(lo)
-        for i in range(lo, hi + it(1)):
-            uq = aq + bq * fi
-            ur = ar + br * fi
+        if scaled == ft(0.0):  # nothing to add (sparse data): an empty range
+            hi = lo - it(1)
+        loop_lo, loop_hi = plane_range(lo, hi)
+        fi = ft(loop_lo)
+        for i in range(loop_lo, loop_hi + it(1)):
+            if i >= lo and i <= hi:
+                uq = aq + bq * fi
+                ur = ar + br * fi
+                jq = it(math.floor(uq))
+                jr = it(math.floor(ur))
+                wq = uq - ft(jq)
+                wr = ur - ft(jr)
+                base = i * stride_p + jq * stride_q + jr * stride_r
+                r0 = jr >= 0 and jr < nr
+                r1 = jr >= -1 and jr < nr - 1
+                if jq >= 0 and jq < nq:
+                    lower = scaled * (one - wq)
+                    if r0:
+                        add_to_image(target, base, lower * (one - wr))
+                    if r1:
+                        add_to_image(target, base + stride_r, lower * wr)
+                if jq >= -1 and jq < nq - 1:
+                    upper = scaled * wq
+                    if r0:
+                        add_to_image(target, base + stride_q, upper * (one - wr))
+                    if r1:
+                        add_to_image(target, base + stride_q + stride_r, upper * wr)
             fi += one
-            jq = it(math.floor(uq))
-            jr = it(math.floor(ur))
-            wq = uq - ft(jq)
-            wr = ur - ft(jr)
-            base = i * stride_p + jq * stride_q + jr * stride_r
-            r0 = jr >= 0 and jr < nr
-            r1 = jr >= -1 and jr < nr - 1
-            if jq >= 0 and jq < nq:
-                lower = scaled * (one - wq)
-                if r0:
-                    add_to_image(target, base, lower * (one - wr))
-                if r1:
-                    add_to_image(target, base + stride_r, lower * wr)
-            if jq >= -1 and jq < nq - 1:
-                upper = scaled * wq
-                if r0:
-                    add_to_image(target, base + stride_q, upper * (one - wr))
-                if r1:
-                    add_to_image(target, base + stride_q + stride_r, upper * wr)
 
     return ray_forward, ray_back
