@@ -84,6 +84,8 @@ __all__ = [
     "bias_variance_study",
     "default_inferer",
     "evaluate_petdds",
+    "every_n_events",
+    "latest_checkpoint",
     "load_network_weights",
     "load_petdds_case",
     "reconstruct_petdds_file",
@@ -759,6 +761,47 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | Path, *, ke
         state = state[key]
     network.load_state_dict(state)
     return network.eval()
+
+
+def latest_checkpoint(checkpoint_dir: str | Path, *, key: str = "trainer") -> Path:
+    """The checkpoint in ``checkpoint_dir`` whose stored trainer state has the highest iteration (training resume).
+
+    Every ``*.pt`` file that holds ``{key: {"iteration": int, "epoch": int, ...}}`` (what ``CheckpointSaver`` writes
+    with ``save_dict={"trainer": ...}``: the periodic ``checkpoint_epoch=N.pt`` and the final ``network_final.pt``) is
+    a candidate; ties go to the newer file.  Files without trainer state are ignored.
+
+    Raises:
+        FileNotFoundError: the folder is missing or holds no checkpoint with trainer state (message says how to
+            create one).
+    """
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint_dir {folder} does not exist; train first (configs/petdds/train.json)")
+    best: tuple[int, float, Path] | None = None
+    for path in folder.glob("*.pt"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trainer = state.get(key) if isinstance(state, Mapping) else None
+        if not isinstance(trainer, Mapping) or "iteration" not in trainer:
+            continue
+        candidate = (int(trainer["iteration"]), path.stat().st_mtime, path)
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    if best is None:
+        raise FileNotFoundError(
+            f"no checkpoint with {key!r} state in {folder}; run training with configs/petdds/train.json first "
+            "(its CheckpointSaver stores the trainer state needed to resume)"
+        )
+    return best[2]
+
+
+def every_n_events(n: int) -> Callable[[Any, int], bool]:
+    """Ignite event filter ``(engine, event_count) -> event_count % n == 0`` (e.g. ``StatsHandler(iteration_log=)``)."""
+    n = _check_int(n, "n", minimum=1)
+
+    def event_filter(engine: Any, event: int) -> bool:
+        return event % n == 0
+
+    return event_filter
 
 
 def reconstruct_petdds_file(

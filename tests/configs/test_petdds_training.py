@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from monai.bundle import ConfigParser
 
@@ -40,7 +42,8 @@ def test_training_workflow_runs_and_writes_loadable_checkpoints(tmp_path):
     dataset = _dataset(tmp_path)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIGS, "--dataset_dir", str(dataset),
-               "--bundle_root", str(run), "--max_epochs", "1", "--batch_size", "4", *TINY_NET]
+               "--bundle_root", str(run), "--max_epochs", "1", "--batch_size", "4", "--log_interval", "1",
+               *TINY_NET]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train_loss" in result.stdout + result.stderr
@@ -55,3 +58,90 @@ def test_training_workflow_runs_and_writes_loadable_checkpoints(tmp_path):
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(state["network"])  # the checkpoint fits the configured architecture
     assert list((run / "results" / "petdds" / "logs").glob("events.out.tfevents.*"))  # TensorBoard log
+
+
+# ---------------------------------------------------------------------------------------------- resume from checkpoint
+
+RESUME_CONFIGS = [ROOT / "configs/common.json", ROOT / "configs/petdds/train.json"]
+
+
+def _fabricated_dataset(root: Path) -> Path:
+    """A minimal petdds-shaped dataset (datalist + one 16 × 16 × 4 reference volume, 4 training slices): no build."""
+    from bundle.data.io import save_image
+    from bundle.physics import ImageGeometry
+
+    geometry = ImageGeometry(shape=(4, 16, 16), voxel_size_mm=(4.0, 4.0, 4.0), origin_mm=(0.0, 0.0, 0.0))
+    volume = torch.rand((4, 16, 16), generator=torch.Generator().manual_seed(0)) + 0.1
+    save_image(root / "s00_reference.nii.gz", volume, geometry)
+    entry = {"id": "s00", "subject": "s00", "reference": "s00_reference.nii.gz", "training_slices": [0, 1, 2, 3]}
+    datalist = {"training": [entry]}
+    (root / "datalist.json").write_text(json.dumps(datalist), encoding="utf-8")
+    return root
+
+
+def _parser(dataset: Path, bundle_root: Path, max_epochs: int, *, resume: bool) -> ConfigParser:
+    parser = ConfigParser()
+    files = RESUME_CONFIGS + ([ROOT / "configs/petdds/resume.json"] if resume else [])
+    parser.read_config([str(f) for f in files])
+    overrides = {"dataset_dir": str(dataset), "bundle_root": str(bundle_root), "max_epochs": max_epochs,
+                 "batch_size": 2, "checkpoint_interval": 1, "device": "$torch.device('cpu')",
+                 "network_def#channels": [8, 16, 16], "network_def#num_head_channels": 8,
+                 "network_def#norm_num_groups": 8}
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
+    from ignite.engine import Events
+
+    from bundle.workflows.petdds import latest_checkpoint
+
+    dataset = _fabricated_dataset(tmp_path)
+    run = tmp_path / "run"
+    first = _parser(dataset, run, 2, resume=False)
+    first.get_parsed_content("run")  # 4 slices / batch 2 = 2 iterations per epoch -> 4 iterations
+    ckpt_dir = run / "results" / "petdds" / "checkpoints"
+    saved = torch.load(ckpt_dir / "checkpoint_epoch=2.pt", weights_only=True)
+    assert (saved["trainer"]["epoch_length"], saved["trainer"]["iteration"]) == (2, 4)  # epoch 2 = iteration 4
+    latest = latest_checkpoint(ckpt_dir)
+    assert torch.load(latest, weights_only=True)["trainer"]["iteration"] == 4  # not checkpoint_epoch=1.pt (2)
+
+    second = _parser(dataset, run, 3, resume=True)
+    trainer = second.get_parsed_content("trainer")
+    network = second.get_parsed_content("network")
+    fresh = {k: v.clone() for k, v in network.state_dict().items()}
+    seen: dict = {}
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _record(engine):  # first epoch of the resumed run, after CheckpointLoader (Events.STARTED)
+        if "epoch" not in seen:
+            seen["epoch"], seen["iteration"] = engine.state.epoch, engine.state.iteration
+            seen["weights"] = {k: v.clone() for k, v in network.state_dict().items()}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _first_iteration(engine):
+        seen.setdefault("first_iteration", engine.state.iteration)
+
+    second.get_parsed_content("run")
+    assert seen["epoch"] == 3 and seen["iteration"] == 4  # continues after epoch 2 / iteration 4
+    assert seen["first_iteration"] == 5
+    assert (trainer.state.epoch, trainer.state.iteration) == (3, 6)
+    for name, value in saved["network"].items():
+        torch.testing.assert_close(seen["weights"][name], value, rtol=0, atol=0)  # exactly the saved weights
+    assert any(not torch.equal(fresh[k], saved["network"][k]) for k in fresh)  # ... which a fresh init is not
+    optimizer = second.get_parsed_content("optimizer")
+    steps = {int(state["step"]) for state in optimizer.state_dict()["state"].values()}
+    assert steps == {6}  # Adam's step count continued from the checkpoint's 4
+    final = torch.load(ckpt_dir / "network_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 6
+
+
+def test_latest_checkpoint_errors(tmp_path):
+    from bundle.workflows.petdds import latest_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        latest_checkpoint(tmp_path / "missing")
+    torch.save({"network": {}}, tmp_path / "weights_only.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint with 'trainer' state"):
+        latest_checkpoint(tmp_path)
