@@ -1,0 +1,272 @@
+"""Latent forward/reverse processes of uPETe's ablations, with one scheduler-like interface (MONAI style:
+``num_train_timesteps``, ``set_timesteps``, ``timesteps``, ``step``) so that training
+(:class:`~bundle.engines.upete.LatentDiffusionPrepareBatch`) and enhancement
+(:class:`~bundle.inferers.upete.LatentEnhancementInferer`) share it.
+
+Notation: x_0 SPET (network units), z_0 = s·E(x_0), ẑ0 the denoiser's prediction, d_t the dose of step t
+(:class:`~bundle.diffusion.poisson.PoissonDoseSchedule`), T = ``num_train_timesteps`` (paper: 400).
+
+Gaussian (LDM, LDM-CT; MONAI ``DDPMScheduler`` with ``prediction_type="sample"``)::
+
+    training   z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε                                   (DDPM, in latent space)
+    start      z_{t*} = √ᾱ_{t*} z_LPET,  t* = argmin_t |(1 − ᾱ_t)/ᾱ_t − σ²(d)|  (LPET latent noise as the noise)
+    reverse    ε̂ = (z_t − √ᾱ_t ẑ0)/√(1 − ᾱ_t),  z_{t'} = √ᾱ_{t'} ẑ0 + √(1 − ᾱ_{t'}) ε̂   (DDIM, η = 0)
+
+σ²(d) = σ²_ref (1/d − 1)/(1/d_ref − 1) is the latent noise variance of an LPET at dose d, from
+σ²_ref = mean((z_LPET − z_SPET)²) measured at d_ref (:func:`latent_noise_variance`).  (1/d − 1) is exact for
+binomially thinned data: Var(x_d − x_1) = Var(x_1)(1/d − 1).
+
+Poisson (LDM-P, LDM-P-CT; paper eq. (1), METHODS.md: degrade in image space, then encode)::
+
+    training   z_t = s·E(x_t),  x_t = PoissonDegradation(x_0, t)  (dose d_t)
+    start      z_{t*} = z_LPET,  t* = schedule.step_for_dose(d_eff(d))
+    reverse    z_{t'} = s·E(PoissonDegradation(max(D(ẑ0), 0), t'))           (cold-diffusion re-degradation)
+
+The degradation adds noise to an SPET that already has noise.  With κ_0 calibrated so that degrading the SPET to
+d_ref reproduces ‖x_LPET − x_SPET‖² (:func:`calibrate_count_scale`), an LPET of dose d matches the step of dose
+d_eff(d) = (1 − d_ref) d / (1 − d) (same thinning argument; d_eff(d_ref) = d_ref; no ``reference_dose``: d_eff = d).
+
+The reverse chain visits ``set_timesteps(K, start_step=t*)``: K steps t* = τ_K > … > τ_1 (evenly spaced, τ_1 ≥ 1
+unless t* = 0); after the last denoising the output is ẑ0.  Randomness only through explicit generators.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from monai.networks.schedulers import DDPMScheduler
+
+from .._checks import check_int as _check_int
+from .poisson import PoissonDegradation, _check_real
+
+__all__ = [
+    "DoseEstimator",
+    "GaussianLatentDiffusion",
+    "LatentDiffusionProcess",
+    "PoissonLatentDiffusion",
+    "calibrate_count_scale",
+    "latent_noise_variance",
+]
+
+Codec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_dose(dose: object) -> float:
+    return _check_real(dose, "dose", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
+
+
+def _spaced(start_step: int, num_steps: int) -> list[int]:
+    if start_step == 0:
+        return [0]
+    k = min(num_steps, start_step)
+    steps = sorted({max(1, round(start_step * i / k)) for i in range(1, k + 1)}, reverse=True)
+    return steps
+
+
+class LatentDiffusionProcess(ABC):
+    """Scheduler-like interface of a latent forward process (module docstring)."""
+
+    num_train_timesteps: int
+    timesteps: list[int]
+
+    def set_timesteps(self, num_inference_steps: int, *, start_step: int) -> list[int]:
+        """The reverse chain: ``num_inference_steps`` steps from ``start_step`` down (``self.timesteps``)."""
+        k = _check_int(num_inference_steps, "num_inference_steps", minimum=1)
+        start = _check_int(start_step, "start_step", minimum=0)
+        if start >= self.num_train_timesteps:
+            raise ValueError(f"start_step must lie in [0, {self.num_train_timesteps - 1}], got {start}")
+        self.timesteps = _spaced(start, k)
+        return self.timesteps
+
+    @abstractmethod
+    def perturb(
+        self, *, x0: torch.Tensor, z0: torch.Tensor, timesteps: torch.Tensor, encode: Codec,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """z_t for training: x0 ``(B, 1, D, H, W)`` network units, z0 = encode(x0) ``(B, c, d, h, w)``, t ``(B,)``."""
+
+    @abstractmethod
+    def step_for_dose(self, dose: float) -> int:
+        """t* whose perturbation matches an input of dose ``dose`` ∈ (0, 1]."""
+
+    @abstractmethod
+    def start(self, z_input: torch.Tensor, step: int) -> torch.Tensor:
+        """z_{t*} from the encoded input z_LPET."""
+
+    @abstractmethod
+    def step(
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, *, prev_timestep: int,
+        encode: Codec, decode: Codec, generator: torch.Generator,
+    ) -> torch.Tensor:
+        """z_{t'} (t' = ``prev_timestep`` < t) from ẑ0 = ``model_output`` and z_t = ``sample``."""
+
+
+class GaussianLatentDiffusion(LatentDiffusionProcess):
+    """LDM / LDM-CT: MONAI ``DDPMScheduler`` (ẑ0 prediction) with dose matching by latent noise variance.
+
+    Args (keyword-only):
+        num_train_timesteps: T (paper 400).
+        schedule: MONAI beta schedule name.
+        beta_start, beta_end: MONAI beta range.
+        latent_noise_variance: σ²_ref > 0 at ``reference_dose`` (:func:`latent_noise_variance`).
+        reference_dose: d_ref ∈ (0, 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_train_timesteps: int = 400,
+        schedule: str = "linear_beta",
+        beta_start: float = 1e-4,
+        beta_end: float = 2e-2,
+        latent_noise_variance: float = 0.1,
+        reference_dose: float = 0.1,
+    ) -> None:
+        self.num_train_timesteps = _check_int(num_train_timesteps, "num_train_timesteps", minimum=2)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=self.num_train_timesteps, schedule=schedule, beta_start=beta_start,
+            beta_end=beta_end, prediction_type="sample",
+        )
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)
+        self.latent_noise_variance = _check_real(latent_noise_variance, "latent_noise_variance", "> 0", lambda v: v > 0)
+        self.reference_dose = _check_real(reference_dose, "reference_dose", "in (0, 1)", lambda v: 0 < v < 1)
+        self.timesteps = []
+
+    def noise_variance_at(self, dose: float) -> float:
+        """σ²(d) = σ²_ref (1/d − 1) / (1/d_ref − 1)."""
+        d = _check_dose(dose)
+        return self.latent_noise_variance * (1.0 / d - 1.0) / (1.0 / self.reference_dose - 1.0)
+
+    def step_for_dose(self, dose: float) -> int:
+        target = self.noise_variance_at(dose)
+        ratio = (1.0 - self.alphas_cumprod) / self.alphas_cumprod
+        return int(torch.argmin((ratio - target).abs()))
+
+    def perturb(self, *, x0, z0, timesteps, encode, generator):
+        noise = torch.randn(z0.shape, generator=generator, device=generator.device, dtype=z0.dtype).to(z0.device)
+        return self.scheduler.add_noise(original_samples=z0, noise=noise, timesteps=timesteps.to(z0.device))
+
+    def start(self, z_input: torch.Tensor, step: int) -> torch.Tensor:
+        return math.sqrt(float(self.alphas_cumprod[step])) * z_input
+
+    def step(self, model_output, timestep, sample, *, prev_timestep, encode, decode, generator):
+        a_t, a_p = float(self.alphas_cumprod[timestep]), float(self.alphas_cumprod[prev_timestep])
+        eps = (sample - math.sqrt(a_t) * model_output) / math.sqrt(1.0 - a_t)
+        return math.sqrt(a_p) * model_output + math.sqrt(1.0 - a_p) * eps
+
+
+class PoissonLatentDiffusion(LatentDiffusionProcess):
+    """LDM-P / LDM-P-CT: Poisson degradation in image space, then encoding (module docstring).
+
+    Args (keyword-only):
+        degradation: :class:`~bundle.diffusion.poisson.PoissonDegradation` (its schedule has T steps).
+        reference_dose: d_ref of the κ_0 calibration (dose map d_eff), or ``None`` (d_eff = d).
+    """
+
+    def __init__(self, *, degradation: PoissonDegradation, reference_dose: float | None = 0.1) -> None:
+        if not isinstance(degradation, PoissonDegradation):
+            raise TypeError(f"degradation must be a PoissonDegradation, got {type(degradation).__name__}")
+        self.degradation = degradation
+        self.schedule = degradation.schedule
+        self.num_train_timesteps = self.schedule.num_steps
+        self.reference_dose = (
+            None if reference_dose is None
+            else _check_real(reference_dose, "reference_dose", "in (0, 1)", lambda v: 0 < v < 1)
+        )
+        self.timesteps = []
+
+    def effective_dose(self, dose: float) -> float:
+        """d_eff(d) = (1 − d_ref) d / (1 − d), capped to 1 (d itself without a reference dose)."""
+        d = _check_dose(dose)
+        if self.reference_dose is None:
+            return d
+        if d >= 1.0:
+            return 1.0
+        return min(1.0, (1.0 - self.reference_dose) * d / (1.0 - d))
+
+    def step_for_dose(self, dose: float) -> int:
+        return self.schedule.step_for_dose(self.effective_dose(dose))
+
+    def _degrade(self, x: torch.Tensor, t: torch.Tensor | int, generator: torch.Generator) -> torch.Tensor:
+        x = x.clamp_min(0)
+        if x.device != generator.device:
+            return self.degradation(x.to(generator.device), t, generator=generator).to(x.device)
+        return self.degradation(x, t, generator=generator)
+
+    def perturb(self, *, x0, z0, timesteps, encode, generator):
+        return encode(self._degrade(x0, timesteps.cpu(), generator))
+
+    def start(self, z_input: torch.Tensor, step: int) -> torch.Tensor:
+        return z_input
+
+    def step(self, model_output, timestep, sample, *, prev_timestep, encode, decode, generator):
+        return encode(self._degrade(decode(model_output), int(prev_timestep), generator))
+
+
+def calibrate_count_scale(standard: torch.Tensor, low: torch.Tensor, *, dose: float) -> float:
+    """κ_0 (counts per network unit per voxel) so that image-space degradation of ``standard`` to ``dose`` has the
+    squared error of ``low``: κ_0 = Σ x_SPET / (d Σ (x_LPET − x_SPET)²)  (E‖Poisson(κ d x)/(κ d) − x‖² = Σx / (κ d))."""
+    d = _check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
+    if standard.shape != low.shape:
+        raise ValueError(f"standard and low must have the same shape, got {tuple(standard.shape)}, {tuple(low.shape)}")
+    err = float(((low.double() - standard.double()) ** 2).sum())
+    if not err > 0:
+        raise ValueError("low equals standard: no noise to calibrate the count scale from")
+    return float(standard.double().clamp_min(0).sum()) / (d * err)
+
+
+def latent_noise_variance(z_standard: torch.Tensor, z_low: torch.Tensor) -> float:
+    """σ²_ref = mean((z_LPET − z_SPET)²) of scaled latents."""
+    if z_standard.shape != z_low.shape:
+        raise ValueError(f"latents must have the same shape, got {tuple(z_standard.shape)}, {tuple(z_low.shape)}")
+    return float(((z_low.double() - z_standard.double()) ** 2).mean())
+
+
+def _highpass_statistic(image: torch.Tensor, sigma_voxels: float) -> float:
+    """s(x) = mean((x − G_σ x)²) / mean(x) over the whole volume ``(..., D, H, W)``."""
+    from monai.networks.layers import GaussianFilter
+
+    x = image.double().reshape(1, 1, *image.shape[-3:])
+    smooth = GaussianFilter(spatial_dims=3, sigma=sigma_voxels).to(torch.float64)(x)
+    mean = float(x.mean())
+    if not mean > 0:
+        raise ValueError(f"image must have a positive mean to estimate its dose, got {mean}")
+    return float(((x - smooth) ** 2).mean()) / mean
+
+
+class DoseEstimator:
+    """d̂ from the image alone: s(x) = mean((x − G_σ x)²)/mean(x) ≈ a/d + b (noise variance ∝ 1/d plus structure).
+
+    :meth:`calibrate` fits a, b from an SPET (d = 1) and an LPET of known dose (validation data); then
+    d̂ = a / (s(x) − b), clipped to [``min_dose``, 1].
+
+    Args (keyword-only):
+        sigma_voxels: σ of the Gaussian low-pass.
+        min_dose: lower clip of d̂.
+    """
+
+    def __init__(self, *, sigma_voxels: float = 1.0, min_dose: float = 1e-3) -> None:
+        self.sigma_voxels = _check_real(sigma_voxels, "sigma_voxels", "> 0", lambda v: v > 0)
+        self.min_dose = _check_real(min_dose, "min_dose", "in (0, 1)", lambda v: 0 < v < 1)
+        self.a: float | None = None
+        self.b: float | None = None
+
+    def calibrate(self, standard: torch.Tensor, low: torch.Tensor, *, dose: float) -> DoseEstimator:
+        d = _check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
+        s1, sd = _highpass_statistic(standard, self.sigma_voxels), _highpass_statistic(low, self.sigma_voxels)
+        if not sd > s1:
+            raise ValueError("the low-dose image is not noisier than the standard-dose one; cannot calibrate")
+        self.a = (sd - s1) / (1.0 / d - 1.0)
+        self.b = s1 - self.a
+        return self
+
+    def __call__(self, image: torch.Tensor) -> float:
+        if self.a is None or self.b is None:
+            raise ValueError("DoseEstimator is not calibrated: call calibrate(standard, low, dose=...) first")
+        excess = _highpass_statistic(image, self.sigma_voxels) - self.b
+        if excess <= self.a:
+            return 1.0
+        return max(self.min_dose, self.a / excess)

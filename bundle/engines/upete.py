@@ -1,0 +1,264 @@
+"""uPETe training steps for the stock MONAI ``SupervisedTrainer``: the autoencoder's GAN iteration and the latent
+diffusion ``prepare_batch``.
+
+Autoencoder (stage 1).  MONAI's ``AdversarialTrainer`` passes the generator output straight to the discriminator,
+but ``AutoencoderKL`` returns ``(x̂, μ, σ)`` and the KL term needs μ and σ, so the GAN step is an
+``iteration_update`` of ``SupervisedTrainer`` (:class:`AutoencoderGANIteration`).  Per iteration, with x the
+SPET patches ``(B, 1, D, H, W)``::
+
+    x̂, μ, σ = AE(x)
+    L_G = |x̂ − x|₁ + w_KL · KL(μ, σ) + w_adv(it) · ℓ_adv(Disc(x̂), real) + w_p · P(x̂, x)     (generator step)
+    L_D = ½ [ℓ_adv(Disc(x̂.detach()), fake) + ℓ_adv(Disc(x), real)]                           (discriminator step)
+    KL(μ, σ) = ½ Σ_{c,voxels} (μ² + σ² − log σ² − 1) / B
+
+with MONAI's ``PatchDiscriminator`` and ``PatchAdversarialLoss`` (least squares by default); w_adv(it) = 0 for
+the first ``adversarial_warmup`` iterations (as MONAI's generative tutorials), so the discriminator starts on
+reasonable reconstructions.  P is the optional perceptual loss (:class:`LocalPerceptualLoss`, off by default).
+
+Latent diffusion (stage 2).  :class:`LatentDiffusionPrepareBatch` draws t ~ U{0, …, T − 1} from an explicit
+generator, forms z_t with the injected process (Gaussian: z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε in latent space; Poisson:
+z_t = s·E(Poisson-degraded x_0 at dose d_t), :mod:`bundle.diffusion.latent`) and returns
+``(z_t, z_0, (), {"timesteps": t, "ct": ct})``; the trainer's ``SimpleInferer`` then calls
+``UPETe(z_t, timesteps=t, ct=ct)`` and the loss compares ẑ0 with z_0.  Importing runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.losses import PatchAdversarialLoss
+from monai.utils import CommonKeys
+from torch import nn
+
+from bundle.diffusion.latent import LatentDiffusionProcess
+from bundle.keys import Keys
+from bundle.networks.upete import UPETe
+
+from .._checks import check_int as _check_int
+
+__all__ = [
+    "AutoencoderGANIteration",
+    "LatentDiffusionPrepareBatch",
+    "LocalPerceptualLoss",
+    "kl_divergence",
+    "paired_prepare_batch",
+    "scalar_terms",
+]
+
+
+def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """½ Σ (μ² + σ² − log σ² − 1) over channels and voxels, averaged over the batch (MONAI tutorial convention)."""
+    per_item = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1.0)
+    return per_item.flatten(1).sum(dim=1).mean()
+
+
+def _check_weight(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+class LocalPerceptualLoss(nn.Module):
+    """Perceptual distance from a 3D MONAI ResNet whose weights the user supplies as a local file (nothing is
+    downloaded).  P(x̂, x) = Σ_l mean((φ̄_l(x̂) − φ̄_l(x))²), φ̄_l = channel-normalised features after ResNet
+    stage l (LPIPS-style, without learned layer weights).
+
+    Args (keyword-only):
+        weights_path: a ``torch.save`` state dict of ``monai.networks.nets.resnet{depth}`` (3D, 1 input channel),
+            e.g. converted MedicalNet / Med3D weights (the paper's perceptual network).  Loaded with
+            ``weights_only=True``; keys may carry a ``module.`` prefix.
+        depth: 10, 18 or 34.
+    """
+
+    def __init__(self, *, weights_path: str | Path, depth: int = 10) -> None:
+        super().__init__()
+        from monai.networks.nets import resnet
+
+        path = Path(weights_path)
+        if not path.is_file():
+            raise ValueError(f"weights_path must be an existing local file with ResNet weights, got {str(path)!r}")
+        if depth not in (10, 18, 34):
+            raise ValueError(f"depth must be 10, 18 or 34, got {depth!r}")
+        net = getattr(resnet, f"resnet{depth}")(spatial_dims=3, n_input_channels=1, feed_forward=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, Mapping) and "state_dict" in state:
+            state = state["state_dict"]
+        state = {str(k).removeprefix("module."): v for k, v in state.items()}
+        net.load_state_dict(state, strict=False)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net.eval()
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        n = self.net
+        h = n.maxpool(n.act(n.bn1(n.conv1(x))))
+        feats = []
+        for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
+            h = layer(h)
+            feats.append(h / (h.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10))
+        return feats
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pairs = zip(self._features(prediction), self._features(target), strict=True)
+        return sum((a - b).pow(2).mean() for a, b in pairs)
+
+
+class AutoencoderGANIteration:
+    """``iteration_update(engine, batchdata)`` of a MONAI ``SupervisedTrainer`` whose ``network`` is the
+    ``AutoencoderKL`` and ``optimizer`` the generator's (module docstring).
+
+    Args (keyword-only):
+        discriminator: MONAI ``PatchDiscriminator`` (3D, 1 input channel).
+        d_optimizer: its optimizer.
+        image_key: batch key of the SPET patches.
+        kl_weight: w_KL (small; default 1e-6).
+        adversarial_weight: w_adv after the warm-up (default 0.01).
+        adversarial_warmup: iterations without the adversarial terms (discriminator not trained either).
+        criterion: ``PatchAdversarialLoss`` criterion.
+        perceptual_loss: optional module P(x̂, x) (e.g. :class:`LocalPerceptualLoss`); ``None`` = off.
+        perceptual_weight: w_p.
+    """
+
+    def __init__(
+        self,
+        *,
+        discriminator: nn.Module,
+        d_optimizer: torch.optim.Optimizer,
+        image_key: str = Keys.PET,
+        kl_weight: float = 1e-6,
+        adversarial_weight: float = 0.01,
+        adversarial_warmup: int = 0,
+        criterion: str = "least_squares",
+        perceptual_loss: nn.Module | None = None,
+        perceptual_weight: float = 0.001,
+    ) -> None:
+        if not isinstance(discriminator, nn.Module):
+            raise TypeError(f"discriminator must be a torch.nn.Module, got {type(discriminator).__name__}")
+        self.discriminator = discriminator
+        self.d_optimizer = d_optimizer
+        self.image_key = image_key
+        self.kl_weight = _check_weight(kl_weight, "kl_weight")
+        self.adversarial_weight = _check_weight(adversarial_weight, "adversarial_weight")
+        self.adversarial_warmup = _check_int(adversarial_warmup, "adversarial_warmup", minimum=0)
+        self.adversarial_loss = PatchAdversarialLoss(criterion=criterion)
+        self.perceptual_loss = perceptual_loss
+        self.perceptual_weight = _check_weight(perceptual_weight, "perceptual_weight")
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.discriminator(x.contiguous().float())
+        return out[-1] if isinstance(out, list | tuple) else out
+
+    def __call__(self, engine: Any, batchdata: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if batchdata is None or self.image_key not in batchdata:
+            raise ValueError(f"the batch must hold the SPET patches under {self.image_key!r}")
+        x = batchdata[self.image_key].to(engine.state.device)
+        adversarial = engine.state.iteration > self.adversarial_warmup and self.adversarial_weight > 0
+        network, optimizer = engine.network, engine.optimizer
+        network.train()
+        optimizer.zero_grad(set_to_none=True)
+        recon, z_mu, z_sigma = network(x)
+        l1 = (recon - x).abs().mean()
+        kl = kl_divergence(z_mu, z_sigma)
+        loss = l1 + self.kl_weight * kl
+        g_adv = torch.zeros((), device=x.device)
+        if self.perceptual_loss is not None and self.perceptual_weight > 0:
+            loss = loss + self.perceptual_weight * self.perceptual_loss(recon.float(), x.float())
+        if adversarial:
+            g_adv = self.adversarial_loss(self._logits(recon), target_is_real=True, for_discriminator=False)
+            loss = loss + self.adversarial_weight * g_adv
+        loss.backward()
+        optimizer.step()
+        d_loss = torch.zeros((), device=x.device)
+        if adversarial:
+            self.discriminator.train()
+            self.d_optimizer.zero_grad(set_to_none=True)
+            fake = self.adversarial_loss(self._logits(recon.detach()), target_is_real=False, for_discriminator=True)
+            real = self.adversarial_loss(self._logits(x), target_is_real=True, for_discriminator=True)
+            d_loss = 0.5 * (fake + real)
+            (self.adversarial_weight * d_loss).backward()
+            self.d_optimizer.step()
+        return {
+            CommonKeys.IMAGE: x,
+            CommonKeys.LABEL: x,
+            CommonKeys.PRED: recon.detach(),
+            CommonKeys.LOSS: loss.detach(),
+            "l1": l1.detach(),
+            "kl": kl.detach(),
+            "g_adv": g_adv.detach(),
+            "d_loss": d_loss.detach(),
+        }
+
+
+class LatentDiffusionPrepareBatch:
+    """``prepare_batch`` for a MONAI ``SupervisedTrainer`` training :class:`UPETe`'s denoiser (and E_CT).
+
+    Args (keyword-only):
+        model: the :class:`UPETe` being trained (its frozen autoencoder encodes x_0 and, for Poisson, x_t).
+        process: the forward process (:class:`~bundle.diffusion.latent.GaussianLatentDiffusion` or
+            :class:`~bundle.diffusion.latent.PoissonLatentDiffusion`).
+        image_key: batch key of the SPET patches x_0 ``(B, 1, D, H, W)`` (network units).
+        ct_key: batch key of the CT patches; read only when ``model.uses_ct``.
+        seed: seed of the generator for t and the noise (on the CPU; draws are moved to the batch's device).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: UPETe,
+        process: LatentDiffusionProcess,
+        image_key: str = Keys.PET,
+        ct_key: str = Keys.CT,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, UPETe):
+            raise TypeError(f"model must be a UPETe, got {type(model).__name__}")
+        if not isinstance(process, LatentDiffusionProcess):
+            raise TypeError(f"process must be a LatentDiffusionProcess, got {type(process).__name__}")
+        self.model = model
+        self.process = process
+        self.image_key = image_key
+        self.ct_key = ct_key
+        self.generator = torch.Generator().manual_seed(_check_int(seed, "seed", minimum=0))
+
+    def __call__(
+        self, batchdata: Mapping[str, torch.Tensor], device: torch.device | str | None = None,
+        non_blocking: bool = False, **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, Any]]:
+        x0 = batchdata[self.image_key].to(device=device, non_blocking=non_blocking)
+        ct = None
+        if self.model.uses_ct:
+            if self.ct_key not in batchdata:
+                raise ValueError(f"the model uses CT but the batch has no {self.ct_key!r} entry")
+            ct = batchdata[self.ct_key].to(device=device, non_blocking=non_blocking)
+        self.model.autoencoder.eval()
+        z0 = self.model.encode(x0)
+        t = torch.randint(0, self.process.num_train_timesteps, (x0.shape[0],), generator=self.generator)
+        z_t = self.process.perturb(x0=x0, z0=z0, timesteps=t, encode=self.model.encode, generator=self.generator)
+        return z_t, z0, (), {"timesteps": t.to(x0.device), "ct": ct}
+
+
+def paired_prepare_batch(*, input_key: str = Keys.PET_LOW, target_key: str = Keys.PET):
+    """``prepare_batch`` for the supervised U-Net baseline: (LPET patch, SPET patch)."""
+
+    def prepare(batchdata, device=None, non_blocking=False, **kwargs):
+        return (
+            batchdata[input_key].to(device=device, non_blocking=non_blocking),
+            batchdata[target_key].to(device=device, non_blocking=non_blocking),
+        )
+
+    return prepare
+
+
+def scalar_terms(*keys: str):
+    """``output_transform`` for Stats/TensorBoard handlers: ``{key: float}`` from an engine output that is a dict or
+    a decollated list of dicts (one key: the float itself)."""
+
+    def transform(output):
+        first = output[0] if isinstance(output, list | tuple) else output
+        values = {k: float(first[k]) for k in keys}
+        return values[keys[0]] if len(keys) == 1 else values
+
+    return transform
