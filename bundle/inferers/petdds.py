@@ -73,6 +73,12 @@ Conventions the paper leaves open (all are constructor options; METHODS.md "PET-
   ``num_subsets`` subsets, default 2 × 21 as the paper's baseline), matching the training normalisation "slice /
   mean over positive voxels" (:func:`slice_scale_from_volume`).
 
+Run time (:attr:`PETDDSInferer.timings`, wall-clock ``time.perf_counter`` of the last call; CUDA is synchronised
+before each reading, so on a GPU the split costs some overlap): ``network_s`` inside the ε-network calls,
+``projector_s`` inside ∇ℓ_k = A_kᵀ(y_k/ȳ_k − 1) (one forward and one back projection with the resolution model per
+DC step), ``osem_s`` for the slice-scale OSEM when the call computes it, ``total_s`` for the whole call and
+``other_s`` = total − network − projector − osem (RDP, proximity, preconditioner, DDIM arithmetic, set-up).
+
 ``prior_enabled=False`` switches the diffusion prior off for testing: no network calls, x̂0 is the current
 consistent iterate (initially ``initial_osem`` or ones), so the sampler runs N · p DC steps.
 """
@@ -81,6 +87,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -225,6 +232,10 @@ class PETDDSInferer(Inferer):
         progress: show a tqdm bar over the diffusion steps.
         callback: ``callback(step, x0_hat)`` after the DC of every diffusion step (step = 0 … N − 1, x0_hat a copy of
             the consistent image in activity units); nothing is logged inside the loop.
+
+    Attributes:
+        timings: seconds spent in the last call, ``{"network_s", "projector_s", "osem_s", "other_s", "total_s"}``
+            (module docstring, "Run time"); empty before the first call.
     """
 
     def __init__(
@@ -303,6 +314,12 @@ class PETDDSInferer(Inferer):
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable(step, x0_hat) or None, got {type(callback).__name__}")
         self.callback = callback
+        self.timings: dict[str, float] = {}
+
+    def _clock(self, device: torch.device) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     # ------------------------------------------------------------------ problem set-up
     def prepare(
@@ -383,7 +400,10 @@ class PETDDSInferer(Inferer):
         x ← max(0, x + δ D(x) ⊙ [s_L A_kᵀ(y_k/ȳ_k − 1) − λ_RDP ∇RDP_z(x) − λ_DDS (x − x̂0)]), 0 outside the FOV.
         """
         model = problem.models[k]
+        start = self._clock(x.device)
         direction = self.gradient_scale * model.gradient(x, problem.data[k])
+        if self.timings:
+            self.timings["projector_s"] += self._clock(x.device) - start
         if self.lambda_rdp > 0:
             direction = direction - self.lambda_rdp * self.prior.gradient(x)
         if self.lambda_dds > 0:
@@ -455,6 +475,8 @@ class PETDDSInferer(Inferer):
         shape = model_list[0].in_shape
         dtype = data[0].dtype if torch.is_floating_point(data[0]) else model_list[0].background.dtype
         device = data[0].device
+        self.timings = {"network_s": 0.0, "projector_s": 0.0, "osem_s": 0.0}
+        call_start = self._clock(device)
         if self.prior_enabled and not callable(network):
             raise TypeError(f"network must be callable(x, t) -> eps, got {type(network).__name__}")
         if generator is None:
@@ -469,9 +491,11 @@ class PETDDSInferer(Inferer):
 
         if self.prior_enabled:
             if slice_scale is None:
+                start = self._clock(device)
                 volume = initial_osem if initial_osem is not None else osem(
                     model_list, data, num_iterations=self.osem_iterations
                 )
+                self.timings["osem_s"] += self._clock(device) - start
                 slice_scale = slice_scale_from_volume(volume.to(dtype=dtype, device=device))
             scale = slice_scale.to(dtype=dtype, device=device).reshape(-1, 1, 1)
             x_t = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
@@ -487,7 +511,9 @@ class PETDDSInferer(Inferer):
         for step, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="PET-DDS")):
             alpha_t, alpha_prev = (a.to(dtype=dtype, device=device) for a in self._alphas(timesteps, step))
             if self.prior_enabled:
+                start = self._clock(device)
                 eps = self.predict_noise(network, x_t, int(t))  # type: ignore[arg-type]
+                self.timings["network_s"] += self._clock(device) - start
                 x0_norm = (x_t - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
                 x0_hat = torch.clamp(x0_norm, min=0.0) * scale
                 x0_hat = torch.where(problem.in_fov, x0_hat, torch.zeros_like(x0_hat))
@@ -507,6 +533,9 @@ class PETDDSInferer(Inferer):
                 if self.eta > 0:
                     noise = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
                     x_t = x_t + sigma * noise.to(device)
+        total = self._clock(device) - call_start
+        parts = self.timings["network_s"] + self.timings["projector_s"] + self.timings["osem_s"]
+        self.timings.update(other_s=total - parts, total_s=total)
         return x
 
 

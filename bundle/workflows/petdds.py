@@ -35,9 +35,11 @@ Evaluation conventions (:func:`evaluate_petdds`)
   defaults, ``num_subsets`` = the OSEM subsets); its slice scale c_z comes from the OSEM image above
   (``initial_osem``).  Realisation r of every subject uses ``torch.Generator().manual_seed(seed + r)``.
 - Timings: wall-clock seconds per reconstruction (``time.perf_counter``; CUDA synchronised after network calls).
-  For PET-DDS-δ ``network_s`` is the time inside the network calls (inputs moved to ``device``, outputs moved back)
-  and ``other_s`` = total − network (data consistency: projections, RDP, DDIM updates, all on the CPU tensors of the
-  data).  The OSEM image used for c_z is timed as the OSEM row, not again under PET-DDS-δ.
+  For PET-DDS-δ ``network_s`` is the time inside the network calls (inputs moved to ``device``, outputs moved back),
+  ``projector_s`` the time inside the subset log-likelihood gradients A_kᵀ(y_k/ȳ_k − 1) (forward + back projection
+  with the resolution model; :attr:`PETDDSInferer.timings`) and ``other_s`` = total − network − projector (RDP,
+  proximity, preconditioner, DDIM updates, all on the CPU tensors of the data).  The OSEM image used for c_z is
+  timed as the OSEM row, not again under PET-DDS-δ.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ METHODS: tuple[str, ...] = ("OSEM", "MAP-EM", "PET-DDS-δ")
 METRICS: tuple[str, ...] = ("NRMSE", "PSNR", "SSIM")
 """Metric columns of the table (NRMSE and SSIM in %, PSNR in dB)."""
 _SLUG = {"OSEM": "osem", "MAP-EM": "map_em", "PET-DDS-δ": "pet_dds_delta"}
-_CSV_FIELDS = ("subject", "realisation", "method", *METRICS, "time_s", "network_s", "other_s")
+_CSV_FIELDS = ("subject", "realisation", "method", *METRICS, "time_s", "network_s", "projector_s", "other_s")
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -543,8 +545,10 @@ def evaluate_petdds(
             images["PET-DDS-δ"] = inferer(case.counts, timed_network, models=case.model, initial_osem=osem_image,
                                           generator=generator)
             seconds = time.perf_counter() - start
+            split_s = inferer.timings  # network / projector (A_kᵀ(y_k/ȳ_k − 1)) / rest, from the sampler's clocks
             timings["PET-DDS-δ"] = {"time_s": seconds, "network_s": timed_network.seconds,
-                                    "other_s": seconds - timed_network.seconds}
+                                    "projector_s": split_s["projector_s"],
+                                    "other_s": seconds - timed_network.seconds - split_s["projector_s"]}
         for method, recon in images.items():
             row = {"subject": entry["id"], "realisation": r, "method": method,
                    **_metrics(recon, case.reference, case.mask), **timings[method]}
@@ -563,7 +567,7 @@ def evaluate_petdds(
     for method in chosen:
         chosen_rows = [row for row in rows if row["method"] == method]
         summary[method] = {"n": len(chosen_rows)}
-        for key in (*METRICS, "time_s", "network_s", "other_s"):
+        for key in (*METRICS, "time_s", "network_s", "projector_s", "other_s"):
             values = [row[key] for row in chosen_rows if key in row]
             if values:
                 mean, std = _mean_std(values)

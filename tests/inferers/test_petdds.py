@@ -417,3 +417,53 @@ def test_real_unet_and_sinogram_projector_on_cuda_matches_cpu():
     assert gpu.device.type == "cuda" and bool(torch.isfinite(gpu).all())
     # float32 on two devices (and GPU atomics in the back projection): equal up to rounding
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3 * float(cpu.abs().max()))
+
+
+# ---------------------------------------------------------------- run-time split (network / projector / rest)
+class _SlowAdjoint(MatrixOperator):
+    """MatrixOperator whose adjoint (back projection) takes at least ``pause`` seconds."""
+
+    pause = 0.004
+
+    def _adjoint(self, y):
+        import time
+
+        time.sleep(self.pause)
+        return super()._adjoint(y)
+
+
+class _SlowProjector(FakeProjector):
+    def view_subset(self, view_indices: torch.Tensor) -> MatrixOperator:
+        fast = super().view_subset(view_indices)
+        return _SlowAdjoint(fast.matrix, in_shape=fast.in_shape, out_shape=fast.out_shape)
+
+
+class _SlowNet(torch.nn.Module):
+    pause = 0.006
+
+    def forward(self, x, t):
+        import time
+
+        time.sleep(self.pause)
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("steps_per_diffusion_step", [0, 2])
+def test_timings_split_network_projector_and_rest(steps_per_diffusion_step):
+    model = PETForwardModel(projector=_SlowProjector(0), background=torch.full(SINO_SHAPE, 0.5, dtype=torch.float64))
+    y = torch.poisson(model.expectation(torch.full(IMAGE_SHAPE, 20.0, dtype=torch.float64)), generator=_gen(3))
+    inferer = PETDDSInferer(scheduler=_scheduler(), num_inference_steps=3, num_subsets=4,
+                            steps_per_diffusion_step=steps_per_diffusion_step, chunk_size=8)
+    assert inferer.timings == {}
+    inferer(y, _SlowNet(), models=model, slice_scale=torch.ones(IMAGE_SHAPE[0], dtype=torch.float64))
+    t = inferer.timings
+    assert set(t) == {"network_s", "projector_s", "osem_s", "other_s", "total_s"}
+    assert t["network_s"] >= 3 * _SlowNet.pause  # one batch of 3 slices per diffusion step, 3 steps
+    assert t["osem_s"] == 0.0  # slice scale given: no OSEM inside the call
+    if steps_per_diffusion_step == 0:
+        assert t["projector_s"] == 0.0
+    else:
+        assert t["projector_s"] >= 3 * steps_per_diffusion_step * _SlowAdjoint.pause  # one adjoint per DC step
+    assert t["other_s"] >= 4 * _SlowAdjoint.pause  # the 4 subset sensitivities A_kᵀ1 are set-up, not DC
+    total = t["network_s"] + t["projector_s"] + t["osem_s"] + t["other_s"]
+    assert abs(total - t["total_s"]) < 1e-9
