@@ -1,5 +1,6 @@
 """``python -m bundle.zoo export --method M --output DIR [--checkpoint FILE] [--override KEY=JSON ...]
-[--name NAME] [--no-zip]`` and ``python -m bundle.zoo verify DIR`` / ``extract ZIP DIR``."""
+[--name NAME] [--no-zip]``, ``python -m bundle.zoo torchscript --method M --output FILE.ts [--checkpoint FILE]``
+and ``python -m bundle.zoo verify DIR`` / ``extract ZIP DIR``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--override", action="append", default=[], help="config override KEY=JSON (repeat)")
     export.add_argument("--name")
     export.add_argument("--no-zip", action="store_true")
+    script = commands.add_parser("torchscript", help="trace the trained network to a TorchScript file")
+    script.add_argument("--method", required=True, choices=METHODS)
+    script.add_argument("--output", required=True)
+    script.add_argument("--checkpoint")
+    script.add_argument("--override", action="append", default=[], help="config override KEY=JSON (repeat)")
     verify = commands.add_parser("verify", help="check checksums.sha256 of an exported bundle")
     verify.add_argument("bundle_dir")
     extract = commands.add_parser("extract", help="unzip a bundle safely (zip-slip checks)")
@@ -33,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .archive import safe_extract, verify_bundle
     from .export import export_bundle
+    from .torchscript import export_torchscript
 
     try:
         if args.command == "export":
@@ -40,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  overrides=parse_overrides(args.override), name=args.name,
                                  make_zip=not args.no_zip)
             print(root)
+        elif args.command == "torchscript":
+            print(export_torchscript(method=args.method, output=args.output, checkpoint=args.checkpoint,
+                                     overrides=parse_overrides(args.override)))
         elif args.command == "verify":
             print(f"{len(verify_bundle(args.bundle_dir))} files verified")
         else:
