@@ -1,9 +1,10 @@
-"""Networks of the bundle built from MONAI DiffusionModelUNet blocks (LegoPET denoiser and PnPNet).  Importing runs
-nothing."""
+"""Networks of the bundle built from MONAI DiffusionModelUNet blocks (LegoPET denoiser and PnPNet) and MONAI
+convolution blocks (DeepPET).  Importing runs nothing."""
 
 from __future__ import annotations
 
 from .ct_attention import CTGuidedCrossAttention, CTGuidedLatentDenoiser, PredictionType
+from .deeppet import DeepPET
 from .legopet import (
     FeatureInjection,
     FeatureShapes,
@@ -16,6 +17,7 @@ from .legopet import (
 __all__ = [
     "CTGuidedCrossAttention",
     "CTGuidedLatentDenoiser",
+    "DeepPET",
     "FeatureInjection",
     "FeatureShapes",
     "LegoPETCondition",
