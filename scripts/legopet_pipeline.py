@@ -39,6 +39,8 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     evaluation = ["--num_inference_steps", str(args.steps)]
     run = [sys.executable, "-m", "monai.bundle", "run"]
     evaluate = _config("train_legopet.json", "deeppet.json", "evaluate.json", *preset)
+    progress = [] if args.progress_slices is None else ["--eval_limit", str(args.progress_slices)]
+    ddpm = ["--cost_ddpm_samplers", "[]"] if args.no_ddpm else []
     return {
         "pnpnet": [*run, "training", "--config_file", _config("train_pnpnet.json", *preset), *common, *regression],
         "deeppet": [*run, "training", "--config_file",
@@ -47,9 +49,10 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
                  *diffusion],
         "legopet": [*run, "training", "--config_file", _config("train_legopet.json", *preset), *common, *diffusion],
         "evaluating": [*run, "evaluating", "--config_file", evaluate, *common, *evaluation],
-        "training_progress": [*run, "training_progress", "--config_file", evaluate, *common, *evaluation],
+        "training_progress": [*run, "training_progress", "--config_file", evaluate, *common, *evaluation,
+                              *progress],
         "sampling_cost": [*run, "sampling_cost", "--config_file", evaluate, *common, "--cost_limit",
-                          str(args.cost_slices)],
+                          str(args.cost_slices), *ddpm],
     }
 
 
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt-interval", type=int, default=10, help="epochs between progress-curve checkpoints")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of the table and the curve")
     parser.add_argument("--cost-slices", type=int, default=2, help="slices of the sampling-cost study")
+    parser.add_argument("--progress-slices", type=int, default=None, help="test slices of the curve (default all)")
+    parser.add_argument("--no-ddpm", action="store_true", help="leave the T-step DDPM row out of the cost study")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
