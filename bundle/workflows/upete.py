@@ -428,6 +428,16 @@ def evaluate_upete(
             per_case[method].setdefault(dose, []).append({"case": case.case_id, **_metrics(est, ref)})
             if dose == table_dose and case is test[0]:
                 panel_images[method] = est
+    ceiling: dict[str, tuple[float, float]] = {}
+    if models:  # D(E(SPET)) of the shared autoencoder: no latent method can be closer to the SPET than this
+        network = next(iter(models.values()))[0]
+        values = []
+        for case in test:
+            with torch.no_grad():
+                recon = network.decode(network.encode(case.spet))
+            values.append(_metrics(recon * case.spet_scale, case.spet * case.spet_scale))
+        ceiling = {k: summarise([v[k] for v in values]) if len(values) > 1 else (values[0][k], 0.0)
+                   for k in ("PSNR", "SSIM")}
     rows = {}
     for method in methods:
         values = per_case[method].get(table_dose, [])
@@ -456,7 +466,8 @@ def evaluate_upete(
         "table": table, "rows": rows, "curves": {m: {str(d): v for d, v in c.items()} for m, c in curves.items()},
         "tuned": {"gaussian_sigma_voxels": sigma, "gaussian_scores": sigma_scores, "nlm_h_factor": h,
                   "nlm_scores": h_scores},
-        "seconds": timings, "test_cases": [c.case_id for c in test], "table_dose": table_dose,
+        "autoencoder_ceiling": ceiling, "seconds": timings, "test_cases": [c.case_id for c in test],
+        "table_dose": table_dose,
         "files": {k: str(v) for k, v in files.items()},
     }
     files["json"].write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
