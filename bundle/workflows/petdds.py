@@ -87,6 +87,7 @@ __all__ = [
     "default_inferer",
     "evaluate_petdds",
     "every_n_events",
+    "image_metrics",
     "latest_checkpoint",
     "load_network_weights",
     "load_petdds_case",
@@ -361,7 +362,11 @@ def _ssim_kernel(shape: Sequence[int]) -> int:
     return size if size % 2 == 1 else size - 1
 
 
-def _metrics(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def image_metrics(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """``{"NRMSE": %, "PSNR": dB, "SSIM": %}`` of ``image`` against ``reference`` in ``mask`` (all ``(n_z, n_y, n_x)``).
+
+    NRMSE = 100 ‖x − r‖_M / ‖r‖_M, PSNR and 3D SSIM with L = max_M r (module docstring, "Evaluation conventions").
+    """
     image, reference = image.double(), reference.double()
     return {
         "NRMSE": 100.0 * float(nrmse(image, reference, mask=mask)),
@@ -551,7 +556,7 @@ def evaluate_petdds(
                                     "other_s": seconds - timed_network.seconds - split_s["projector_s"]}
         for method, recon in images.items():
             row = {"subject": entry["id"], "realisation": r, "method": method,
-                   **_metrics(recon, case.reference, case.mask), **timings[method]}
+                   **image_metrics(recon, case.reference, case.mask), **timings[method]}
             rows.append(row)
             if save_images:
                 path = out / "reconstructions" / f"{entry['id']}_r{r:02d}_{_SLUG[method]}.nii.gz"

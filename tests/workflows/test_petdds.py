@@ -42,7 +42,7 @@ TINY_NET = ["--network_def#channels", "[8,16,16]", "--network_def#num_head_chann
 def _tiny_network() -> DiffusionModelUNet:
     torch.manual_seed(0)
     return DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16, 16),
-                              attention_levels=(False, False, True), num_res_blocks=1, num_head_channels=8,
+                              attention_levels=(False, False, False), num_res_blocks=1, num_head_channels=8,
                               norm_num_groups=8)
 
 
@@ -149,7 +149,8 @@ def test_evaluation_with_an_untrained_network_adds_the_petdds_row(dataset, tmp_p
     assert result["settings"]["map_em_beta_absolute"]  # the relative β was converted and recorded
     row = next(r for r in result["rows"] if r["method"] == "PET-DDS-δ")
     assert all(math.isfinite(row[k]) for k in ("NRMSE", "PSNR", "SSIM"))
-    assert 0 < row["network_s"] < row["time_s"] and row["other_s"] > 0
+    assert 0 < row["network_s"] < row["time_s"] and row["projector_s"] > 0 and row["other_s"] > 0
+    assert row["network_s"] + row["projector_s"] + row["other_s"] == pytest.approx(row["time_s"])
     image, _ = load_image(tmp_path / "reconstructions" / f"{row['subject']}_r00_pet_dds_delta.nii.gz")
     assert image.shape == (8, 64, 64) and bool((image >= 0).all())
 
@@ -212,6 +213,9 @@ def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule
     parser.read_config([str(ROOT / "configs" / f) for f in files])
     assert "run" in parser.config and "run_with_model" in parser.config
     assert "network=" not in parser["run"][0] and "network=@trained_network" in parser["run_with_model"][0]
+    for entry, function in (("run_bias_variance", "bias_variance_study"), ("run_uncertainty", "uncertainty_study")):
+        assert f"petdds.{function}(" in parser[entry][0] and "network=@trained_network" in parser[entry][0]
+    assert parser.get_parsed_content("bias_variance_deltas") == [0.1, 0.2, 0.5]
     inferer = parser.get_parsed_content("petdds_inferer")
     training = parser.get_parsed_content("scheduler")
     assert inferer.num_subsets == 21 and torch.equal(inferer.scheduler.alphas_cumprod, training.alphas_cumprod)
