@@ -28,11 +28,16 @@ def _parser(*names: str, **overrides) -> ConfigParser:
 
 
 def test_paper_preset_is_the_default():
-    """Published sizes (METHODS.md): 256 × 256, T = 1000, batch 4, 500 epochs, Adam 3e-5; DeepPET about 11 M."""
+    """Published sizes (METHODS.md): 256 × 256, T = 1000, batch 4, 500 epochs, Adam 3e-5, 35.7 M denoiser
+    parameters; DeepPET about 11 M."""
     for names in (("train_pnpnet.json",), ("train_legopet.json",)):
         p = _parser(*names)
         assert (p["pad_size"], p["batch_size"], p["max_epochs"], p["learning_rate"]) == (256, 4, 500, 3e-5)
-    assert _parser("train_legopet.json")["num_train_timesteps"] == 1000
+    legopet = _parser("train_legopet.json")
+    assert legopet["num_train_timesteps"] == 1000
+    denoiser = legopet.get_parsed_content("network_def")
+    assert sum(p.numel() for p in denoiser.parameters()) == 35_742_849  # paper Table 1: 35.71 M
+    assert _parser("train_pnpnet.json")["layout"] == legopet["layout"]  # PnPNet features fit the denoiser
     deeppet = _parser("train_pnpnet.json", "deeppet.json", "train_deeppet.json").get_parsed_content("network_def")
     assert isinstance(deeppet, DeepPET) and sum(p.numel() for p in deeppet.parameters()) == 10_999_041
 
