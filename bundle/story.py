@@ -1,0 +1,222 @@
+"""The main job (README's first command): the whole story of the three methods at CPU-demo scale, then a report.
+
+    python -m bundle.story --output results [--methods physics,petdds,legopet,upete] [--budget demo]
+
+Stages, each one command that a user can also run by hand (all printed and written to
+``OUTPUT/story_commands.sh``):
+
+1. physics: a head-phantom scan reconstructed with OSEM and MAP-EM (:mod:`bundle.demo`);
+2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``),
+   train the ``tiny`` presets through ``python -m monai.bundle run training``, and run its evaluation workflow
+   against the baselines (``python -m monai.bundle run evaluating``);
+3. ``OUTPUT/report.md``: the metric tables and figures of every stage, the commands and the wall time of every
+   stage.
+
+The ``demo`` budget keeps the whole job under 20 minutes on 2 CPU cores, so its networks are barely trained: the
+report says so, and the CPU-scale studies with longer budgets are in docs/<method>.md.  Stages run in
+subprocesses (their progress bars show); a failing stage stops the job with its return code and log path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["METHODS", "Stage", "main", "plan", "run_story", "write_report"]
+
+METHODS = ("physics", "petdds", "legopet", "upete")
+UPETE_VARIANTS = ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
+
+# training/evaluation budgets of the main job (epochs, sampling steps, test slices); "smoke" is for the tests
+BUDGETS: dict[str, dict[str, int]] = {
+    "demo": {"petdds_epochs": 30, "petdds_steps": 20, "legopet_regression_epochs": 8, "legopet_diffusion_epochs": 8,
+             "legopet_steps": 10, "legopet_slices": 4, "upete_ae_epochs": 6, "upete_ldm_epochs": 4,
+             "upete_unet_epochs": 4},
+    "smoke": {"petdds_epochs": 1, "petdds_steps": 2, "legopet_regression_epochs": 1, "legopet_diffusion_epochs": 1,
+              "legopet_steps": 2, "legopet_slices": 1, "upete_ae_epochs": 1, "upete_ldm_epochs": 1,
+              "upete_unet_epochs": 1},
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One command of the story: ``method`` it belongs to, a short ``name`` and the ``argv`` to run."""
+
+    method: str
+    name: str
+    argv: tuple[str, ...]
+    results: tuple[str, ...] = field(default=())  # folders (relative to OUTPUT) whose *.md / *.png go to the report
+
+
+def _config(*files: str) -> str:
+    return "[" + ",".join(f"'configs/{f}'" for f in ("common.json", *files)) + "]"
+
+
+def _bundle_run(run_id: str, configs: str, *args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", configs, *args)
+
+
+def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Stage]:
+    """The stages of the main job for ``methods`` (subset of :data:`METHODS`) with the named ``budget``."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"methods must be among {list(METHODS)}, got {unknown}")
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
+    b = BUDGETS[budget]
+    out = str(output)
+    py = sys.executable
+    stages: list[Stage] = []
+    if "physics" in methods:
+        stages.append(Stage("physics", "head phantom: OSEM and MAP-EM",
+                            (py, "-m", "bundle.demo", "--output", f"{out}/physics"), ("physics",)))
+    if "petdds" in methods:
+        data, res = f"{out}/data/petdds", f"{out}/petdds_run"
+        common = ("--dataset_dir", data, "--output_dir", res)
+        train = _config("petdds/train.json")
+        evaluate = _config("petdds/train.json", "petdds/evaluate.json")
+        stages += [
+            Stage("petdds", "build dataset", (py, "-m", "bundle.data", "build", "petdds", "--output", data,
+                                              "--preset", "tiny")),
+            Stage("petdds", "train score model", _bundle_run("run", train, *common,
+                                                             "--max_epochs", str(b["petdds_epochs"]))),
+            Stage("petdds", "evaluate OSEM, MAP-EM, PET-DDS-δ",
+                  _bundle_run("run_with_model", evaluate, *common, "--num_inference_steps", str(b["petdds_steps"]),
+                              "--progress", "True"),
+                  ("petdds_run/petdds/evaluation",)),
+        ]
+    if "legopet" in methods:
+        data, res = f"{out}/data/legopet", f"{out}/legopet_run"
+        common = ("--dataset_dir", data, "--output_dir", res)
+        regression = ("--max_epochs", str(b["legopet_regression_epochs"]))
+        diffusion = ("--max_epochs", str(b["legopet_diffusion_epochs"]))
+        preset = ("legopet/tiny.json",)
+        stages += [
+            Stage("legopet", "build dataset", (py, "-m", "bundle.data", "build", "legopet", "--output", data,
+                                               "--preset", "tiny")),
+            Stage("legopet", "train PnPNet", _bundle_run("training", _config("legopet/train_pnpnet.json", *preset),
+                                                         *common, *regression)),
+            Stage("legopet", "train DeepPET", _bundle_run(
+                "training", _config("legopet/train_pnpnet.json", "legopet/deeppet.json", "legopet/train_deeppet.json",
+                                    *preset), *common, *regression)),
+            Stage("legopet", "train cDPM", _bundle_run(
+                "training", _config("legopet/train_legopet.json", "legopet/cdpm.json", *preset), *common, *diffusion)),
+            Stage("legopet", "train LegoPET", _bundle_run(
+                "training", _config("legopet/train_legopet.json", *preset), *common, *diffusion)),
+            Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET", _bundle_run(
+                "evaluating", _config("legopet/train_legopet.json", "legopet/deeppet.json", "legopet/evaluate.json",
+                                      *preset),
+                *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit", str(b["legopet_slices"])),
+                ("legopet_run/legopet_evaluation",)),
+        ]
+    if "upete" in methods:
+        data, res = f"{out}/data/upete", f"{out}/upete_run"
+        common = ("--dataset_dir", data, "--output_dir", res)
+        ae = ("upete/train_autoencoder.json",)
+        stages += [
+            Stage("upete", "build dataset", (py, "-m", "bundle.data", "build", "upete", "--output", data,
+                                             "--preset", "tiny")),
+            Stage("upete", "train autoencoder", _bundle_run("training", _config(*ae), *common,
+                                                            "--ae_max_epochs", str(b["upete_ae_epochs"]))),
+            *(Stage("upete", f"train {variant}", _bundle_run(
+                "training", _config(*ae, "upete/train_ldm.json"), *common, "--ldm_max_epochs",
+                str(b["upete_ldm_epochs"]), "--variant", variant)) for variant in UPETE_VARIANTS),
+            Stage("upete", "train U-Net baseline", _bundle_run(
+                "training", _config(*ae, "upete/train_unet.json"), *common, "--unet_max_epochs",
+                str(b["upete_unet_epochs"]))),
+            Stage("upete", "evaluate LPET, Gaussian, NLM, U-Net and the four LDM variants", _bundle_run(
+                "evaluating", _config(*ae, "upete/train_ldm.json", "upete/train_unet.json", "upete/evaluate.json"),
+                *common), ("upete_run/upete/evaluation",)),
+        ]
+    return stages
+
+
+def run_story(output: Path, stages: Sequence[Stage], *, cwd: Path | None = None) -> dict:
+    """Run ``stages`` in order (subprocesses in the repository root), recording commands, wall times and logs.
+
+    Returns the timings dict also written to ``OUTPUT/story_timings.json``.  Raises ``RuntimeError`` naming the
+    stage, its return code and the command when a stage fails.
+    """
+    cwd = cwd or Path(__file__).resolve().parents[1]
+    output.mkdir(parents=True, exist_ok=True)
+    timings: dict = {"stages": []}
+    start_all = time.perf_counter()
+    with (output / "story_commands.sh").open("w", encoding="utf-8") as script:
+        script.write("# commands of the main job, in order (run from the repository root)\n")
+        for index, stage in enumerate(stages, 1):
+            line = shlex.join(stage.argv)
+            script.write(line + "\n")
+            script.flush()
+            print(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}\n  $ {line}", flush=True)
+            start = time.perf_counter()
+            result = subprocess.run(stage.argv, cwd=cwd)
+            seconds = time.perf_counter() - start
+            timings["stages"].append({"method": stage.method, "name": stage.name, "command": line,
+                                      "seconds": round(seconds, 1), "returncode": result.returncode})
+            elapsed = time.perf_counter() - start_all
+            print(f"[{index}/{len(stages)}] done in {seconds:.0f} s (total {elapsed / 60:.1f} min)", flush=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"stage {index} ({stage.method}: {stage.name}) failed with return code "
+                                   f"{result.returncode}; command: {line}")
+    timings["total_seconds"] = round(time.perf_counter() - start_all, 1)
+    (output / "story_timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+    return timings
+
+
+_TITLES = {"physics": "Physics core: OSEM and MAP-EM of a simulated head scan",
+           "petdds": "PET-DDS-δ: 3D reconstruction at 1 % counts (docs/petdds.md)",
+           "legopet": "LegoPET: sinogram to PET (docs/legopet.md)",
+           "upete": "uPETe: low-dose PET enhancement with CT guidance (docs/upete.md)"}
+
+
+def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget: str) -> Path:
+    """``OUTPUT/report.md``: per method its tables (the *.md its evaluation wrote) and figures, then the commands."""
+    lines = ["# Diffusion-model PET reconstruction: main-job report", "",
+             f"Budget `{budget}` ({json.dumps(BUDGETS[budget])}). These networks are trained for minutes on a CPU, "
+             "so the numbers show that every piece runs end to end, not what the methods can reach; the longer "
+             "CPU-scale studies are in docs/petdds.md, docs/legopet.md and docs/upete.md.", ""]
+    seconds = {m: sum(s["seconds"] for s in timings["stages"] if s["method"] == m) for m in METHODS}
+    for method in dict.fromkeys(s.method for s in stages):
+        lines += [f"## {_TITLES[method]}", "", f"Wall time of its stages: {seconds[method] / 60:.1f} min.", ""]
+        for folder in (f for s in stages if s.method == method for f in s.results):
+            root = output / folder
+            for table in sorted(root.rglob("*.md")):
+                lines += [f"From `{table.relative_to(output)}`:", "", table.read_text(encoding="utf-8").strip(), ""]
+            for figure in sorted(root.rglob("*.png")):
+                rel = figure.relative_to(output).as_posix()
+                lines += [f"![{figure.stem}]({rel})", ""]
+    lines += ["## Commands and wall times", "", "| # | method | stage | seconds |", "|---|---|---|---|"]
+    lines += [f"| {i} | {s['method']} | {s['name']} | {s['seconds']:.0f} |" for i, s in enumerate(timings["stages"], 1)]
+    lines += ["", f"Total: {timings['total_seconds'] / 60:.1f} min. Every command is in `story_commands.sh`.", ""]
+    report = output / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bundle.story", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=Path("results"))
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    parser.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    try:
+        stages = plan(args.output, methods, args.budget)
+        timings = run_story(args.output, stages)
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = write_report(args.output, stages, timings, budget=args.budget)
+    print(f"\nreport: {report.resolve()}  ({timings['total_seconds'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The main job's plan: every stage names config files that exist and overrides ids those configs define."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+from bundle.story import BUDGETS, METHODS, Stage, plan, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bundle_stages(stages):
+    for stage in stages:
+        argv = list(stage.argv)
+        if argv[1:4] == ["-m", "monai.bundle", "run"]:
+            yield stage, argv
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget):
+    stages = plan(tmp_path, METHODS, budget)
+    checked = 0
+    for stage, argv in _bundle_stages(stages):
+        files = ast.literal_eval(argv[argv.index("--config_file") + 1])
+        for f in files:
+            assert (ROOT / f).is_file(), f"{stage.name}: {f} missing"
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / f) for f in files])
+        run_id = argv[4]
+        assert run_id in parser.get(), f"{stage.name}: run id {run_id!r} not in {files}"
+        options = argv[argv.index("--config_file") + 2:]
+        for key in options[::2]:
+            assert key.startswith("--") and key[2:] in parser.get(), f"{stage.name}: {key} is not a config id"
+        checked += 1
+    assert checked >= 14  # petdds 2, legopet 5, upete 7
+
+
+def test_plan_rejects_unknown_methods_and_budgets(tmp_path):
+    with pytest.raises(ValueError, match="methods must be among"):
+        plan(tmp_path, ["petdds", "nope"])
+    with pytest.raises(ValueError, match="budget must be one of"):
+        plan(tmp_path, ["petdds"], "huge")
+
+
+def test_report_collects_tables_figures_and_times(tmp_path):
+    folder = tmp_path / "petdds_run" / "petdds" / "evaluation"
+    folder.mkdir(parents=True)
+    (folder / "table.md").write_text("| Method | NRMSE |\n|---|---|\n| OSEM | 0.5 |\n", encoding="utf-8")
+    (folder / "fig.png").write_bytes(b"png")
+    stages = [Stage("petdds", "evaluate", ("true",), ("petdds_run/petdds/evaluation",))]
+    timings = {"stages": [{"method": "petdds", "name": "evaluate", "command": "true", "seconds": 90.0,
+                           "returncode": 0}], "total_seconds": 90.0}
+    text = write_report(tmp_path, stages, timings, budget="demo").read_text(encoding="utf-8")
+    assert "| OSEM | 0.5 |" in text
+    assert "![fig](petdds_run/petdds/evaluation/fig.png)" in text
+    assert "| 1 | petdds | evaluate | 90 |" in text
+    assert json.dumps(BUDGETS["demo"]) in text
