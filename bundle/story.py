@@ -176,6 +176,17 @@ _TITLES = {"physics": "Physics core: OSEM and MAP-EM of a simulated head scan",
            "upete": "uPETe: low-dose PET enhancement with CT guidance (docs/upete.md)"}
 
 
+def _embedded(markdown: Path) -> str:
+    """A stage's markdown inside the report: its headings two levels down, its image lines left out (the report
+    lists every figure of the folder itself, with paths relative to the report)."""
+    lines = []
+    for line in markdown.read_text(encoding="utf-8").strip().splitlines():
+        if line.startswith("!["):
+            continue
+        lines.append("##" + line if line.startswith("#") else line)
+    return "\n".join(lines).strip()
+
+
 def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget: str) -> Path:
     """``OUTPUT/report.md``: per method its tables (the *.md its evaluation wrote) and figures, then the commands."""
     lines = ["# Diffusion-model PET reconstruction: main-job report", "",
@@ -188,7 +199,7 @@ def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget
         for folder in (f for s in stages if s.method == method for f in s.results):
             root = output / folder
             for table in sorted(root.rglob("*.md")):
-                lines += [f"From `{table.relative_to(output)}`:", "", table.read_text(encoding="utf-8").strip(), ""]
+                lines += [f"From `{table.relative_to(output).as_posix()}`:", "", _embedded(table), ""]
             for figure in sorted(root.rglob("*.png")):
                 rel = figure.relative_to(output).as_posix()
                 lines += [f"![{figure.stem}]({rel})", ""]

@@ -50,13 +50,15 @@ def test_plan_rejects_unknown_methods_and_budgets(tmp_path):
 def test_report_collects_tables_figures_and_times(tmp_path):
     folder = tmp_path / "petdds_run" / "petdds" / "evaluation"
     folder.mkdir(parents=True)
-    (folder / "table.md").write_text("| Method | NRMSE |\n|---|---|\n| OSEM | 0.5 |\n", encoding="utf-8")
+    (folder / "table.md").write_text("# Results\n\n| Method | NRMSE |\n|---|---|\n| OSEM | 0.5 |\n\n![own](fig.png)\n",
+                                     encoding="utf-8")
     (folder / "fig.png").write_bytes(b"png")
     stages = [Stage("petdds", "evaluate", ("true",), ("petdds_run/petdds/evaluation",))]
     timings = {"stages": [{"method": "petdds", "name": "evaluate", "command": "true", "seconds": 90.0,
                            "returncode": 0}], "total_seconds": 90.0}
     text = write_report(tmp_path, stages, timings, budget="demo").read_text(encoding="utf-8")
-    assert "| OSEM | 0.5 |" in text
+    assert "| OSEM | 0.5 |" in text and "### Results" in text
+    assert "](fig.png)" not in text  # the table's own relative image link would break in the report
     assert "![fig](petdds_run/petdds/evaluation/fig.png)" in text
     assert "| 1 | petdds | evaluate | 90 |" in text
     assert json.dumps(BUDGETS["demo"]) in text
