@@ -414,22 +414,24 @@ def _panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: ImageGeo
 def _bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> Path:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.5, 4.5), layout="constrained")
+    figure = Figure(figsize=(6.0, 4.5), layout="constrained")
     ax = figure.subplots()
-    for method, marker in (("MAP-EM", "o"), ("PET-DDS-δ", "s")):
-        chosen = [p for p in points if p["method"] == method]
+    # one MAP-EM curve per β over the passes (labelled with the pass count), one PET-DDS-δ curve over δ
+    curves = [(f"MAP-EM β={b:g}", "o", [p for p in points if p["method"] == "MAP-EM" and p["beta"] == b], "iterations")
+              for b in dict.fromkeys(p["beta"] for p in points if p["method"] == "MAP-EM")]
+    curves.append(("PET-DDS-δ (δ)", "s", [p for p in points if p["method"] == "PET-DDS-δ"], "delta"))
+    for label, marker, chosen, key in curves:
         if not chosen:
             continue
         xs = [100 * p["normalised_std"] for p in chosen]
         ys = [100 * p["normalised_bias"] for p in chosen]
-        ax.plot(xs, ys, marker=marker, linestyle="-", label=method)
+        ax.plot(xs, ys, marker=marker, linestyle="-", label=label, markersize=4)
         for p, x, y in zip(chosen, xs, ys, strict=True):
-            label = f"β={p['beta']:g}, it={p['iterations']}" if method == "MAP-EM" else f"δ={p['delta']:g}"
-            ax.annotate(label, (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+            ax.annotate(f"{p[key]:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel("normalised standard deviation (%)")
     ax.set_ylabel("normalised bias (%)")
-    ax.set_title(title)
-    ax.legend()
+    ax.set_title(title + "\n(numbers: MAP-EM passes, PET-DDS-δ δ)", fontsize=9)
+    ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
@@ -747,9 +749,13 @@ def uncertainty_study(
     files = {"mean": out / "uncertainty_mean.nii.gz", "cv": out / "uncertainty_cv.nii.gz"}
     save_image(files["mean"], mean, ds.image)
     save_image(files["cv"], cv, ds.image)
-    files["figure"] = _panel({"reference": loaded.reference, "mean": mean, "CV": cv}, out / "uncertainty.png",
-                             geometry=ds.image, vmax=float(loaded.reference[loaded.mask].max()),
-                             cmaps={"CV": "magma"}, title=f"{entry['id']}: {len(seed_list)} seeds")
+    # display: CV inside the head (outside it the mean is ~0 and the CV explodes), clipped at its 99th percentile
+    top = float(torch.quantile(cv[loaded.mask].double(), 0.99))
+    cv_head = torch.where(loaded.mask, cv.clamp(max=top), torch.zeros_like(cv))
+    files["figure"] = _panel({"reference": loaded.reference, "mean": mean, "CV (head)": cv_head},
+                             out / "uncertainty.png", geometry=ds.image,
+                             vmax=float(loaded.reference[loaded.mask].max()), cmaps={"CV (head)": "magma"},
+                             title=f"{entry['id']}: {len(seed_list)} seeds; CV shown in [0, {top:.2f}] (99th pct.)")
     return {"seeds": seed_list, "mean_cv_in_mask": float(cv[loaded.mask].mean()),
             "files": {k: str(v) for k, v in files.items()}}
 
