@@ -114,7 +114,7 @@ _CONFIGS: dict[tuple[DatasetKind, DatasetPreset], object] = {
     ),
     (DatasetKind.PETDDS, DatasetPreset.TINY): PETDDSConfig(),
     (DatasetKind.PETDDS, DatasetPreset.PAPER): PETDDSConfig(
-        scanner_preset="mmr", subjects=62, split=(55, 1, 6), full_counts=3e8, realisations=20, osem_subsets=21,
+        scanner_preset="mmr_brain", subjects=62, split=(55, 1, 6), full_counts=3e8, realisations=20, osem_subsets=21,
         osem_iterations=2,
     ),
     (DatasetKind.UPETE, DatasetPreset.TINY): UPETEConfig(),

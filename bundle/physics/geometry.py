@@ -298,6 +298,17 @@ def _build_presets() -> dict[str, ScannerPreset]:
             span=MMR_SPAN,
             description="Siemens Biograph mMR: 64 rings, 344 radial x 252 views, span 11 (837 planes)",
         ),
+        "mmr_brain": ScannerPreset(
+            name="mmr_brain",
+            layout=SinogramLayout(
+                scanner=_mmr_scanner(MMR_NUM_RINGS), num_radial=MMR_2D_NUM_RADIAL,
+                max_ring_difference=MMR_MAX_RING_DIFFERENCE,
+            ),
+            image=ImageGeometry(shape=(120, 128, 128), voxel_size_mm=(2.0, 2.0, 2.0)),
+            span=MMR_SPAN,
+            description="mMR (64 rings, span 11, radial crop to 172 bins x 252 views) with PET-DDS-delta's brain "
+            "grid: 120 x 128 x 128 at 2 mm",
+        ),
         "mmr_2d": ScannerPreset(
             name="mmr_2d",
             layout=SinogramLayout(scanner=_mmr_scanner(1), num_radial=MMR_2D_NUM_RADIAL),
@@ -334,7 +345,7 @@ def _build_presets() -> dict[str, ScannerPreset]:
     }
 
 
-PRESETS: tuple[str, ...] = ("mmr", "mmr_2d", "mmr_16rings", "small_3d", "tiny_2d", "tiny_3d")
+PRESETS: tuple[str, ...] = ("mmr", "mmr_brain", "mmr_2d", "mmr_16rings", "small_3d", "tiny_2d", "tiny_3d")
 
 
 def preset(name: str) -> ScannerPreset:

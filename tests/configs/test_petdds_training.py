@@ -145,3 +145,18 @@ def test_latest_checkpoint_errors(tmp_path):
     torch.save({"network": {}}, tmp_path / "weights_only.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint with 'trainer' state"):
         latest_checkpoint(tmp_path)
+
+
+def test_paper_preset_layers_over_training_and_evaluation():
+    """configs/petdds/paper.json: the published sampling sizes (N = 100, p = 5) and a GPU-scale U-Net that builds."""
+    from bundle.physics import preset
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(root / f) for f in ("common.json", "petdds/train.json", "petdds/evaluate.json",
+                                                "petdds/paper.json")])
+    assert parser.get_parsed_content("num_inference_steps") == 100
+    assert parser.get_parsed_content("steps_per_diffusion_step") == 5
+    network = parser.get_parsed_content("network_def")
+    assert sum(p.numel() for p in network.parameters()) > 10_000_000
+    assert preset("mmr_brain").image.shape == (120, 128, 128)  # the paper's 128 x 128 x 120 at 2 mm
