@@ -30,5 +30,6 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if isinstance(checkpoint, Checkpoint) and isinstance(checkpoint.save_handler, DiskSaver):
                 old = checkpoint.save_handler
                 checkpoint.save_handler = AtomicDiskSaver(
-                    dirname=old.dirname, require_empty=False, create_dir=True, save_on_rank=old.save_on_rank
+                    dirname=old.dirname, require_empty=False, create_dir=True, save_on_rank=old.save_on_rank,
+                    filename=getattr(old, "filename", None),  # MONAI's fixed final / key-metric file names
                 )

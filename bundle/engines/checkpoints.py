@@ -110,7 +110,21 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
 
 
 class AtomicDiskSaver(DiskSaver):
-    """ignite ``DiskSaver`` whose atomic writes also fsync the file and its folder (see :func:`save_checkpoint`)."""
+    """ignite ``DiskSaver`` whose atomic writes also fsync the file and its folder (see :func:`save_checkpoint`).
+
+    ``filename``: a fixed file name for every save (as MONAI's ``CheckpointSaver`` uses for ``final_filename`` and
+    ``key_metric_filename``); ``None`` keeps ignite's generated names.
+    """
+
+    def __init__(self, dirname: str | Path, *args: Any, filename: str | None = None, **kwargs: Any) -> None:
+        super().__init__(dirname, *args, **kwargs)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def remove(self, filename: str) -> None:
+        super().remove(self.filename or filename)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
         _atomic_torch_save(checkpoint, Path(path), func, **self.kwargs)

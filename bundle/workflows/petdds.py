@@ -789,24 +789,18 @@ def latest_checkpoint(checkpoint_dir: str | Path, *, key: str = "trainer") -> Pa
         FileNotFoundError: the folder is missing or holds no checkpoint with trainer state (message says how to
             create one).
     """
+    from bundle.engines.checkpoints import latest_checkpoint as newest
+
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint_dir {folder} does not exist; train first (configs/petdds/train.json)")
-    best: tuple[int, float, Path] | None = None
-    for path in folder.glob("*.pt"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        trainer = state.get(key) if isinstance(state, Mapping) else None
-        if not isinstance(trainer, Mapping) or "iteration" not in trainer:
-            continue
-        candidate = (int(trainer["iteration"]), path.stat().st_mtime, path)
-        if best is None or candidate[:2] > best[:2]:
-            best = candidate
-    if best is None:
+    found = newest(folder, trainer_key=key)
+    if found is None:
         raise FileNotFoundError(
             f"no checkpoint with {key!r} state in {folder}; run training with configs/petdds/train.json first "
-            "(its CheckpointSaver stores the trainer state needed to resume)"
+            "(its checkpoint saver stores the trainer state needed to resume)"
         )
-    return best[2]
+    return found
 
 
 def every_n_events(n: int) -> Callable[[Any, int], bool]:

@@ -133,6 +133,20 @@ def test_atomic_saver_writes_through_fsyncing_saver(tmp_path):
     assert isinstance(saver._final_checkpoint.save_handler, AtomicDiskSaver)
 
 
+def test_atomic_saver_keeps_the_final_file_name(tmp_path):
+    """MONAI's ``final_filename`` (what inference configs load) survives the switch to the atomic saver."""
+    from ignite.engine import Engine
+
+    network = torch.nn.Linear(2, 1)
+    engine = Engine(lambda engine, batch: 0.0)
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"network": network}, save_final=True,
+                          final_filename="network_final.pt").attach(engine)
+    engine.run([0, 1], max_epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["network_final.pt"]
+    state = torch.load(tmp_path / "network_final.pt", weights_only=True)  # one object: ignite stores it unnested
+    torch.testing.assert_close(state["weight"], network.weight.detach())
+
+
 def _worker(checkpoints: Path, out: Path, sleep: float) -> list[str]:
     return [sys.executable, str(WORKER), str(checkpoints), str(out), "--sleep", str(sleep)]
 
