@@ -17,7 +17,8 @@ __all__ = ["CONFIG_FILES", "configs_dir", "method_parser"]
 CONFIG_FILES: dict[str, tuple[str, ...]] = {
     "legopet": ("common.json", "legopet/train_legopet.json", "legopet/inference.json"),
     "petdds": ("common.json", "petdds/train.json", "petdds/inference.json"),
-    "upete": ("common.json", "upete/inference.json"),
+    "upete": ("common.json", "upete/train_autoencoder.json", "upete/train_ldm.json", "upete/evaluate.json",
+              "upete/inference.json"),
 }
 """Config files per method, relative to the configs folder, layered left to right."""
 
