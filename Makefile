@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 main: setup
-	$(PY) -m bundle.demo --output $(RESULTS)
+	$(PY) -m bundle.story --output $(RESULTS)
 
 test: setup
 	$(PY) -m ruff check bundle scripts tests

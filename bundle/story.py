@@ -36,13 +36,15 @@ UPETE_VARIANTS = ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
 
 # training/evaluation budgets of the main job (epochs, sampling steps, test slices); "smoke" is for the tests
 BUDGETS: dict[str, dict[str, int]] = {
-    "demo": {"petdds_epochs": 30, "petdds_steps": 20, "legopet_regression_epochs": 8, "legopet_diffusion_epochs": 8,
-             "legopet_steps": 10, "legopet_slices": 4, "upete_ae_epochs": 6, "upete_ldm_epochs": 4,
-             "upete_unet_epochs": 4},
+    "demo": {"petdds_epochs": 120, "petdds_steps": 25, "legopet_regression_epochs": 12,
+             "legopet_diffusion_epochs": 20, "legopet_steps": 10, "legopet_slices": 4, "upete_ae_epochs": 16,
+             "upete_ldm_epochs": 8, "upete_unet_epochs": 8},
     "smoke": {"petdds_epochs": 1, "petdds_steps": 2, "legopet_regression_epochs": 1, "legopet_diffusion_epochs": 1,
               "legopet_steps": 2, "legopet_slices": 1, "upete_ae_epochs": 1, "upete_ldm_epochs": 1,
               "upete_unet_epochs": 1},
 }
+# MAP-EM setting tuned on the validation subject (docs/petdds.md, scripts/petdds_tune.py)
+PETDDS_MAP_EM = ("--map_em_beta", "0.02", "--map_em_iterations", "2")
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Sta
                                                              "--max_epochs", str(b["petdds_epochs"]))),
             Stage("petdds", "evaluate OSEM, MAP-EM, PET-DDS-δ",
                   _bundle_run("run_with_model", evaluate, *common, "--num_inference_steps", str(b["petdds_steps"]),
-                              "--progress", "True"),
+                              *PETDDS_MAP_EM, "--progress", "True"),
                   ("petdds_run/petdds/evaluation",)),
         ]
     if "legopet" in methods:
