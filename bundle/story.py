@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -140,6 +141,14 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Sta
     return stages
 
 
+def _child_environment() -> dict[str, str]:
+    """The stages' environment: characters their terminal cannot show (δ under an ASCII locale) are escaped, not
+    fatal."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONIOENCODING", ":backslashreplace")
+    return env
+
+
 def run_story(output: Path, stages: Sequence[Stage], *, cwd: Path | None = None) -> dict:
     """Run ``stages`` in order (subprocesses in the repository root), recording commands, wall times and logs.
 
@@ -158,7 +167,7 @@ def run_story(output: Path, stages: Sequence[Stage], *, cwd: Path | None = None)
             script.flush()
             print(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}\n  $ {line}", flush=True)
             start = time.perf_counter()
-            result = subprocess.run(stage.argv, cwd=cwd)
+            result = subprocess.run(stage.argv, cwd=cwd, env=_child_environment())
             seconds = time.perf_counter() - start
             timings["stages"].append({"method": stage.method, "name": stage.name, "command": line,
                                       "seconds": round(seconds, 1), "returncode": result.returncode})
@@ -219,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # stage names hold δ; an ASCII terminal gets an escape, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     methods = [m for m in args.methods.split(",") if m]
     try:
         stages = plan(args.output, methods, args.budget)
