@@ -24,3 +24,5 @@ class Keys(StrEnum):
     SLICE = "slice_index"
     DOSE = "dose_fraction"
     COUNT_SCALE = "count_scale"
+    SCAN = "scan"  # a measured scan on disk (counts + forward model, bundle.data.simulate.save_scan)
+    TIMESTEP = "timestep"  # diffusion step drawn by a training transform

@@ -16,8 +16,26 @@ def _save(path: Path, array: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([10.0, 10.0, 16.0, 1.0])), str(path))
 
 
+def _scan(activity_xyz: np.ndarray, mu_xyz: np.ndarray, seed: int):
+    """A slice-wise scan of the (x, y, z) activity (bundle.data.simulate), its image geometry and its OSEM (x, y, z)."""
+    import torch
+
+    from bundle.data.simulate import simulate_scan, slicewise_layout
+    from bundle.physics import ImageGeometry
+
+    image = ImageGeometry(shape=SHAPE[::-1], voxel_size_mm=(16.0, 10.0, 10.0))
+    zyx = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 1, 0))).float() for a in (activity_xyz, mu_xyz)]
+    scan = simulate_scan(*zyx, layout=slicewise_layout(image), image=image, total_counts=2e5,
+                         generator=torch.Generator().manual_seed(seed), fwhm_mm=10.0)
+    return scan, image, scan.reconstruct_osem(num_subsets=4, num_iterations=2).numpy().transpose(2, 1, 0)
+
+
 def write_dataset(root: Path, *, seed: int = 0) -> Path:
-    """2 training, 2 validation, 2 test subjects; LPET = Poisson at dose d of the SPET's expected counts."""
+    """2 training, 2 validation, 2 test subjects.  Training subjects: SPET = OSEM (4 × 2) of a simulated slice-wise
+    scan saved as scan.npz (for sinogram-domain training); the others: SPET = Poisson image of the activity.
+    LPET = Poisson at dose d of the SPET's expected counts."""
+    from bundle.data.simulate import save_scan
+
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(*(np.arange(s) for s in SHAPE), indexing="ij")
     datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
@@ -31,10 +49,14 @@ def write_dataset(root: Path, *, seed: int = 0) -> Path:
         counts = 200.0
         spet = rng.poisson(activity * counts) / counts
         ct = np.where(body, 40.0, -1000.0) + np.where(lesion, 20.0, 0.0)
-        _save(folder / "pet.nii.gz", spet)
-        _save(folder / "ct.nii.gz", ct)
         entry = {"pet": f"samples/s{i:03d}/pet.nii.gz", "ct": f"samples/s{i:03d}/ct.nii.gz", "dose_fraction": 0.1,
                  "id": f"s{i:03d}", "pet_low_by_dose": {}}
+        if split == "training":
+            scan, image, spet = _scan(activity, np.where(body, 0.0096, 0.0), seed * 100 + i)
+            save_scan(folder / "scan.npz", scan, image=image, fwhm_mm=10.0)
+            entry["scan"] = f"samples/s{i:03d}/scan.npz"
+        _save(folder / "pet.nii.gz", spet)
+        _save(folder / "ct.nii.gz", ct)
         for d in DOSES if split == "test" else DOSES[:1]:
             low = rng.poisson(activity * counts * d) / (counts * d)
             name = f"samples/s{i:03d}/pet_low_{d:g}.nii.gz"

@@ -30,7 +30,7 @@ from .. import __version__
 from ..keys import Keys
 from ..physics import ImageGeometry, binomial_thinning, poisson_noise, preset
 from .io import atomic_write, save_image, save_sinogram
-from .simulate import simulate_scan, slicewise_layout
+from .simulate import save_scan, simulate_scan, slicewise_layout
 
 __all__ = ["BUILDERS", "DatasetKind", "DatasetPreset", "build_dataset", "dataset_config"]
 
@@ -319,15 +319,15 @@ def _upete_samples(config: UPETEConfig, root: np.random.SeedSequence):
             save_image(out / "pet.nii.gz", scan.reconstruct_osem(**recon), image)
             save_image(out / "ct.nii.gz", p.ct_hu, image)
             save_image(out / "activity.nii.gz", p.activity_kbq_per_ml, image)
+            save_scan(out / "scan.npz", scan, image=image, fwhm_mm=config.fwhm_mm)  # for sinogram-domain training
             fractions = [config.dose_fraction] + (list(config.generalisation_fractions) if split == "test" else [])
             entry = {Keys.PET: "pet.nii.gz", Keys.CT: "ct.nii.gz", Keys.ACTIVITY: "activity.nii.gz",
-                     Keys.DOSE: config.dose_fraction}
+                     Keys.SCAN: "scan.npz", Keys.DOSE: config.dose_fraction}
             low_doses = {}
             for f in fractions:
                 # exact dose reduction of the measured counts (list-mode style), reconstructed like the full dose
                 thinned = binomial_thinning(scan.counts, fraction=f, generator=g_thin)
-                scaled = dataclasses.replace(scan, count_scale=scan.count_scale * f,
-                                             model=_scaled_background(scan, f))
+                scaled = scan.at_dose(f)
                 name = f"pet_low_{f:g}.nii.gz"
                 save_image(out / name, scaled.reconstruct_osem(counts=thinned, **recon), image)
                 low_doses[f"{f:g}"] = name
@@ -337,15 +337,6 @@ def _upete_samples(config: UPETEConfig, root: np.random.SeedSequence):
 
         samples.append(_Sample(f"s{subject:03d}", splits[subject], make, {Keys.SUBJECT: subject}))
     return samples, layout
-
-
-def _scaled_background(scan, fraction: float):
-    from ..physics import PETForwardModel
-
-    m = scan.model
-    return PETForwardModel(projector=m.projector, attenuation_factors=m.attenuation_factors,
-                           normalisation=m.normalisation, resolution=m.resolution,
-                           background=scan.background * fraction)
 
 
 BUILDERS = {
@@ -410,7 +401,7 @@ def build_dataset(
 
 def _prefix(value, prefix: str):
     """Make file names relative to the dataset root."""
-    if isinstance(value, str) and (value.endswith(".npy") or value.endswith(".nii.gz")):
+    if isinstance(value, str) and value.endswith((".npy", ".npz", ".nii.gz")):
         return prefix + value
     if isinstance(value, list):
         return [_prefix(v, prefix) for v in value]

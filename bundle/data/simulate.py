@@ -13,13 +13,20 @@ forward model in count units (background c·s), so ``osem(...)`` with it estimat
 ``slicewise_layout`` builds a multi-ring scanner whose rings sit on the image's slice centres with maximum ring
 difference 0: projecting a 3D volume with it is an exact stack of 2D slice projections (the "project slices"
 option for large total-body volumes).
+
+``save_scan`` / ``load_scan`` keep a slice-wise scan on disk (``scan.npz``: counts, attenuation factors,
+normalisation, background, c, and the image geometry and resolution the forward model is rebuilt from), so that
+training can reduce its dose by binomial thinning and reconstruct it again (uPETe's sinogram-domain Poisson
+diffusion, :class:`bundle.transforms.upete.RandDoseReductiond`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..physics import (
@@ -36,7 +43,7 @@ from ..physics import (
 )
 from ..physics.geometry import RegularPolygonScanner
 
-__all__ = ["SimulatedScan", "simulate_scan", "slicewise_layout"]
+__all__ = ["SimulatedScan", "load_scan", "save_scan", "simulate_scan", "slicewise_layout"]
 
 
 @dataclass(frozen=True)
@@ -45,17 +52,32 @@ class SimulatedScan:
 
     Attributes:
         counts: measured Poisson counts, (n_planes, n_views, n_radial).
-        expected: their expectation ȳ (same shape).
+        expected: their expectation ȳ (same shape); ``None`` for a scan read back by :func:`load_scan`.
         count_scale: c, counts per (activity unit × mm).
         model: the forward model in count units (background already scaled by c).
         background: the additive background in count units, c · s.
     """
 
     counts: torch.Tensor
-    expected: torch.Tensor
+    expected: torch.Tensor | None
     count_scale: float
     model: PETForwardModel
     background: torch.Tensor
+
+    def at_dose(self, fraction: float) -> SimulatedScan:
+        """The model of this scan at dose ``fraction`` ∈ (0, 1] (c and the background scaled; counts unchanged).
+
+        Pair it with ``binomial_thinning(counts, fraction=...)``: thinned counts are an exact Poisson scan of the
+        returned model's expectation."""
+        f = float(fraction)
+        if not (math.isfinite(f) and 0 < f <= 1):
+            raise ValueError(f"fraction must be a dose fraction in (0, 1], got {fraction!r}")
+        m = self.model
+        model = PETForwardModel(projector=m.projector, attenuation_factors=m.attenuation_factors,
+                                normalisation=m.normalisation, resolution=m.resolution, background=self.background * f)
+        expected = None if self.expected is None else self.expected * f
+        return SimulatedScan(counts=self.counts, expected=expected, count_scale=self.count_scale * f, model=model,
+                             background=self.background * f)
 
     def reconstruct_osem(
         self, *, num_subsets: int, num_iterations: int, counts: torch.Tensor | None = None, callback=None
@@ -144,3 +166,72 @@ def simulate_scan(
     )
     return SimulatedScan(counts=counts, expected=expected, count_scale=float(scale), model=model,
                          background=background * scale)
+
+
+_SCAN_FORMAT = "bundle.slicewise_scan.v1"
+_SCAN_ARRAYS = ("counts", "attenuation_factors", "normalisation", "background")
+
+
+def save_scan(path: str | Path, scan: SimulatedScan, *, image: ImageGeometry, fwhm_mm: float) -> None:
+    """Write ``scan`` (simulated with ``slicewise_layout(image)`` and resolution ``fwhm_mm``) to ``path`` (.npz).
+
+    Stored: counts, attenuation factors, normalisation and background (count units), each (n_planes, n_views,
+    n_radial) float32; c; the image shape, voxel size and origin; the FWHM.  ȳ is not stored.
+    """
+    from .io import atomic_write
+
+    layout = scan.model.projector.layout
+    expected = slicewise_layout(image)
+    if layout.shape != expected.shape or layout.scanner != expected.scanner:
+        raise ValueError("scan must be simulated with slicewise_layout(image): save_scan rebuilds that layout on load")
+    arrays = {
+        "counts": scan.counts, "attenuation_factors": scan.model.attenuation_factors,
+        "normalisation": scan.model.normalisation, "background": scan.background,
+    }
+    payload = {k: torch.broadcast_to(torch.as_tensor(v), layout.shape).detach().cpu().numpy().astype(np.float32)
+               for k, v in arrays.items()}
+    payload.update(
+        format=np.array(_SCAN_FORMAT), count_scale=np.float64(scan.count_scale), fwhm_mm=np.float64(fwhm_mm),
+        image_shape=np.asarray(image.shape, dtype=np.int64),
+        voxel_size_mm=np.asarray(image.voxel_size_mm, dtype=np.float64),
+        origin_mm=np.asarray(image.origin_mm, dtype=np.float64),
+    )
+    atomic_write(Path(path), lambda p: np.savez_compressed(p, **payload))
+
+
+def load_scan(path: str | Path) -> tuple[SimulatedScan, ImageGeometry]:
+    """Read a scan written by :func:`save_scan` -> (scan with ``expected=None``, its image geometry)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scan file {path} does not exist (datasets built by bundle.data hold scan.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as error:  # zipfile/numpy raise several types for corrupt files
+        raise ValueError(f"cannot read scan file {path}: {error}") from error
+    missing = [k for k in (*_SCAN_ARRAYS, "format", "count_scale", "fwhm_mm", "image_shape", "voxel_size_mm",
+                           "origin_mm") if k not in data]
+    if missing or str(data["format"]) != _SCAN_FORMAT:
+        raise ValueError(f"{path} is not a scan file of format {_SCAN_FORMAT!r} (missing {missing or 'format'})")
+    image = ImageGeometry(shape=tuple(int(v) for v in data["image_shape"]),
+                          voxel_size_mm=tuple(float(v) for v in data["voxel_size_mm"]),
+                          origin_mm=tuple(float(v) for v in data["origin_mm"]))
+    layout = slicewise_layout(image)
+    arrays = {k: torch.from_numpy(data[k]) for k in _SCAN_ARRAYS}
+    for k, v in arrays.items():
+        if tuple(v.shape) != layout.shape:
+            raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, expected {layout.shape} for its image geometry")
+        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+            raise ValueError(f"{path}: {k} must be finite and >= 0")
+    count_scale = float(data["count_scale"])
+    if not (math.isfinite(count_scale) and count_scale > 0):
+        raise ValueError(f"{path}: count_scale must be a positive finite number, got {count_scale}")
+    projector = SinogramProjector(layout=layout, image=image)
+    resolution = GaussianResolution(image_shape=image.shape, fwhm_mm=float(data["fwhm_mm"]),
+                                    voxel_size_mm=image.voxel_size_mm)
+    model = PETForwardModel(projector=projector, attenuation_factors=arrays["attenuation_factors"],
+                            normalisation=arrays["normalisation"], resolution=resolution,
+                            background=arrays["background"])
+    scan = SimulatedScan(counts=arrays["counts"], expected=None, count_scale=count_scale, model=model,
+                         background=arrays["background"])
+    return scan, image

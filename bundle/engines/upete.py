@@ -19,7 +19,9 @@ Latent diffusion (stage 2).  :class:`LatentDiffusionPrepareBatch` draws t ~ U{0,
 generator, forms z_t with the injected process (Gaussian: z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε in latent space; Poisson:
 z_t = s·E(Poisson-degraded x_0 at dose d_t), :mod:`bundle.diffusion.latent`) and returns
 ``(z_t, z_0, (), {"timesteps": t, "ct": ct})``; the trainer's ``SimpleInferer`` then calls
-``UPETe(z_t, timesteps=t, ct=ct)`` and the loss compares ẑ0 with z_0.  Importing runs nothing.
+``UPETe(z_t, timesteps=t, ct=ct)`` and the loss compares ẑ0 with z_0.  In the sinogram domain (Poisson variants,
+``degraded_key`` set) t and x_t were drawn before cropping by :class:`~bundle.transforms.upete.RandDoseReductiond`
+(thinned counts reconstructed by OSEM), and the step only encodes them: z_t = s·E(x_t).  Importing runs nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from monai.losses import PatchAdversarialLoss
 from monai.utils import CommonKeys
 from torch import nn
 
-from bundle.diffusion.latent import LatentDiffusionProcess
+from bundle.diffusion.latent import LatentDiffusionProcess, PoissonLatentDiffusion
 from bundle.keys import Keys
 from bundle.networks.upete import UPETe
 
@@ -202,6 +204,10 @@ class LatentDiffusionPrepareBatch:
         image_key: batch key of the SPET patches x_0 ``(B, 1, D, H, W)`` (network units).
         ct_key: batch key of the CT patches; read only when ``model.uses_ct``.
         seed: seed of the generator for t and the noise (on the CPU; draws are moved to the batch's device).
+        degraded_key: sinogram-domain Poisson training: the batch key of the x_t patches made by
+            :class:`~bundle.transforms.upete.RandDoseReductiond` (their steps under ``timestep_key``); ``None``
+            (default) draws t and x_t here with ``process``.  Needs a :class:`PoissonLatentDiffusion` process.
+        timestep_key: batch key of the steps that go with ``degraded_key``.
     """
 
     def __init__(
@@ -212,6 +218,8 @@ class LatentDiffusionPrepareBatch:
         image_key: str = Keys.PET,
         ct_key: str = Keys.CT,
         seed: int = 0,
+        degraded_key: str | None = None,
+        timestep_key: str = Keys.TIMESTEP,
     ) -> None:
         if not isinstance(model, UPETe):
             raise TypeError(f"model must be a UPETe, got {type(model).__name__}")
@@ -222,6 +230,13 @@ class LatentDiffusionPrepareBatch:
         self.image_key = image_key
         self.ct_key = ct_key
         self.generator = torch.Generator().manual_seed(_check_int(seed, "seed", minimum=0))
+        if degraded_key is not None and not isinstance(process, PoissonLatentDiffusion):
+            raise ValueError(
+                f"degraded_key={degraded_key!r} (sinogram-domain x_t from the data) needs a PoissonLatentDiffusion "
+                f"process, got {type(process).__name__}; use degraded_key=None for the Gaussian variants"
+            )
+        self.degraded_key = degraded_key
+        self.timestep_key = timestep_key
 
     def __call__(
         self, batchdata: Mapping[str, torch.Tensor], device: torch.device | str | None = None,
@@ -235,9 +250,29 @@ class LatentDiffusionPrepareBatch:
             ct = batchdata[self.ct_key].to(device=device, non_blocking=non_blocking)
         self.model.autoencoder.eval()
         z0 = self.model.encode(x0)
-        t = torch.randint(0, self.process.num_train_timesteps, (x0.shape[0],), generator=self.generator)
-        z_t = self.process.perturb(x0=x0, z0=z0, timesteps=t, encode=self.model.encode, generator=self.generator)
+        if self.degraded_key is None:
+            t = torch.randint(0, self.process.num_train_timesteps, (x0.shape[0],), generator=self.generator)
+            z_t = self.process.perturb(x0=x0, z0=z0, timesteps=t, encode=self.model.encode, generator=self.generator)
+        else:
+            x_t, t = self._degraded(batchdata, x0)
+            z_t = self.model.encode(x_t.to(device=x0.device, non_blocking=non_blocking))
         return z_t, z0, (), {"timesteps": t.to(x0.device), "ct": ct}
+
+
+    def _degraded(self, batchdata: Mapping[str, torch.Tensor], x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for key in (self.degraded_key, self.timestep_key):
+            if key not in batchdata:
+                raise ValueError(f"the batch has no {key!r} entry: layer RandDoseReductiond before the patch crop "
+                                 "(configs/upete/train_ldm.json, poisson_domain 'sinogram')")
+        x_t = batchdata[self.degraded_key]
+        if tuple(x_t.shape) != tuple(x0.shape):
+            raise ValueError(f"batch[{self.degraded_key!r}] has shape {tuple(x_t.shape)}, expected the SPET patches' "
+                             f"{tuple(x0.shape)}: crop it together with {self.image_key!r}")
+        t = torch.as_tensor(batchdata[self.timestep_key]).reshape(-1).to(device="cpu", dtype=torch.long)
+        if t.shape != (x0.shape[0],) or bool(((t < 0) | (t >= self.process.num_train_timesteps)).any()):
+            raise ValueError(f"batch[{self.timestep_key!r}] must hold {x0.shape[0]} steps in "
+                             f"[0, {self.process.num_train_timesteps - 1}], got {t.tolist()}")
+        return x_t, t
 
 
 def paired_prepare_batch(*, input_key: str = Keys.PET_LOW, target_key: str = Keys.PET):

@@ -10,22 +10,30 @@ mean of a reconstruction is (nearly) dose-invariant (OSEM keeps the counts), so:
 puts every dose of a subject on the same scale.  The divisor m · mean(x) is stored under ``"<key>_scale"`` (a
 float64 tensor (1,)) and in the MetaTensor's ``applied_operations``; :meth:`PETMeanScaled.inverse` (directly
 or through MONAI ``Invertd``) restores the units.  ``petct_preprocessing``'s min-max scaling remains available.
+
+:class:`RandDoseReductiond` is uPETe's Poisson forward process in the sinogram domain, for patch training: it draws
+a step t of a :class:`~bundle.diffusion.poisson.PoissonDoseSchedule`, thins the subject's measured standard-dose
+counts to the dose d_t (binomial thinning: an exact Poisson scan at d_t times the counts' expectation, nested in the
+standard-dose scan), reconstructs them with OSEM like the dataset's reconstructions, and puts the volume in the
+SPET's network units, on the SPET's grid, before the patches are cropped (so x_t and x_0 patches share locations).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform
+from monai.transforms import InvertibleTransform, MapTransform, Randomizable
 from monai.utils import TraceKeys
 
+from .._checks import check_int
 from ..keys import Keys
 
-__all__ = ["PETMeanScaled", "mean_scale"]
+__all__ = ["PETMeanScaled", "RandDoseReductiond", "mean_scale"]
 
 
 def mean_scale(image: torch.Tensor, *, mean_multiple: float) -> float:
@@ -82,3 +90,87 @@ class PETMeanScaled(MapTransform, InvertibleTransform):
             d[key] = (image.double() * scale).to(image.dtype)
             self.pop_transform(d, key)
         return d
+
+
+class RandDoseReductiond(Randomizable, MapTransform):
+    """x_t = OSEM(Binomial(y, d_t)) / (c d_t) / scale_SPET: a dose-reduced reconstruction of the subject's own scan.
+
+    Reads the scan file (:func:`bundle.data.simulate.save_scan`) named by ``scan_key``, draws t ~ U{0, …, T − 1}
+    (``schedule``), thins its counts y with survival probability d_t and reconstructs them with
+    OSEM(``num_subsets`` × ``num_iterations``) against the scan's forward model with the background scaled by d_t;
+    the image (activity units) is divided by the SPET's network-unit divisor ``data[f"{pet_key}_scale"]``
+    (:class:`PETMeanScaled`) and stored under ``output_key`` as a MetaTensor with ``data[pet_key]``'s meta data
+    (channel-first, the NIfTI's (x, y, z) axes); t goes to ``timestep_key`` (int64 scalar tensor).  t = 0 (d = 1)
+    returns the SPET's own counts' reconstruction.  Loaded scans are kept in memory per file.
+
+    Args (keyword-only):
+        schedule: the dose schedule of the Poisson process (its T and d_t).
+        num_subsets, num_iterations: OSEM of the dataset's reconstructions (tiny preset: 8 × 4).
+        scan_key, pet_key, output_key, timestep_key: data keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        schedule,
+        num_subsets: int = 8,
+        num_iterations: int = 4,
+        scan_key: str = Keys.SCAN,
+        pet_key: str = Keys.PET,
+        output_key: str = "pet_t",
+        timestep_key: str = Keys.TIMESTEP,
+    ) -> None:
+        from ..diffusion.poisson import PoissonDoseSchedule
+
+        MapTransform.__init__(self, [scan_key, pet_key])
+        if not isinstance(schedule, PoissonDoseSchedule):
+            raise TypeError(f"schedule must be a PoissonDoseSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.num_subsets = check_int(num_subsets, "num_subsets", minimum=1)
+        self.num_iterations = check_int(num_iterations, "num_iterations", minimum=1)
+        self.scan_key, self.pet_key = str(scan_key), str(pet_key)
+        self.output_key, self.timestep_key = str(output_key), str(timestep_key)
+        self._scans: dict[str, Any] = {}
+        self._step, self._seed = 0, 0
+
+    def randomize(self, data: Any = None) -> None:
+        self._step = int(self.R.randint(0, self.schedule.num_steps))
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def _scan(self, path: object):
+        from ..data.simulate import load_scan
+
+        key = str(Path(str(path)))
+        if key not in self._scans:
+            self._scans[key] = load_scan(key)
+        return self._scans[key]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from ..physics import binomial_thinning
+
+        d = dict(data)
+        for key in (self.scan_key, self.pet_key, f"{self.pet_key}_scale"):
+            if key not in d:
+                raise ValueError(f"data must hold {key!r} (scan file, SPET and its PETMeanScaled divisor); "
+                                 f"got keys {sorted(map(str, d))}")
+        scan, image = self._scan(d[self.scan_key])
+        pet = d[self.pet_key]
+        expected_shape = (1, *reversed(image.shape))
+        if tuple(pet.shape) != expected_shape:
+            raise ValueError(
+                f"data[{self.pet_key!r}] has shape {tuple(pet.shape)} but the scan {d[self.scan_key]} reconstructs "
+                f"(1, x, y, z) = {expected_shape}: the PET and its scan file must come from the same subject and grid"
+            )
+        self.randomize()
+        dose = float(self.schedule.dose_at(self._step))
+        counts = scan.counts
+        if dose < 1.0:
+            counts = binomial_thinning(counts, fraction=dose, generator=torch.Generator().manual_seed(self._seed))
+        volume = scan.at_dose(dose).reconstruct_osem(counts=counts, num_subsets=self.num_subsets,
+                                          num_iterations=self.num_iterations)  # (z, y, x), activity units
+        divisor = float(torch.as_tensor(d[f"{self.pet_key}_scale"]).flatten()[0])
+        values = (volume.double() / divisor).permute(2, 1, 0)[None].to(torch.float32)
+        d[self.output_key] = MetaTensor(values, meta=dict(pet.meta)) if isinstance(pet, MetaTensor) else values
+        d[self.timestep_key] = torch.tensor(self._step, dtype=torch.long)
+        return d
+

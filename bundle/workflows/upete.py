@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "BASELINES",
     "Calibration",
     "Case",
+    "PoissonDomain",
     "build_upete",
     "calibrate",
     "ct_encoder_for",
@@ -189,19 +191,45 @@ def calibrate(
     return cal
 
 
+class PoissonDomain(StrEnum):
+    """Where the Poisson variants' training degradation x_0 -> x_t happens."""
+
+    SINOGRAM = "sinogram"
+    """The paper's way (default): the subject's measured counts thinned to d_t and reconstructed by OSEM
+    (:class:`~bundle.transforms.upete.RandDoseReductiond`, before the patch crop); x_t is an exact scan at d_t of
+    the standard dose, so an LPET of dose d starts at the step of dose d."""
+    IMAGE = "image"
+    """Voxel-wise Poisson(κ_0 d_t x_0)/(κ_0 d_t) on the SPET patches (white noise added to the SPET's own noise);
+    an LPET of dose d starts at the step of dose d_eff(d) (:class:`PoissonLatentDiffusion`)."""
+
+
 def make_process(
     variant: LDMVariant | str,
     *,
     calibration: Calibration,
     num_train_timesteps: int = 400,
     min_dose: float = 0.005,
+    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
 ) -> LatentDiffusionProcess:
-    """Gaussian (LDM, LDM-CT) or Poisson (LDM-P, LDM-P-CT, image-space degradation at κ_0) process."""
+    """Gaussian (LDM, LDM-CT) or Poisson (LDM-P, LDM-P-CT) process.
+
+    The Poisson process's own degradation is image-space at the calibrated κ_0 in both domains: it draws x_t in
+    training with ``poisson_domain="image"`` and re-degrades D(ẑ0) between reverse steps in either domain.
+    ``poisson_domain`` also sets the start step of an LPET: dose d_eff(d) for ``"image"`` (noise added to the
+    noisy SPET), d itself for ``"sinogram"`` (x_t is an exact dose-d_t scan nested in the SPET's counts).
+    """
     v = LDMVariant.parse(variant)
+    try:
+        domain = PoissonDomain(poisson_domain)
+    except ValueError:
+        raise ValueError(
+            f"poisson_domain must be one of {[d.value for d in PoissonDomain]}, got {poisson_domain!r}"
+        ) from None
     if v.uses_poisson:
         schedule = PoissonDoseSchedule(num_steps=num_train_timesteps, min_dose=min_dose)
         degradation = PoissonDegradation(schedule=schedule, count_scale=calibration.count_scale, image_space=True)
-        return PoissonLatentDiffusion(degradation=degradation, reference_dose=calibration.reference_dose)
+        reference = calibration.reference_dose if domain is PoissonDomain.IMAGE else None
+        return PoissonLatentDiffusion(degradation=degradation, reference_dose=reference)
     return GaussianLatentDiffusion(num_train_timesteps=num_train_timesteps,
                                    latent_noise_variance=calibration.latent_noise_variance,
                                    reference_dose=calibration.reference_dose)
@@ -241,11 +269,13 @@ def load_trained_variants(
     ct_encoder_layout: Mapping[str, Any],
     num_train_timesteps: int = 400,
     min_dose: float = 0.005,
+    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
     inferer_options: Mapping[str, Any] | None = None,
     require_all: bool = False,
 ) -> dict[str, tuple[UPETe, Any]]:
     """``{variant: (UPETe with ``<upete_dir>/<variant>/ldm_final.pt`` loaded, LatentEnhancementInferer)}``; variants
-    without a checkpoint are skipped (``ValueError`` with ``require_all``)."""
+    without a checkpoint are skipped (``ValueError`` with ``require_all``).  ``poisson_domain`` must be the one the
+    Poisson variants were trained with (:func:`make_process`)."""
     import copy
 
     from bundle.inferers.upete import LatentEnhancementInferer
@@ -262,7 +292,7 @@ def load_trained_variants(
                               ct_encoder_layout=ct_encoder_layout)
         load_weights(network, checkpoint)
         process = make_process(name, calibration=calibration, num_train_timesteps=num_train_timesteps,
-                               min_dose=min_dose)
+                               min_dose=min_dose, poisson_domain=poisson_domain)
         inferer = LatentEnhancementInferer(process=process, dose_estimator=calibration.dose_estimator(),
                                            **dict(inferer_options or {}))
         models[str(name)] = (network, inferer)

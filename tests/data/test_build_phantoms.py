@@ -9,6 +9,7 @@ import torch
 
 from bundle.data.build import build_dataset
 from bundle.data.io import load_image, load_sinogram
+from bundle.data.simulate import load_scan
 from bundle.keys import Keys
 
 
@@ -53,3 +54,7 @@ def test_upete_with_torso_phantoms(tmp_path):
     ct = load_image(tmp_path / test[Keys.CT])[0]
     assert float(ct.min()) >= -1024 and float(ct.max()) > 300  # air and bone in Hounsfield units
     assert not torch.equal(pet, low)
+    # the saved scan reconstructs to the saved SPET (the sinogram-domain training's d = 1 end point)
+    scan, image = load_scan(tmp_path / test[Keys.SCAN])
+    assert image.shape == pet.shape
+    torch.testing.assert_close(scan.reconstruct_osem(num_subsets=8, num_iterations=2), pet, rtol=1e-5, atol=1e-6)
