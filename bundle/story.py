@@ -88,10 +88,10 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Sta
         stages += [
             Stage("petdds", "build dataset", (py, "-m", "bundle.data", "build", "petdds", "--output", data,
                                               "--preset", "tiny")),
-            Stage("petdds", "train score model", _bundle_run("run", train, *common,
+            Stage("petdds", "train score model", _bundle_run("training", train, *common,
                                                              "--max_epochs", str(b["petdds_epochs"]))),
             Stage("petdds", "evaluate OSEM, MAP-EM, PET-DDS-δ",
-                  _bundle_run("run_with_model", evaluate, *common, "--num_inference_steps", str(b["petdds_steps"]),
+                  _bundle_run("evaluating", evaluate, *common, "--num_inference_steps", str(b["petdds_steps"]),
                               *PETDDS_MAP_EM, "--progress", "True"),
                   ("petdds_run/petdds/evaluation",)),
         ]

@@ -2,7 +2,7 @@
 
 Each method's task parses its layered configs (``configs/common.json`` + method files) with MONAI's
 ``ConfigParser`` and takes the network, the inferer and the intensity scales from them; ``overrides`` (config id ->
-value, ``#`` for nested ids, as ``python -m monai.bundle run --key value``) change any of them, e.g. a tiny
+value, ``#`` for nested ids, as ``python -m monai.bundle run <id> --key value``) change any of them, e.g. a tiny
 network or the dataset folder the LegoPET scales are read from.
 """
 

@@ -3,7 +3,7 @@
 Layout of ``<output>/<name>/`` (and ``<output>/<name>.zip`` holding that folder)::
 
     configs/metadata.json        the method's metadata (validated against the vendored MONAI schema)
-    configs/inference.json       entry point: python -m monai.bundle run --config_file configs/inference.json
+    configs/inference.json       entry point: python -m monai.bundle run inferring --config_file configs/inference.json
                                  --meta_file configs/metadata.json --image IN --output OUT.nii.gz [...]
     configs/common.json, configs/<method>/*.json   the layered method configs the infer task is built from
     configs/<method>/zoo.json    the export's frozen overrides (architecture, scales), layered last
@@ -78,7 +78,7 @@ def _inference_config(method: str, config_files: Sequence[str]) -> dict[str, Any
     request = {"image": "@image", "output": "@output", "seed": "@seed", **{k: f"@{k}" for k in extras}}
     return {
         "_comment": f"{method} model-zoo entry point; run from the bundle root: python -m monai.bundle run "
-                    "--config_file configs/inference.json --meta_file configs/metadata.json --image IN "
+                    "inferring --config_file configs/inference.json --meta_file configs/metadata.json --image IN "
                     "--output OUT.nii.gz" + "".join(f" [--{k} ...]" for k in extras),
         "imports": ["$import json", "$import torch", "$import bundle", "$import bundle.app", "$import bundle.zoo"],
         "bundle_root": ".",
@@ -93,7 +93,7 @@ def _inference_config(method: str, config_files: Sequence[str]) -> dict[str, Any
         "request": request,
         "task": "$bundle.app.build_task(@method, checkpoint=@checkpoint, config_files=@config_files, device=@device)",
         "initialize": ["$bundle.zoo.verify_bundle(@bundle_root)"],
-        "run": ["$print('bundle package:', bundle.__file__)", "$print(json.dumps(@task(@request)[1]))"],
+        "inferring": ["$print('bundle package:', bundle.__file__)", "$print(json.dumps(@task(@request)[1]))"],
     }
 
 
@@ -105,7 +105,8 @@ def _model_card(metadata: Mapping[str, Any], method: str, weights: Mapping[str, 
         "", "## Intended use", "", metadata.get("intended_use", ""), "",
         "## Run", "", "From this folder (the package code is in `bundle/`; every file is checked against "
         "`checksums.sha256` before the weights load):", "", "```bash",
-        "python -m monai.bundle run --config_file configs/inference.json --meta_file configs/metadata.json \\",
+        "python -m monai.bundle run inferring --config_file configs/inference.json "
+        "--meta_file configs/metadata.json \\",
         f"    --image INPUT --output OUT.nii.gz {extras}".rstrip(), "```", "",
         "Inputs and outputs: see `network_data_format` in configs/metadata.json.", "",
         "## Weights", "", f"Exported from `{source or 'the configured training checkpoint'}`.", "",

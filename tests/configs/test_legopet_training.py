@@ -95,7 +95,7 @@ def test_pnpnet_legopet_cdpm_training_and_sampling(workspace):
     common = ["--dataset_dir", str(dataset), "--bundle_root", str(run), "--max_epochs", "1", "--batch_size", "4"]
     results = run / "results"
 
-    out = _run("--config_file", _config_arg("train_pnpnet.json"), *common)
+    out = _run("training", "--config_file", _config_arg("train_pnpnet.json"), *common)
     log = out.stdout + out.stderr
     assert "train_loss" in log and "val_psnr" in log and "val_ssim" in log
     pnpnet_ckpt = results / "pnpnet" / "checkpoints" / "pnpnet_final.pt"
@@ -104,12 +104,13 @@ def test_pnpnet_legopet_cdpm_training_and_sampling(workspace):
     assert list((results / "pnpnet" / "logs").glob("events.out.tfevents.*"))
 
     for method, extra in (("legopet", ()), ("cdpm", ("cdpm.json",))):
-        _run("--config_file", _config_arg("train_legopet.json", *extra), *common, "--pnpnet_ckpt", str(pnpnet_ckpt))
+        _run("training", "--config_file", _config_arg("train_legopet.json", *extra), *common,
+             "--pnpnet_ckpt", str(pnpnet_ckpt))
         ckpt = results / method / "checkpoints" / f"{method}_final.pt"
         assert ckpt.is_file() and list((results / method / "logs").glob("events.out.tfevents.*"))
         _load(ckpt, _network(_files("train_legopet.json", *extra), "network_def"))
 
-    _run("--config_file", _config_arg("train_legopet.json", "inference.json"), *common, "--pnpnet_ckpt",
+    _run("inferring", "--config_file", _config_arg("train_legopet.json", "inference.json"), *common, "--pnpnet_ckpt",
          str(pnpnet_ckpt), "--num_inference_steps", "2")
     predictions = sorted((results / "legopet" / "predictions").glob("*.nii.gz"))
     test_ids = [e["id"] for e in json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))["test"]]

@@ -21,14 +21,15 @@ def test_petdds_ddp_overlay_two_gloo_ranks_end_identical(tmp_path):
         "train_data": "$[{'image': torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(i))} "
                       "for i in range(8)]",
         "train_transforms#transforms": [],
-        "run": ["$@checkpoint_saver.attach(@trainer) if dist.get_rank() == 0 else None", "$@trainer.run()",
-                "$torch.save({'network': @network.module.state_dict(), 'iteration': @trainer.state.iteration}, "
-                "@bundle_root + '/rank' + str(dist.get_rank()) + '.pt')"],
+        "training": ["$@checkpoint_saver.attach(@trainer) if dist.get_rank() == 0 else None", "$@trainer.run()",
+                     "$torch.save({'network': @network.module.state_dict(), 'iteration': @trainer.state.iteration}, "
+                     "@bundle_root + '/rank' + str(dist.get_rank()) + '.pt')"],
     }), encoding="utf-8")
     files = [ROOT / "configs/common.json", ROOT / "configs/petdds/train.json",
              ROOT / "configs/petdds/multi_gpu_train.json", layer]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "monai.bundle", "run", "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]",
+               "-m", "monai.bundle", "run", "training", "--config_file",
+               "[" + ",".join(f"'{f}'" for f in files) + "]",
                "--bundle_root", str(tmp_path), "--max_epochs", "1", "--batch_size", "2", *TINY]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

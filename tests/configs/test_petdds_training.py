@@ -41,9 +41,9 @@ def test_slice_datalist_and_normalisation(tmp_path):
 def test_training_workflow_runs_and_writes_loadable_checkpoints(tmp_path):
     dataset = _dataset(tmp_path)
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIGS, "--dataset_dir", str(dataset),
-               "--bundle_root", str(run), "--max_epochs", "1", "--batch_size", "4", "--log_interval", "1",
-               *TINY_NET]
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", CONFIGS,
+               "--dataset_dir", str(dataset), "--bundle_root", str(run), "--max_epochs", "1", "--batch_size", "4",
+               "--log_interval", "1", *TINY_NET]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train_loss" in result.stdout + result.stderr
@@ -100,7 +100,7 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     dataset = _fabricated_dataset(tmp_path)
     run = tmp_path / "run"
     first = _parser(dataset, run, 2, resume=False)
-    first.get_parsed_content("run")  # 4 slices / batch 2 = 2 iterations per epoch -> 4 iterations
+    first.get_parsed_content("training")  # 4 slices / batch 2 = 2 iterations per epoch -> 4 iterations
     ckpt_dir = run / "results" / "petdds" / "checkpoints"
     saved = torch.load(ckpt_dir / "checkpoint_epoch=2.pt", weights_only=True)
     assert (saved["trainer"]["epoch_length"], saved["trainer"]["iteration"]) == (2, 4)  # epoch 2 = iteration 4
@@ -123,7 +123,7 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     def _first_iteration(engine):
         seen.setdefault("first_iteration", engine.state.iteration)
 
-    second.get_parsed_content("run")
+    second.get_parsed_content("training")
     assert seen["epoch"] == 3 and seen["iteration"] == 4  # continues after epoch 2 / iteration 4
     assert seen["first_iteration"] == 5
     assert (trainer.state.epoch, trainer.state.iteration) == (3, 6)

@@ -194,8 +194,9 @@ def test_inference_config_reconstructs_a_sinogram_with_a_checkpoint(dataset, tmp
     output = tmp_path / "recon.nii.gz"
     configs = "[" + ",".join(f"'{ROOT / 'configs' / f}'" for f in
                              ("common.json", "petdds/train.json", "petdds/inference.json")) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--dataset_dir", str(dataset),
-               "--bundle_root", str(tmp_path), "--checkpoint", str(checkpoint), "--case_id", entry["id"],
+    command = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", configs,
+               "--dataset_dir", str(dataset), "--bundle_root", str(tmp_path), "--checkpoint", str(checkpoint),
+               "--case_id", entry["id"],
                "--sinogram_file", str(dataset / entry["sinogram_low"][0]), "--output_file", str(output),
                "--num_inference_steps", "2", "--steps_per_diffusion_step", "1", "--num_subsets", "4",
                "--osem_iterations", "1", *TINY_NET]
@@ -211,9 +212,9 @@ def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule
     parser = ConfigParser()
     files = ("common.json", "petdds/train.json", "petdds/evaluate.json")
     parser.read_config([str(ROOT / "configs" / f) for f in files])
-    assert "run" in parser.config and "run_with_model" in parser.config
-    assert "network=" not in parser["run"][0] and "network=@trained_network" in parser["run_with_model"][0]
-    for entry, function in (("run_bias_variance", "bias_variance_study"), ("run_uncertainty", "uncertainty_study")):
+    assert "run" not in parser.config  # every id is named: `monai.bundle run` without one must fail, not guess
+    assert "network=@trained_network" in parser["evaluating"][0] and "network=" not in parser["evaluating_baselines"][0]
+    for entry, function in (("bias_variance", "bias_variance_study"), ("uncertainty", "uncertainty_study")):
         assert f"petdds.{function}(" in parser[entry][0] and "network=@trained_network" in parser[entry][0]
     assert parser.get_parsed_content("bias_variance_deltas") == [0.1, 0.2, 0.5]
     inferer = parser.get_parsed_content("petdds_inferer")

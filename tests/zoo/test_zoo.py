@@ -49,7 +49,7 @@ def test_unzipped_bundle_runs_with_monai_bundle_in_a_fresh_process(exported, leg
     root = target / "legopet_bundle"
     output = tmp_path / "pred.nii.gz"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+    command = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", "configs/inference.json",
                "--meta_file", "configs/metadata.json", "--image", str(legopet_files["sinogram"]),
                "--output", str(output), "--device", "cpu"]
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
