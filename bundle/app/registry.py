@@ -6,8 +6,12 @@ Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.engines.checkpoint
 * legopet: ``{"network": denoiser, "pnpnet": PnPNet}`` in one file (the model-zoo ``models/model.pt``), or, when
   ``checkpoint`` is ``None``, the training files ``network_ckpt`` and ``pnpnet_ckpt`` of the config; the cDPM
   (``pnpnet`` null in the config) needs only ``network``.
-* upete: ``{"network": state_dict}`` of the config's ``upete_network`` (configs/upete/inference.json must define
-  ``upete_network`` and ``upete_inferer``).
+* upete: the combined checkpoint ``{"network": state_dict of upete_network, "calibration": {...}, "variant": ...,
+  "settings": {...}}`` (:mod:`bundle.workflows.upete_export`; written by the config id ``combining``); default: the
+  config's ``upete_checkpoint`` (``<upete_dir>/<variant>/upete_model.pt``).  The file decides ``variant``, the
+  calibration (``upete_calibration``) and the stored training settings (layouts, process, intensity scaling); an
+  override that contradicts them is a ``ValueError``.  configs/upete/inference.json must define ``upete_network``,
+  ``upete_inferer`` and ``upete_calibration``.
 """
 
 from __future__ import annotations
@@ -74,21 +78,68 @@ def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> Infer
         description=("LegoPET" if guided else "cDPM") + ": 2D sinogram -> 2D PET (guided conditional diffusion)")
 
 
-def _upete(parser, checkpoint: str | Path | None, device: str | None) -> InferTask:
+def _same(a: Any, b: Any) -> bool:
+    import json
+
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _check_overrides(overrides: Mapping[str, Any], fixed: Mapping[str, Any], checkpoint: str | Path) -> None:
+    """``ValueError`` for an override (``id`` or ``id#sub#...``) that contradicts a value stored in the checkpoint."""
+    for key, value in overrides.items():
+        root, *path = str(key).split("#")
+        if root not in fixed:
+            continue
+        stored: Any = fixed[root]
+        for part in path:
+            if isinstance(stored, Mapping) and part in stored:
+                stored = stored[part]
+            elif isinstance(stored, list) and part.isdigit() and int(part) < len(stored):
+                stored = stored[int(part)]
+            else:
+                stored = None
+                break
+        if not _same(value, stored):
+            raise ValueError(f"override {key}={value!r} contradicts the checkpoint {checkpoint}, which was trained "
+                             f"with {key}={stored!r}; drop the override (the combined checkpoint fixes it)")
+
+
+def _upete(parser, checkpoint: str | Path | None, device: str | None,
+           overrides: Mapping[str, Any] | None = None) -> InferTask:
     from .upete import UPETeInferTask, require_upete
 
     require_upete()
-    for key in ("upete_network", "upete_inferer"):
+    from bundle.engines.checkpoints import CheckpointError
+    from bundle.workflows.upete_export import read_combined
+
+    for key in ("upete_network", "upete_inferer", "upete_calibration"):
         if key not in parser:
             raise ValueError(f"the uPETe inference config must define {key!r} (configs/upete/inference.json)")
+    if checkpoint is None:
+        if "upete_checkpoint" not in parser:
+            raise ValueError("the uPETe inference config must define 'upete_checkpoint' (configs/upete/inference.json)"
+                             " or a checkpoint must be given")
+        checkpoint = parser.get_parsed_content("upete_checkpoint")
+    combined = read_combined(checkpoint)
+    fixed = {"variant": combined["variant"], **combined["settings"]}
+    _check_overrides(overrides or {}, fixed, checkpoint)
+    for key, value in fixed.items():
+        parser[key] = value
+    parser["upete_checkpoint"] = str(checkpoint)
+    parser["upete_calibration"] = combined["calibration"]  # read once, above
     network = parser.get_parsed_content("upete_network")
-    checkpoint = parser.get_parsed_content("upete_checkpoint") if checkpoint is None else checkpoint
-    _load({"network": network}, checkpoint)
+    try:
+        network.load_state_dict(combined["network"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {checkpoint}: entry 'network' does not fit the configured UPETe of "
+                              f"variant {combined['variant']} (wrong architecture or settings?): {error}") from error
     return UPETeInferTask(
         network=network, inferer=parser.get_parsed_content("upete_inferer"), device=_device(parser, device),
         mean_multiple=parser.get_parsed_content("mean_multiple") if "mean_multiple" in parser else 10.0,
         ct_window_hu=parser.get_parsed_content("ct_window_hu") if "ct_window_hu" in parser else (-1000.0, 1000.0),
-        checkpoint=checkpoint, description="uPETe: low-dose PET (+ CT) -> enhanced PET (latent diffusion)")
+        variant=combined["variant"], calibration=combined["calibration"], settings=combined["settings"],
+        checkpoint=checkpoint, description=f"uPETe {combined['variant']}: low-dose PET (+ CT) -> enhanced PET "
+                                           "(latent diffusion)")
 
 
 _BUILDERS = {"legopet": _legopet, "petdds": _petdds, "upete": _upete}
@@ -119,4 +170,6 @@ def build_task(
 
         require_upete()  # before reading configs: a missing module is the more useful message
     parser = method_parser(method, config_files=config_files, overrides=overrides)
+    if method == "upete":
+        return _upete(parser, checkpoint, device, overrides)
     return _BUILDERS[method](parser, checkpoint, device)

@@ -46,6 +46,11 @@ class UPETeInferTask(InferTask):
         mean_multiple: m of the PET scaling x / (m · mean(x)) the model was trained with.
         ct_window_hu: CT window (HU) of the training transforms.
         uses_ct: whether the model needs a CT (default: the network's ``uses_ct`` attribute, else ``True``).
+        variant: the ablation variant of the weights (``"LDM-P-CT"`` ...), reported in the result JSON.
+        calibration: the :class:`~bundle.workflows.upete.Calibration` the inferer was built with.
+        settings: the training settings stored with the weights (config id -> value).
+        ``variant``, ``calibration`` and ``settings`` come from the combined checkpoint
+        (:mod:`bundle.workflows.upete_export`); the model-zoo export writes them back into ``models/model.pt``.
     """
 
     method = "upete"
@@ -62,6 +67,9 @@ class UPETeInferTask(InferTask):
         mean_multiple: float = 10.0,
         ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
         uses_ct: bool | None = None,
+        variant: str | None = None,
+        calibration: Any = None,
+        settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -72,6 +80,13 @@ class UPETeInferTask(InferTask):
         self.mean_multiple = float(mean_multiple)
         self.ct_window_hu = tuple(float(v) for v in ct_window_hu)
         self.uses_ct = bool(getattr(self.network, "uses_ct", True)) if uses_ct is None else bool(uses_ct)
+        if variant is not None and not isinstance(variant, str):
+            raise ValueError(f"variant must be a variant name such as 'LDM-P-CT' or None, got {variant!r}")
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ValueError(f"settings must be a mapping config id -> value or None, got {type(settings).__name__}")
+        self.variant = variant
+        self.calibration = calibration
+        self.settings = dict(settings or {})
 
     def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:
         from monai.transforms import EnsureChannelFirstd, LoadImaged
@@ -117,5 +132,5 @@ class UPETeInferTask(InferTask):
         path.parent.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(values, affine), str(path))
         spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
-        return {"shape": list(values.shape), "voxel_size_mm": spacing,
+        return {"shape": list(values.shape), "voxel_size_mm": spacing, "variant": self.variant,
                 "units": "the input PET's units", "max": float(values.max()), "image": data["image_path"]}

@@ -7,7 +7,8 @@ Layout of ``<output>/<name>/`` (and ``<output>/<name>.zip`` holding that folder)
                                  --meta_file configs/metadata.json --image IN --output OUT.nii.gz [...]
     configs/common.json, configs/<method>/*.json   the layered method configs the infer task is built from
     configs/<method>/zoo.json    the export's frozen overrides (architecture, scales), layered last
-    models/model.pt              weights (torch.save of state dicts; loaded with weights_only=True)
+    models/model.pt              weights (torch.save of state dicts; loaded with weights_only=True); uPETe: the
+                                 combined checkpoint of bundle.workflows.upete_export (weights + calibration)
     docs/README.md               model card;  docs/data_license.txt  data provenance and terms
     LICENSE                      Apache-2.0
     large_files.yml              sha256 (and a URL to fill in) of every weight file over 25 MB
@@ -54,6 +55,11 @@ def _repo() -> Path:
 
 
 def _weights(method: str, task: Any) -> dict[str, Any]:
+    if method == "upete":  # the combined checkpoint: weights + calibration + variant + training settings
+        from bundle.workflows.upete_export import combined_state
+
+        return combined_state(network=task.network, calibration=task.calibration, variant=task.variant,
+                              settings=task.settings)
     state = {"network": task.network.state_dict()}
     pnpnet = getattr(task.inferer, "pnpnet", None)
     if method == "legopet" and pnpnet is not None:

@@ -53,3 +53,6 @@ def legopet_files(tmp_path_factory):
     counts = torch.poisson(torch.full((1, 252, 172), 6.9), generator=torch.Generator().manual_seed(0))
     save_sinogram(root / "sino.npy", counts)
     return {"root": root, "checkpoint": checkpoint, "sinogram": root / "sino.npy"}
+
+
+from tests.upete_trained import upete_run  # noqa: E402, F401  (tiny trained uPETe run + combined checkpoint)
