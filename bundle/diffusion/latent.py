@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
@@ -225,48 +225,74 @@ def latent_noise_variance(z_standard: torch.Tensor, z_low: torch.Tensor) -> floa
     return float(((z_low.double() - z_standard.double()) ** 2).mean())
 
 
-def _highpass_statistic(image: torch.Tensor, sigma_voxels: float) -> float:
-    """s(x) = mean((x − G_σ x)²) / mean(x) over the whole volume ``(..., D, H, W)``."""
-    from monai.networks.layers import GaussianFilter
-
-    x = image.double().reshape(1, 1, *image.shape[-3:])
-    smooth = GaussianFilter(spatial_dims=3, sigma=sigma_voxels).to(torch.float64)(x)
-    mean = float(x.mean())
-    if not mean > 0:
-        raise ValueError(f"image must have a positive mean to estimate its dose, got {mean}")
-    return float(((x - smooth) ** 2).mean()) / mean
+def _haar_noise_statistic(image: torch.Tensor, mask_fraction: float) -> float:
+    """s(x) = (MAD(w / √m) / 0.6745)²: the robust variance of the finest 3D Haar detail w = HHH (orthonormal), each
+    coefficient divided by the square root of its 2 × 2 × 2 block mean m (Poisson-like noise has variance ∝ mean),
+    over blocks with m > ``mask_fraction`` · mean(m).  Edges are few, so the median ignores them (Donoho's MAD)."""
+    x = image.double().reshape(image.shape[-3:])
+    n = [s - s % 2 for s in x.shape]
+    if min(n) < 2:
+        raise ValueError(f"image must be at least 2 voxels along each axis to estimate its dose, got {tuple(x.shape)}")
+    x = x[: n[0], : n[1], : n[2]]
+    w = x[0::2] - x[1::2]
+    w = w[:, 0::2] - w[:, 1::2]
+    w = (w[:, :, 0::2] - w[:, :, 1::2]) / 2**1.5
+    m = x.reshape(n[0] // 2, 2, n[1] // 2, 2, n[2] // 2, 2).mean(dim=(1, 3, 5))
+    if not float(m.mean()) > 0:
+        raise ValueError(f"image must have a positive mean to estimate its dose, got {float(m.mean())}")
+    keep = m > mask_fraction * float(m.mean())
+    return (float((w[keep] / m[keep].sqrt()).abs().median()) / 0.6745) ** 2
 
 
 class DoseEstimator:
-    """d̂ from the image alone: s(x) = mean((x − G_σ x)²)/mean(x) ≈ a/d + b (noise variance ∝ 1/d plus structure).
+    """d̂ from the image alone: s(x) ≈ a/d + b, s the robust, intensity-normalised noise variance of the finest Haar
+    detail band (:func:`_haar_noise_statistic`; Poisson-like noise variance ∝ activity / d, anatomy mostly cancels
+    in the detail band and the rest is rejected by the median).
 
-    :meth:`calibrate` fits a, b from an SPET (d = 1) and an LPET of known dose (validation data); then
-    d̂ = a / (s(x) − b), clipped to [``min_dose``, 1].
+    :meth:`calibrate` fits a, b by least squares from SPETs (d = 1) and LPETs of a known dose (validation data);
+    then d̂ = a / (s(x) − b), clipped to [``min_dose``, 1].
 
     Args (keyword-only):
-        sigma_voxels: σ of the Gaussian low-pass.
+        mask_fraction: blocks darker than this fraction of the mean are left out (air).
         min_dose: lower clip of d̂.
     """
 
-    def __init__(self, *, sigma_voxels: float = 1.0, min_dose: float = 1e-3) -> None:
-        self.sigma_voxels = _check_real(sigma_voxels, "sigma_voxels", "> 0", lambda v: v > 0)
+    def __init__(self, *, mask_fraction: float = 0.2, min_dose: float = 1e-3) -> None:
+        self.mask_fraction = _check_real(mask_fraction, "mask_fraction", "in [0, 1)", lambda v: 0 <= v < 1)
         self.min_dose = _check_real(min_dose, "min_dose", "in (0, 1)", lambda v: 0 < v < 1)
         self.a: float | None = None
         self.b: float | None = None
 
-    def calibrate(self, standard: torch.Tensor, low: torch.Tensor, *, dose: float) -> DoseEstimator:
+    def statistic(self, image: torch.Tensor) -> float:
+        """s(x) of a volume ``(..., X, Y, Z)``."""
+        return _haar_noise_statistic(image, self.mask_fraction)
+
+    def calibrate(
+        self,
+        standard: torch.Tensor | Sequence[torch.Tensor],
+        low: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        dose: float,
+    ) -> DoseEstimator:
+        """Fit a, b from SPET volume(s) ``standard`` (d = 1) and the paired LPET(s) ``low`` at ``dose``."""
         d = _check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
-        s1, sd = _highpass_statistic(standard, self.sigma_voxels), _highpass_statistic(low, self.sigma_voxels)
-        if not sd > s1:
-            raise ValueError("the low-dose image is not noisier than the standard-dose one; cannot calibrate")
-        self.a = (sd - s1) / (1.0 / d - 1.0)
-        self.b = s1 - self.a
+        standard = [standard] if isinstance(standard, torch.Tensor) else list(standard)
+        low = [low] if isinstance(low, torch.Tensor) else list(low)
+        if not standard or len(standard) != len(low):
+            raise ValueError(f"standard and low must pair up, got {len(standard)} and {len(low)} volumes")
+        s1 = torch.tensor([self.statistic(x) for x in standard], dtype=torch.float64)
+        sd = torch.tensor([self.statistic(x) for x in low], dtype=torch.float64)
+        if not float(sd.mean()) > float(s1.mean()):
+            raise ValueError("the low-dose images are not noisier than the standard-dose ones; cannot calibrate")
+        # least squares of s = a u + b over the points (u = 1, s1) and (u = 1/d, sd): a from the mean difference
+        self.a = float(sd.mean() - s1.mean()) / (1.0 / d - 1.0)
+        self.b = float(torch.cat([s1 - self.a, sd - self.a / d]).mean())
         return self
 
     def __call__(self, image: torch.Tensor) -> float:
         if self.a is None or self.b is None:
             raise ValueError("DoseEstimator is not calibrated: call calibrate(standard, low, dose=...) first")
-        excess = _highpass_statistic(image, self.sigma_voxels) - self.b
+        excess = self.statistic(image) - self.b
         if excess <= self.a:
             return 1.0
         return max(self.min_dose, self.a / excess)

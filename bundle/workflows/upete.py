@@ -181,7 +181,8 @@ def calibrate(
     scale = 1.0 / float(latents.std())
     kappa = [calibrate_count_scale(c.spet, c.low[reference_dose][0], dose=reference_dose) for c in val]
     sigma2 = [latent_noise_variance(scale * mu(c.spet), scale * mu(c.low[reference_dose][0])) for c in val]
-    est = DoseEstimator().calibrate(val[0].spet, val[0].low[reference_dose][0], dose=reference_dose)
+    est = DoseEstimator().calibrate([c.spet for c in val], [c.low[reference_dose][0] for c in val],
+                                    dose=reference_dose)
     cal = Calibration(scale, sum(kappa) / len(kappa), sum(sigma2) / len(sigma2), float(reference_dose),
                       float(est.a), float(est.b))
     if output_file is not None:
@@ -468,6 +469,10 @@ def evaluate_upete(
             values.append(_metrics(recon * case.spet_scale, case.spet * case.spet_scale))
         ceiling = {k: summarise([v[k] for v in values]) if len(values) > 1 else (values[0][k], 0.0)
                    for k in ("PSNR", "SSIM")}
+    estimated_doses: dict[str, dict[str, float]] = {}
+    estimator = next((inf.dose_estimator for _, inf in models.values() if inf.dose_estimator is not None), None)
+    if estimator is not None:  # the image-only dose estimate the inferers fall back on when no dose is given
+        estimated_doses = {c.case_id: {f"{d:g}": estimator(x) for d, (x, _) in sorted(c.low.items())} for c in test}
     rows = {}
     for method in methods:
         values = per_case[method].get(table_dose, [])
@@ -496,7 +501,8 @@ def evaluate_upete(
         "table": table, "rows": rows, "curves": {m: {str(d): v for d, v in c.items()} for m, c in curves.items()},
         "tuned": {"gaussian_sigma_voxels": sigma, "gaussian_scores": sigma_scores, "nlm_h_factor": h,
                   "nlm_scores": h_scores},
-        "autoencoder_ceiling": ceiling, "seconds": timings, "test_cases": [c.case_id for c in test],
+        "autoencoder_ceiling": ceiling, "estimated_doses": estimated_doses, "seconds": timings,
+        "test_cases": [c.case_id for c in test],
         "table_dose": table_dose,
         "files": {k: str(v) for k, v in files.items()},
     }

@@ -61,3 +61,7 @@ def test_evaluation_table_has_the_trained_rows(trained):
     table = (root / "out" / "upete" / "evaluation" / "table.md").read_text(encoding="utf-8").splitlines()
     assert table[0] == "| Method | PSNR | SSIM |"
     assert [line.split("|")[1].strip() for line in table[2:]] == ["LPET", "Gaussian", "NLM", "U-Net", "LDM-P-CT"]
+    saved = json.loads((root / "out" / "upete" / "evaluation" / "results.json").read_text(encoding="utf-8"))
+    estimates = saved["estimated_doses"]  # the calibrated image-only dose estimate of every test LPET
+    assert set(estimates) == set(saved["test_cases"])
+    assert all(set(e) == {"0.1", "0.5"} and all(0 < v <= 1 for v in e.values()) for e in estimates.values())

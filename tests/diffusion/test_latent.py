@@ -87,3 +87,30 @@ def test_dose_estimator_recovers_dose_of_white_poisson_noise():
     assert est(draw(0.25)) == pytest.approx(0.25, rel=0.15)
     with pytest.raises(ValueError, match="not calibrated"):
         DoseEstimator()(x)
+
+
+def test_dose_estimator_recovers_the_dose_of_osem_reconstructions_of_thinned_scans():
+    """PET-like noise (OSEM of a structured phantom, correlated, variance ∝ activity): calibrated at 100 % and 10 %
+    on one subject, the estimator finds the known thinning fraction of another realisation within 20 %."""
+    from bundle.data.simulate import simulate_scan, slicewise_layout
+    from bundle.physics import ImageGeometry, binomial_thinning
+
+    image = ImageGeometry(shape=(8, 64, 64), voxel_size_mm=(8.0, 3.0, 3.0))
+    z, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in image.shape), indexing="ij")
+    body = ((y - 31.5) ** 2 / 784 + (x - 31.5) ** 2 / 576) <= 1
+    hot = ((y - 24) ** 2 + (x - 36) ** 2) <= 36
+    activity = body.float() * (1.0 + 0.1 * z) + 3.0 * hot.float()
+
+    def scan(seed):
+        return simulate_scan(activity, body.float() * 0.0096, layout=slicewise_layout(image), image=image,
+                             total_counts=8e6, generator=torch.Generator().manual_seed(seed), fwhm_mm=6.0)
+
+    def at(s, dose, seed):
+        counts = s.counts if dose == 1 else binomial_thinning(s.counts, fraction=dose,
+                                                              generator=torch.Generator().manual_seed(seed))
+        return s.at_dose(dose).reconstruct_osem(counts=counts, num_subsets=4, num_iterations=3)
+
+    calibration, subject = scan(0), scan(1)
+    est = DoseEstimator().calibrate(at(calibration, 1.0, 0), at(calibration, 0.1, 1), dose=0.1)
+    for dose in (0.02, 0.05, 0.3):
+        assert est(at(subject, dose, 2)) == pytest.approx(dose, rel=0.2)
