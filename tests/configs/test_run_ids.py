@@ -42,6 +42,8 @@ STACKS = [
     ("legopet", ("train_legopet.json",), "training"),
     ("legopet", ("train_legopet.json", "cdpm.json"), "training"),
     ("legopet", ("train_legopet.json", "multi_gpu_train.json"), "training"),
+    ("legopet", ("train_legopet.json", "tiny.json", "resume.json"), "training"),
+    ("legopet", ("train_pnpnet.json", "resume.json"), "training"),
     ("legopet", ("train_legopet.json", "deeppet.json", "evaluate.json"), "evaluating"),
     ("legopet", ("train_legopet.json", "inference.json"), "inferring"),
     ("legopet", ("train_legopet.json", "cdpm.json", "inference.json"), "inferring"),
