@@ -286,6 +286,26 @@ def _small_scanner(num_rings: int) -> RegularPolygonScanner:
     )
 
 
+# brain-sized single ring for CPU-scale 2D studies (LegoPET "small" dataset preset): 128 detectors, so 64 views; the
+# 64 central radial bins reach R·sin(π/4) ≈ 124 mm (LOR distance from the axis, 125.6 mm with the flat sides), just
+# beyond the 240 mm image (64 × 3.75 mm); sinogram and image are both 64 × 64, 16× fewer pixels than the 256 × 256
+# grid of the padded mMR slice.
+BRAIN_2D_RADIUS_MM = 175.0
+BRAIN_2D_NUM_SIDES = 16
+BRAIN_2D_CRYSTALS_PER_SIDE = 8
+BRAIN_2D_CRYSTAL_PITCH_MM = 8.7  # 8 crystals fill a side of 2 R tan(π/16) = 69.6 mm
+BRAIN_2D_NUM_RADIAL = 64
+BRAIN_2D_IMAGE_SHAPE = (1, 64, 64)
+BRAIN_2D_VOXEL_SIZE_MM = (2.03125, 3.75, 3.75)  # (z, y, x): 240 mm transaxial FOV
+
+
+def _brain_2d_scanner() -> RegularPolygonScanner:
+    return RegularPolygonScanner(
+        radius_mm=BRAIN_2D_RADIUS_MM, num_sides=BRAIN_2D_NUM_SIDES, crystals_per_side=BRAIN_2D_CRYSTALS_PER_SIDE,
+        crystal_pitch_mm=BRAIN_2D_CRYSTAL_PITCH_MM, num_rings=1, ring_spacing_mm=4.0,
+    )
+
+
 def _build_presets() -> dict[str, ScannerPreset]:
     return {
         "mmr": ScannerPreset(
@@ -330,6 +350,13 @@ def _build_presets() -> dict[str, ScannerPreset]:
             description="brain-sized 8-ring scanner for CPU-scale 3D studies: 64 planes x 128 views x 96 radial, "
             "image 8 x 64 x 64 at 4 mm (256 mm FOV)",
         ),
+        "brain_2d": ScannerPreset(
+            name="brain_2d",
+            layout=SinogramLayout(scanner=_brain_2d_scanner(), num_radial=BRAIN_2D_NUM_RADIAL),
+            image=ImageGeometry(shape=BRAIN_2D_IMAGE_SHAPE, voxel_size_mm=BRAIN_2D_VOXEL_SIZE_MM),
+            description="brain-sized single ring (radius 175 mm, 128 detectors) for CPU-scale 2D studies: 64 views x "
+            "64 radial, 64 x 64 image at 3.75 mm (240 mm FOV)",
+        ),
         "tiny_2d": ScannerPreset(
             name="tiny_2d",
             layout=SinogramLayout(scanner=_tiny_scanner(1), num_radial=64),
@@ -345,7 +372,9 @@ def _build_presets() -> dict[str, ScannerPreset]:
     }
 
 
-PRESETS: tuple[str, ...] = ("mmr", "mmr_brain", "mmr_2d", "mmr_16rings", "small_3d", "tiny_2d", "tiny_3d")
+PRESETS: tuple[str, ...] = (
+    "mmr", "mmr_brain", "mmr_2d", "mmr_16rings", "small_3d", "brain_2d", "tiny_2d", "tiny_3d",
+)
 
 
 def preset(name: str) -> ScannerPreset:
