@@ -1,4 +1,4 @@
-"""Command line: ``python -m bundle.data build {legopet,petdds,upete} --output DIR [--preset tiny|paper]``."""
+"""Command line: ``python -m bundle.data build {legopet,petdds,upete} --output DIR [--preset tiny|small|paper]``."""
 
 from __future__ import annotations
 

@@ -114,3 +114,31 @@ def test_config_errors():
     with pytest.raises(ValueError, match="must add up to subjects"):
         dataset_config("legopet", "tiny", subjects=5)
     assert np.isclose(dataset_config("petdds", "paper").low_count_fraction, 0.01)
+
+
+def test_small_legopet_preset_builds_64_by_64_slices(tmp_path, head_brains):
+    """The CPU-study preset: brain_2d scanner, counts of tiny, 64 × 64 sinograms and images (a 2-slice build)."""
+    config = dataset_config("legopet", "small")
+    tiny = dataset_config("legopet", "tiny")
+    assert config.scanner_preset == "brain_2d" and config.source == tiny.source == "mni152"
+    assert (config.subjects, config.split) == (tiny.subjects, tiny.split)
+    assert (config.measured_counts, config.high_counts) == (tiny.measured_counts, tiny.high_counts)
+    assert (config.rotations, config.slices, config.osem_subsets) == (4, 8, 8)
+    datalist = build_dataset("legopet", output=tmp_path, preset_name="small", seed=0, progress=False, subjects=2,
+                             split=(1, 0, 1), rotations=1, slices=1)
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 0, 1]
+    entry = datalist["test"][0]
+    for key in (Keys.SINOGRAM, Keys.SINOGRAM_HIGH):
+        assert _read(tmp_path, entry, key).shape == (1, 64, 64)
+    for key in (Keys.REFERENCE, Keys.OSEM, Keys.ACTIVITY, Keys.MU_MAP):
+        image, geometry = load_image(tmp_path / entry[key])
+        assert image.shape == geometry.shape == (1, 64, 64) and geometry.voxel_size_mm[1:] == (3.75, 3.75)
+    assert float(_read(tmp_path, entry, Keys.SINOGRAM).sum()) == pytest.approx(3e5, rel=0.01)
+    manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["preset"] == "small" and manifest["config"]["scanner_preset"] == "brain_2d"
+    assert manifest["sinogram_layout"]["shape_planes_views_radial"] == [1, 64, 64]
+
+
+def test_preset_missing_for_a_kind():
+    with pytest.raises(ValueError, match=r"preset_name must be one of \['paper', 'tiny'\] for a petdds dataset"):
+        dataset_config("petdds", "small")
