@@ -28,6 +28,7 @@ from bundle.workflows.legopet import (
     checkpoint_weights,
     default_crop,
     evaluate_legopet,
+    guidance_sweep,
     list_checkpoints,
     load_samples,
     load_weights,
@@ -252,6 +253,50 @@ def test_training_progress_evaluates_every_checkpoint(dataset, tmp_path):
     ref = sample.reference.double().numpy()
     assert rows[0]["PSNR"] == pytest.approx(_numpy_psnr(image, ref), rel=1e-4)
     assert (tmp_path / "out" / "progress.png").is_file() and (tmp_path / "out" / "progress.csv").is_file()
+
+
+class _Guided(torch.nn.Module):
+    """ε_θ = 0.3 with the condition and 0 with the null condition (zeros), so λ2 changes the sample."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, **kwargs) -> torch.Tensor:
+        conditioned = (s.flatten(1).abs().sum(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
+        return torch.zeros_like(x) + 0.3 * conditioned
+
+
+def test_guidance_sweep_rows_nfe_and_files(dataset, tmp_path):
+    """One row per (method, λ2); λ2 = 0 costs one network pass per step, λ2 > 0 two; λ2 changes the sample and
+    equals a plain run of the inferer built with that λ2; the given inferer is left unchanged."""
+    inferer = _inferer("ddim", 2)
+    rows = guidance_sweep(dataset, output_dir=tmp_path, runs={"LegoPET": (_Guided(), inferer)},
+                          guidance_scales=[0, 1.0, 3], split="test", limit=1)
+    assert [(r["method"], r["guidance_scale"], r["nfe_per_slice"]) for r in rows] == [
+        ("LegoPET", 0.0, 2), ("LegoPET", 1.0, 4), ("LegoPET", 3.0, 4)]
+    assert len({r["PSNR"] for r in rows}) == 3 and inferer.guidance_scale == 1.0
+    direct = evaluate_legopet(dataset, output_dir=tmp_path / "direct", include_osem=False, limit=1, predictors={
+        "LegoPET": DiffusionPredictor(network=_Guided(), inferer=LegoPETInferer(
+            scheduler=DDIMScheduler(num_train_timesteps=5), num_inference_steps=2, guidance_scale=3.0, crop=CROP))})
+    assert rows[2]["PSNR"] == pytest.approx(direct["methods"]["LegoPET"]["PSNR"]["mean"], rel=1e-6)
+    saved = json.loads((tmp_path / "guidance_sweep.json").read_text(encoding="utf-8"))
+    assert saved["split"] == "test" and saved["best_by_psnr"]["LegoPET"] in (0.0, 1.0, 3.0)
+    best = max(rows, key=lambda r: r["PSNR"])["guidance_scale"]
+    assert saved["best_by_psnr"]["LegoPET"] == best
+    table = (tmp_path / "guidance_sweep.md").read_text(encoding="utf-8").splitlines()
+    assert table[0] == "| Method | λ2 | NFE / slice | PSNR | SSIM |" and len(table) == 5
+    assert (tmp_path / "guidance_sweep.png").is_file() and (tmp_path / "guidance_sweep.csv").is_file()
+
+
+def test_guidance_sweep_argument_checks(dataset, tmp_path):
+    run = {"LegoPET": (_Guided(), _inferer("ddim", 2))}
+    with pytest.raises(ValueError, match="guidance_scales\\[1\\] \\(λ2\\) must be finite and >= 0"):
+        guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=[0.0, -1.0], split="test")
+    with pytest.raises(ValueError, match="guidance_scales must be a non-empty sequence"):
+        guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=[], split="test")
+    with pytest.raises(ValueError, match="runs must be a non-empty mapping"):
+        guidance_sweep(dataset, output_dir=tmp_path, runs={}, guidance_scales=[1.0], split="test")
+    with pytest.raises(ValueError, match="runs\\['x'\\] must be \\(network, LegoPETInferer\\)"):
+        guidance_sweep(dataset, output_dir=tmp_path, runs={"x": (_Guided(),)}, guidance_scales=[1.0], split="test")
+    with pytest.raises(TypeError, match="guidance_scales\\[0\\] must be a real number"):
+        guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=["1"], split="test")
 
 
 def test_default_crop():
