@@ -1,12 +1,19 @@
 """Run the whole LegoPET study through `python -m monai.bundle run`: train PnPNet, DeepPET, cDPM and LegoPET with
 equal budgets (cDPM and LegoPET: same epochs, batch, seed and interval checkpoints), then the evaluation table, the
-training-progress curve and the DDIM-vs-DDPM sampling cost.  Prints every command, writes them to
-``OUTPUT/pipeline_commands.sh`` and the wall time of every stage to ``OUTPUT/pipeline_timings.json``.
+training-progress curve, the DDIM-vs-DDPM sampling cost and the guidance-weight (λ2) sweep.  Prints every command,
+writes them to ``OUTPUT/pipeline_commands.sh`` and the wall time of every stage to ``OUTPUT/pipeline_timings.json``.
 
 Example (CPU preset on the embedded-default data)::
 
     python -m bundle.data build legopet --output /tmp/legopet/data --preset tiny
     nice python scripts/legopet_pipeline.py --dataset-dir /tmp/legopet/data --output /tmp/legopet/run
+
+The 64 × 64 CPU study (docs/legopet.md): ``--preset small`` data and ``--preset tiny.json,small.json``.  An ablation
+(e.g. the paper's p_dp = 0 without guidance) retrains only the diffusion models into another OUTPUT and reuses the
+PnPNet and DeepPET of the first run::
+
+    python scripts/legopet_pipeline.py --dataset-dir D --output O2 --preset tiny.json,small.json --p-dp 0 \
+        --guidance-scale 0 --reuse-regression O1 --stages cdpm,legopet,evaluating,training_progress
 
 Argument parsing only at import; nothing runs until ``main()``.
 """
@@ -22,7 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("pnpnet", "deeppet", "cdpm", "legopet", "evaluating", "training_progress", "sampling_cost")
+STAGES = ("pnpnet", "deeppet", "cdpm", "legopet", "evaluating", "training_progress", "sampling_cost",
+          "guidance_sweep")
 
 
 def _config(*names: str) -> str:
@@ -33,14 +41,25 @@ def _config(*names: str) -> str:
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     """The ``monai.bundle run`` command of every stage."""
     common = ["--dataset_dir", args.dataset_dir, "--bundle_root", args.output]
-    preset = [args.preset] if args.preset else []
+    preset = [p for p in args.preset.split(",") if p]
     regression = ["--max_epochs", str(args.regression_epochs), "--val_interval", str(args.val_interval)]
-    diffusion = ["--max_epochs", str(args.diffusion_epochs), "--ckpt_interval", str(args.ckpt_interval)]
-    evaluation = ["--num_inference_steps", str(args.steps)]
+    pnpnet, deeppet = [], []
+    if args.reuse_regression:
+        results = f"{args.reuse_regression}/results"
+        pnpnet = ["--pnpnet_ckpt", f"{results}/pnpnet/checkpoints/pnpnet_final.pt"]
+        deeppet = ["--deeppet_ckpt", f"{results}/deeppet/checkpoints/deeppet_final.pt"]
+    p_dp = [] if args.p_dp is None else ["--p_dp", repr(args.p_dp)]
+    diffusion = ["--max_epochs", str(args.diffusion_epochs), "--ckpt_interval", str(args.ckpt_interval), *p_dp,
+                 *pnpnet]
+    guidance = [] if args.guidance_scale is None else ["--guidance_scale", repr(args.guidance_scale)]
+    evaluation = ["--num_inference_steps", str(args.steps), *guidance, *pnpnet, *deeppet]
     run = [sys.executable, "-m", "monai.bundle", "run"]
     evaluate = _config("train_legopet.json", "deeppet.json", "evaluate.json", *preset)
     progress = [] if args.progress_slices is None else ["--eval_limit", str(args.progress_slices)]
     ddpm = ["--cost_ddpm_samplers", "[]"] if args.no_ddpm else []
+    sweep = ["--num_inference_steps", str(args.steps), *pnpnet, "--guidance_scales", f"[{args.sweep_scales}]"]
+    if args.sweep_slices is not None:
+        sweep += ["--eval_limit", str(args.sweep_slices)]
     return {
         "pnpnet": [*run, "training", "--config_file", _config("train_pnpnet.json", *preset), *common, *regression],
         "deeppet": [*run, "training", "--config_file",
@@ -52,7 +71,8 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         "training_progress": [*run, "training_progress", "--config_file", evaluate, *common, *evaluation,
                               *progress],
         "sampling_cost": [*run, "sampling_cost", "--config_file", evaluate, *common, "--cost_limit",
-                          str(args.cost_slices), *ddpm],
+                          str(args.cost_slices), *guidance, *pnpnet, *ddpm],
+        "guidance_sweep": [*run, "guidance_sweep", "--config_file", evaluate, *common, *sweep],
     }
 
 
@@ -60,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset-dir", required=True, help="legopet dataset (python -m bundle.data build legopet)")
     parser.add_argument("--output", required=True, help="bundle_root; results go to OUTPUT/results")
-    parser.add_argument("--preset", default="tiny.json", help="preset config layered last ('' = paper defaults)")
+    parser.add_argument("--preset", default="tiny.json",
+                        help="comma-separated preset configs of configs/legopet layered last, in order ('' = paper "
+                        "defaults; 'tiny.json,small.json' = the 64 x 64 CPU study)")
     parser.add_argument("--regression-epochs", type=int, default=40, help="PnPNet and DeepPET epochs")
     parser.add_argument("--diffusion-epochs", type=int, default=40, help="cDPM and LegoPET epochs (equal budgets)")
     parser.add_argument("--val-interval", type=int, default=10)
@@ -69,6 +91,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cost-slices", type=int, default=2, help="slices of the sampling-cost study")
     parser.add_argument("--progress-slices", type=int, default=None, help="test slices of the curve (default all)")
     parser.add_argument("--no-ddpm", action="store_true", help="leave the T-step DDPM row out of the cost study")
+    parser.add_argument("--p-dp", type=float, default=None,
+                        help="condition-dropout probability of both diffusion trainings (default: the config's 0.1)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="λ2 of the table, curve and cost study (default: the config's 1.0)")
+    parser.add_argument("--sweep-scales", default="0,0.5,1,2,4", help="comma-separated λ2 values of guidance_sweep")
+    parser.add_argument("--sweep-slices", type=int, default=None, help="slices of the λ2 sweep (default all)")
+    parser.add_argument("--reuse-regression", default=None, metavar="OUTPUT",
+                        help="use the PnPNet and DeepPET trained under this earlier OUTPUT (for ablations)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
@@ -76,6 +106,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--stages must name stages among {list(STAGES)}, got {unknown}")
     args.stages = stages
+    if args.p_dp is not None and not 0.0 <= args.p_dp <= 1.0:
+        parser.error(f"--p-dp must be in [0, 1], got {args.p_dp}")
+    if args.guidance_scale is not None and not args.guidance_scale >= 0.0:
+        parser.error(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
+    try:
+        scales = [float(v) for v in args.sweep_scales.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--sweep-scales must be comma-separated numbers, got {args.sweep_scales!r}")
+    if not scales or any(not v >= 0.0 for v in scales):
+        parser.error(f"--sweep-scales must hold numbers >= 0, got {args.sweep_scales!r}")
+    args.sweep_scales = ",".join(repr(v) for v in scales)
     return args
 
 

@@ -41,3 +41,34 @@ def test_unknown_stage_is_rejected():
     m = _module()
     with pytest.raises(SystemExit):
         m.parse_args(["--dataset-dir", "d", "--output", "o", "--stages", "pnpnet,gan"])
+
+
+def test_small_preset_ablation_and_sweep_options():
+    """Several presets layer in order; --p-dp reaches both diffusion trainings, --guidance-scale the evaluations,
+    --reuse-regression points trainings and evaluations at an earlier run's PnPNet / DeepPET."""
+    m = _module()
+    commands = m.commands(m.parse_args([
+        "--dataset-dir", "d", "--output", "o2", "--preset", "tiny.json,small.json", "--p-dp", "0",
+        "--guidance-scale", "0", "--reuse-regression", "o1", "--sweep-scales", "0,2", "--sweep-slices", "4"]))
+    for stage in ("cdpm", "legopet", "evaluating", "training_progress", "guidance_sweep"):
+        assert _value(commands[stage], "--config_file").endswith(
+            "'configs/legopet/tiny.json','configs/legopet/small.json']")
+        assert _value(commands[stage], "--pnpnet_ckpt") == "o1/results/pnpnet/checkpoints/pnpnet_final.pt"
+    for stage in ("cdpm", "legopet"):
+        assert _value(commands[stage], "--p_dp") == "0.0" and "--guidance_scale" not in commands[stage]
+    for stage in ("evaluating", "training_progress", "sampling_cost"):
+        assert _value(commands[stage], "--guidance_scale") == "0.0" and "--p_dp" not in commands[stage]
+    assert _value(commands["evaluating"], "--deeppet_ckpt") == "o1/results/deeppet/checkpoints/deeppet_final.pt"
+    sweep = commands["guidance_sweep"]
+    assert sweep[3:5] == ["run", "guidance_sweep"] and "--guidance_scale" not in sweep
+    assert (_value(sweep, "--guidance_scales"), _value(sweep, "--eval_limit")) == ("[0.0,2.0]", "4")
+    plain = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o"]))
+    assert not any(flag in plain[s] for s in plain for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt"))
+
+
+@pytest.mark.parametrize("bad", [["--p-dp", "1.5"], ["--guidance-scale", "-1"], ["--sweep-scales", "1,-2"],
+                                 ["--sweep-scales", "a"]])
+def test_bad_ablation_options_are_rejected(bad):
+    m = _module()
+    with pytest.raises(SystemExit):
+        m.parse_args(["--dataset-dir", "d", "--output", "o", *bad])
