@@ -137,6 +137,9 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Sta
             Stage("upete", "evaluate LPET, Gaussian, NLM, U-Net and the four LDM variants", _bundle_run(
                 "evaluating", _config(*ae, "upete/train_ldm.json", "upete/train_unet.json", "upete/evaluate.json"),
                 *common), ("upete_run/upete/evaluation",)),
+            Stage("upete", "combine LDM-P-CT into one checkpoint (bundle.app / model zoo)", _bundle_run(
+                "combining", _config(*ae, "upete/train_ldm.json", "upete/evaluate.json", "upete/inference.json"),
+                *common, "--variant", "LDM-P-CT")),
         ]
     return stages
 

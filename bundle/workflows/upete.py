@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -461,11 +462,21 @@ def evaluate_upete(
                 panel_images[method] = est
     ceiling: dict[str, tuple[float, float]] = {}
     if models:  # D(E(SPET)) of the shared autoencoder: no latent method can be closer to the SPET than this
-        network = next(iter(models.values()))[0]
+        network, inferer = next(iter(models.values()))
+
+        def round_trip(x: torch.Tensor) -> torch.Tensor:
+            return network.decode(network.encode(x))
+
+        if getattr(inferer, "roi_size", None) is not None:  # the inferer's windows (normalisation depends on them)
+            from monai.inferers import SlidingWindowInferer
+
+            windows = SlidingWindowInferer(roi_size=inferer.roi_size, sw_batch_size=inferer.sw_batch_size,
+                                           overlap=inferer.overlap, mode=inferer.mode)
+            round_trip = partial(windows, network=round_trip)
         values = []
         for case in test:
             with torch.no_grad():
-                recon = network.decode(network.encode(case.spet))
+                recon = round_trip(case.spet)
             values.append(_metrics(recon * case.spet_scale, case.spet * case.spet_scale))
         ceiling = {k: summarise([v[k] for v in values]) if len(values) > 1 else (values[0][k], 0.0)
                    for k in ("PSNR", "SSIM")}
