@@ -1,6 +1,7 @@
 """Build the uPETe torso dataset with a chosen number of subjects (the ``python -m bundle.data`` CLI fixes 2/1/1).
 
-    .venv/bin/python scripts/upete_build_data.py --output /tmp/upete/data --subjects 16 --split 10 2 4 [--full-counts 5e6]
+    .venv/bin/python scripts/upete_build_data.py --output /tmp/upete/data --subjects 16 --split 10 2 4 \
+        [--full-counts 5e6]
 
 Same phantoms, simulation and reconstruction as ``python -m bundle.data build upete --preset tiny``; only the number
 of subjects and the split change (test subjects also get the 1, 2, 5, 20 and 50 % doses), and ``--full-counts``
