@@ -17,17 +17,19 @@ image x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε (paper eq. (3)) is formed by 
 ``timesteps``, as with MONAI's ``DiffusionInferer``.
 
 Exact resume (``configs/legopet/resume.json``) needs more than weights in a checkpoint; the training configs save
-``checkpoint_dict`` = network, optimizer, EMA (diffusion), and three entries defined here:
+``checkpoint_dict`` = network, optimizer, EMA (diffusion), and three entries:
 
-* :class:`TrainerState` (``trainer``): the trainer's ignite state (iteration, epoch).  A proxy attached to the trainer,
-  because a ``CheckpointSaver`` listed in the trainer's own ``train_handlers`` cannot reference ``@trainer``.
-* :class:`RandomStates` (``rng``): the explicit generators (``LegoPETPrepareBatch.generator``: drop mask, timesteps,
-  noise) and torch's global RNG (the training loader's shuffle order, drawn from it by ``DataLoader``).
-* :class:`KeyMetricState` (``validation``, PnPNet / DeepPET): the best validation metric and the best-checkpoint
-  tracking of the evaluator's key-metric saver, so that a resumed run does not overwrite ``*_best.pt`` with a worse
-  model.
+* :class:`~bundle.engines.checkpoints.TrainerState` (``trainer``): the trainer's ignite state (iteration, epoch).
+* :class:`~bundle.engines.checkpoints.RandomStates` (``rng``): the explicit generators
+  (``LegoPETPrepareBatch.generator``: drop mask, timesteps, noise) and torch's global RNG (the training loader's
+  shuffle order, drawn from it by ``DataLoader``); the LegoPET pipelines have no random transforms.
+* :class:`KeyMetricState` (``validation``, PnPNet / DeepPET, defined here): the best validation metric and the
+  best-checkpoint tracking of the evaluator's key-metric saver, so that a resumed run does not overwrite
+  ``*_best.pt`` with a worse model.
 
-:class:`ResumeTraining` loads them all from the newest checkpoint of a folder and refuses to start fresh.  Resuming
+:class:`~bundle.engines.checkpoints.ResumeTraining` loads them all from the newest checkpoint of a folder and refuses
+to start fresh (the first two and the handler are generic and live in :mod:`bundle.engines.checkpoints`, shared with
+the uPETe resume overlay; they are re-exported here).  Resuming
 from a checkpoint written at the end of an epoch (the interval checkpoints, the final one of a finished run) continues
 bit for bit; a final checkpoint that MONAI's saver writes when an exception stops training mid-epoch continues the
 iteration count, but the rest of that epoch sees a new data order (ignite restarts the loader).
@@ -35,18 +37,16 @@ iteration count, but the rest of that epoch sees a new data order (ignite restar
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine
 from monai.engines.utils import DiffusionPrepareBatch
 
-from bundle.engines.checkpoints import ResumeFromLatest, latest_checkpoint
+from bundle.engines.checkpoints import RandomStates, ResumeTraining, TrainerState, resumable_checkpoint
 from bundle.keys import Keys
 from bundle.networks.legopet import LegoPETCondition, PnPNet, null_condition
 
@@ -58,8 +58,6 @@ __all__ = [
     "TrainerState",
     "resumable_checkpoint",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class LegoPETPrepareBatch(DiffusionPrepareBatch):
@@ -186,126 +184,6 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
 
 
 # ---------------------------------------------------------------------------------------------------- resume
-class TrainerState:
-    """The trainer's ignite state as a checkpoint entry (``state_dict`` / ``load_state_dict``).
-
-    List it among the trainer's ``train_handlers`` (MONAI calls :meth:`attach`) and put it into the checkpoint saver's
-    ``save_dict`` under ``"trainer"``: the saver then stores ``trainer.state_dict()`` (iteration, epoch_length,
-    max_epochs) although the saver, itself a train handler, cannot reference the trainer in a config.
-    """
-
-    def __init__(self) -> None:
-        self.engine: Engine | None = None
-
-    def attach(self, engine: Engine) -> None:
-        """Remember ``engine`` (registers no event handler); attaching again replaces it."""
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be an ignite Engine, got {type(engine).__name__}")
-        self.engine = engine
-
-    def _engine(self) -> Engine:
-        if self.engine is None:
-            raise RuntimeError("TrainerState is not attached to a trainer: list it in train_handlers or call attach()")
-        return self.engine
-
-    def state_dict(self) -> dict[str, Any]:
-        """``engine.state_dict()``: ``{"iteration", "epoch_length", "max_epochs"}`` (ignite)."""
-        return dict(self._engine().state_dict())
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """``engine.load_state_dict(state_dict)``."""
-        self._engine().load_state_dict(state_dict)
-
-
-def _distributed_world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return int(torch.distributed.get_world_size())
-    return 1
-
-
-class RandomStates:
-    """States of explicit ``torch.Generator`` objects and of torch's global RNG, as one checkpoint entry.
-
-    ``state_dict()`` = ``{"generators": {name: ByteTensor}, "torch": ByteTensor[, "torch_cuda": [ByteTensor, ...]]}``
-    (``"torch"`` / ``"torch_cuda"`` only with ``include_global``; CUDA states only once CUDA is initialised).  Restoring
-    them at the start of a resumed run makes every later draw (condition dropout, timesteps, noise; the training
-    loader's shuffle order, which ``DataLoader`` draws from the global RNG) equal to the uninterrupted run's.  NumPy's
-    and Python's RNGs are not stored: the LegoPET pipelines have no random transforms.
-
-    Under ``torch.distributed`` with several ranks only rank 0 saves, so :meth:`load_state_dict` leaves every rank's
-    generators as they are (each keeps its own ``seed + rank`` stream; the resumed run is then not bit-identical to an
-    uninterrupted one) and logs a warning.
-
-    Args (keyword-only):
-        generators: name -> ``torch.Generator`` (e.g. ``{"prepare_batch": prepare_batch.generator}``); ``None`` = none.
-        include_global: also store torch's global CPU (and CUDA) RNG state.
-    """
-
-    def __init__(self, *, generators: Mapping[str, torch.Generator] | None = None, include_global: bool = True) -> None:
-        if generators is None:
-            generators = {}
-        if not isinstance(generators, Mapping):
-            raise ValueError(f"generators must be a mapping name -> torch.Generator or None, got {generators!r}")
-        for name, generator in generators.items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"generators keys must be non-empty strings, got {name!r}")
-            if not isinstance(generator, torch.Generator):
-                raise ValueError(
-                    f"generators[{name!r}] must be a torch.Generator, got {type(generator).__name__}"
-                )
-        if not isinstance(include_global, bool):
-            raise ValueError(f"include_global must be a bool, got {include_global!r}")
-        self.generators = dict(generators)
-        self.include_global = include_global
-
-    def state_dict(self) -> dict[str, Any]:
-        """The current states (class docstring)."""
-        state: dict[str, Any] = {"generators": {name: g.get_state() for name, g in self.generators.items()}}
-        if self.include_global:
-            state["torch"] = torch.get_rng_state()
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                state["torch_cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Set the generators (and the global RNG) to ``state_dict``'s states.
-
-        Raises:
-            ValueError: ``state_dict`` is not a mapping with ``"generators"``, names other generators than the
-                configured ones, or lacks the global state while ``include_global`` is set.
-        """
-        if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("generators"), Mapping):
-            raise ValueError(f"state_dict must be a mapping with a 'generators' mapping, got {state_dict!r}")
-        saved = state_dict["generators"]
-        if set(saved) != set(self.generators):
-            raise ValueError(
-                f"state_dict['generators'] holds the generators {sorted(saved)}, the configuration has "
-                f"{sorted(self.generators)}"
-            )
-        if self.include_global and "torch" not in state_dict:
-            raise ValueError(f"state_dict lacks the global RNG state 'torch' (keys {sorted(state_dict)})")
-        if _distributed_world_size() > 1:
-            logger.warning(
-                "RandomStates: %d distributed ranks; the checkpoint holds rank 0's generator states only, so every "
-                "rank keeps its own generators (the resumed run is not bit-identical to an uninterrupted one)",
-                _distributed_world_size(),
-            )
-            return
-        for name, generator in self.generators.items():
-            generator.set_state(torch.as_tensor(saved[name]).cpu())
-        if self.include_global:
-            torch.set_rng_state(torch.as_tensor(state_dict["torch"]).cpu())
-            cuda = state_dict.get("torch_cuda")
-            if cuda is not None and torch.cuda.is_available():
-                if len(cuda) == torch.cuda.device_count():
-                    torch.cuda.set_rng_state_all([torch.as_tensor(c).cpu() for c in cuda])
-                else:
-                    logger.warning(
-                        "RandomStates: the checkpoint holds %d CUDA RNG states, this machine has %d devices; the CUDA "
-                        "RNG is not restored", len(cuda), torch.cuda.device_count(),
-                    )
-
-
 class KeyMetricState:
     """The evaluator's best key metric and its key-metric ``CheckpointSaver``'s tracking, as one checkpoint entry.
 
@@ -347,67 +225,3 @@ class KeyMetricState:
         self.evaluator.state.best_metric = best if math.isfinite(best) else -1
         self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
         self.saver.load_state_dict({"_saved": [(p, str(f)) for p, f in state_dict["saved"]]})
-
-
-def resumable_checkpoint(checkpoint_dir: str | Path, *, trainer_key: str = "trainer") -> Path:
-    """The newest checkpoint of ``checkpoint_dir`` with trainer state (``checkpoints.latest_checkpoint``).
-
-    Raises:
-        ValueError: ``checkpoint_dir`` is not a path.
-        FileNotFoundError: the folder is missing or holds no checkpoint with ``trainer_key`` state; the message names
-            the folder and says how to create one.
-    """
-    if not isinstance(checkpoint_dir, str | Path) or str(checkpoint_dir) == "":
-        raise ValueError(f"checkpoint_dir must be a folder path, got {checkpoint_dir!r}")
-    folder = Path(checkpoint_dir)
-    hint = ("train first without configs/legopet/resume.json (its checkpoint saver stores the trainer state a "
-            "resume needs), or point ckpt_dir / bundle_root at the run to resume")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no checkpoint to resume from: the checkpoint folder {folder} does not exist; {hint}")
-    found = latest_checkpoint(folder, trainer_key=trainer_key)
-    if found is None:
-        raise FileNotFoundError(
-            f"no checkpoint to resume from in {folder}: no *.pt file there holds {trainer_key!r} state; {hint}"
-        )
-    return found
-
-
-class ResumeTraining(ResumeFromLatest):
-    """:class:`bundle.engines.checkpoints.ResumeFromLatest` that requires a checkpoint (the resume overlay's handler).
-
-    Construction (config parsing) already raises ``FileNotFoundError`` naming ``checkpoint_dir`` when it holds no
-    checkpoint with trainer state (:func:`resumable_checkpoint`), so a mistyped folder never silently starts a fresh
-    run.  :meth:`attach` also attaches every not yet attached :class:`TrainerState` of ``load_dict`` (ranks whose
-    ``train_handlers`` are empty under DDP).  Same keyword-only arguments as ``ResumeFromLatest``.
-    """
-
-    def __init__(
-        self,
-        *,
-        checkpoint_dir: str | Path,
-        load_dict: Mapping[str, Any],
-        pattern: str = "*.pt",
-        trainer_key: str = "trainer",
-        strict: bool = True,
-    ) -> None:
-        super().__init__(
-            checkpoint_dir=checkpoint_dir, load_dict=load_dict, pattern=pattern, trainer_key=trainer_key, strict=strict
-        )
-        self.checkpoint = resumable_checkpoint(self.checkpoint_dir, trainer_key=trainer_key)
-
-    def attach(self, engine: Engine) -> None:
-        """Attach unattached :class:`TrainerState` entries, then load at ``Events.STARTED``."""
-        for value in self.load_dict.values():
-            if isinstance(value, TrainerState) and value.engine is None:
-                value.attach(engine)
-        super().attach(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        resumable_checkpoint(self.checkpoint_dir, trainer_key=self.trainer_key)  # still there at the start
-        super().__call__(engine)
-        state = engine.state
-        if state.max_epochs is not None and state.epoch >= state.max_epochs:
-            logger.warning(
-                "the checkpoint %s is at epoch %d, max_epochs is %d: nothing left to train (raise --max_epochs to "
-                "continue)", self.resumed_from, state.epoch, state.max_epochs,
-            )

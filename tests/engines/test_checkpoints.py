@@ -1,4 +1,5 @@
-"""Checkpoint reliability: atomic writes, clear errors for corrupt / foreign files, kill-and-resume, NaN stop."""
+"""Checkpoint reliability: atomic writes, clear errors for corrupt / foreign files, kill-and-resume, NaN stop, the
+random states of an exact resume (MONAI transforms' NumPy states), DDP-wrapped loading."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ from bundle.engines.checkpoints import (
     AtomicDiskSaver,
     CheckpointError,
     NonFiniteLossError,
+    RandomStates,
     ResumeFromLatest,
+    ResumeTraining,
     StopOnNonFiniteLoss,
+    TrainerState,
     latest_checkpoint,
     load_checkpoint,
     load_state_dicts,
+    numpy_random_states,
+    resumable_checkpoint,
     save_checkpoint,
 )
 
@@ -250,3 +256,72 @@ def test_monai_trainer_resumes_from_atomic_saver_files(tmp_path):
     second.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.iteration))
     second.run()
     assert resume.resumed_from is not None and seen[0] == 4 and second.state.iteration == 8
+
+
+# ---------------------------------------------------------------------------------------------------- exact resume
+def test_load_state_dicts_unwraps_data_parallel_modules(tmp_path):
+    """ignite / MONAI savers store DDP / DataParallel networks unwrapped; loading goes into ``module``."""
+    source = torch.nn.Linear(3, 2)
+    path = save_checkpoint({"network": source.state_dict()}, tmp_path / "ckpt.pt")
+    target = torch.nn.DataParallel(torch.nn.Linear(3, 2))
+    load_state_dicts({"network": target}, path)
+    torch.testing.assert_close(target.module.weight, source.weight, rtol=0, atol=0)
+
+
+def _pipeline(*, extra_flip: bool = False):
+    from monai.transforms import Compose, RandFlipd, RandSpatialCropSamplesd
+
+    flips = [RandFlipd(keys="x", prob=0.5, spatial_axis=0) for _ in range(2 if extra_flip else 1)]
+    return Compose([*flips, RandSpatialCropSamplesd(keys="x", roi_size=[2, 2], num_samples=3, random_size=False)])
+
+
+def _crops(pipeline) -> torch.Tensor:
+    x = torch.arange(36.0).reshape(1, 6, 6)
+    return torch.stack([torch.stack([torch.as_tensor(s["x"]) for s in pipeline({"x": x})]) for _ in range(4)])
+
+
+def test_random_states_restore_monai_transform_states():
+    """The NumPy states of MONAI random transforms, nested ones included: a fresh pipeline seeded differently (as a
+    resumed run's DataLoader seeds it) draws the same flips and crops as the original after loading."""
+    original = _pipeline()
+    original.set_random_state(seed=3)
+    _crops(original)  # move on; the cropper gets its own state at its first call
+    states = RandomStates(randomizables={"train_dataset": original}, include_global=False)
+    saved = states.state_dict()
+    assert set(saved) == {"generators", "numpy"}
+    paths = [s["path"] for s in saved["numpy"]["train_dataset"]]
+    assert {"Compose.R", "Compose.transforms[0].R", "Compose.transforms[1].cropper.cropper.R"} <= set(paths)
+    expected = _crops(original)
+    fresh = _pipeline()
+    fresh.set_random_state(seed=99)  # its croppers still use MONAI's class-level default state
+    assert len(numpy_random_states(fresh)) < len(paths)
+    RandomStates(randomizables={"train_dataset": fresh}, include_global=False).load_state_dict(saved)
+    assert torch.equal(_crops(fresh), expected)
+
+
+def test_random_states_name_a_changed_pipeline_or_missing_numpy_states():
+    original = _pipeline()
+    original.set_random_state(seed=3)
+    saved = RandomStates(randomizables={"data": original}, include_global=False).state_dict()
+    changed = _pipeline(extra_flip=True)
+    changed.set_random_state(seed=3)
+    with pytest.raises(ValueError, match="the random transforms changed since the checkpoint was written"):
+        RandomStates(randomizables={"data": changed}, include_global=False).load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"holds the NumPy states of \[\], the configuration has \['data'\]"):
+        RandomStates(randomizables={"data": original}, include_global=False).load_state_dict({"generators": {}})
+    with pytest.raises(ValueError, match="randomizables must be a mapping"):
+        RandomStates(randomizables=[original])  # type: ignore[arg-type]
+
+
+def test_resume_hint_names_the_overlay(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint to resume from in {tmp_path}: .*use the other run"):
+        resumable_checkpoint(tmp_path, hint="use the other run")
+    with pytest.raises(FileNotFoundError, match="without the resume overlay"):
+        ResumeTraining(checkpoint_dir=tmp_path, load_dict={"trainer": TrainerState()})
+
+
+def test_legopet_reexports_the_generic_resume_pieces():
+    from bundle.engines import checkpoints, legopet
+
+    for name in ("TrainerState", "RandomStates", "ResumeTraining", "resumable_checkpoint"):
+        assert getattr(legopet, name) is getattr(checkpoints, name)
