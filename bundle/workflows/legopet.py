@@ -502,11 +502,12 @@ def training_progress(
             rows.append(row)
     _write_csv(out / "progress.csv", list(rows[0]), rows)
     _write_json(out / "progress.json", {"split": split, "slices": len(samples), "use_ema": use_ema, "rows": rows})
-    _progress_figure(rows, out / "progress.png")
+    _metric_curves(rows, out / "progress.png", x_key="iteration", x_label="training iterations")
     return rows
 
 
-def _progress_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def _metric_curves(rows: Sequence[Mapping[str, Any]], path: Path, *, x_key: str, x_label: str) -> Path:
+    """PSNR and SSIM (mean ± std) of every method in ``rows`` against ``rows[i][x_key]``, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -516,10 +517,10 @@ def _progress_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     for name in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == name]
         for ax, k in zip(axes, METRICS, strict=True):
-            ax.errorbar([r["iteration"] for r in mine], [r[k] for r in mine], yerr=[r[f"{k}_std"] for r in mine],
+            ax.errorbar([r[x_key] for r in mine], [r[k] for r in mine], yerr=[r[f"{k}_std"] for r in mine],
                         marker="o", capsize=2, label=name)
     for ax, k in zip(axes, ("PSNR [dB]", "SSIM"), strict=True):
-        ax.set_xlabel("training iterations")
+        ax.set_xlabel(x_label)
         ax.set_ylabel(k)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -667,31 +668,8 @@ def guidance_sweep(
     lines += [f"| {r['method']} | {r['guidance_scale']:g} | {r['nfe_per_slice']:.0f} | {r['PSNR']:.2f} ± "
               f"{r['PSNR_std']:.2f} | {r['SSIM']:.3f} ± {r['SSIM_std']:.3f} |" for r in rows]
     (out / "guidance_sweep.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _sweep_figure(rows, out / "guidance_sweep.png")
+    _metric_curves(rows, out / "guidance_sweep.png", x_key="guidance_scale", x_label="guidance weight λ2")
     return rows
-
-
-def _sweep_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        for ax, k in zip(axes, METRICS, strict=True):
-            ax.errorbar([r["guidance_scale"] for r in mine], [r[k] for r in mine],
-                        yerr=[r[f"{k}_std"] for r in mine], marker="o", capsize=2, label=name)
-    for ax, k in zip(axes, ("PSNR [dB]", "SSIM"), strict=True):
-        ax.set_xlabel("guidance weight λ2")
-        ax.set_ylabel(k)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def default_crop(image_shape: Sequence[int], pad_size: int) -> tuple[int, int, int, int]:
