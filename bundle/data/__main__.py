@@ -1,4 +1,10 @@
-"""Command line: ``python -m bundle.data build {legopet,petdds,upete} --output DIR [--preset tiny|small|paper]``."""
+"""Command line: ``python -m bundle.data build {legopet,petdds,upete} --output DIR [--preset tiny|small|paper]``.
+
+``--subjects N --split TRAIN,VAL,TEST`` (and, for LegoPET, ``--rotations`` / ``--slices`` per subject) override the
+preset; the manifest records the resulting configuration, e.g. a 64 × 64 study with 16 subjects::
+
+    python -m bundle.data build legopet --output data/legopet_16 --preset small --subjects 16 --split 12,2,2
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .build import DatasetKind, DatasetPreset, build_dataset
+from .build import DatasetKind, DatasetPreset, build_dataset, dataset_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +26,30 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--brainweb-dir", type=Path, default=None,
                        help="folder with the brainweb package's cached files (default ~/.brainweb)")
     build.add_argument("--no-progress", action="store_true")
+    build.add_argument("--subjects", type=int, default=None, help="number of subjects (default: the preset's)")
+    build.add_argument("--split", default=None, metavar="TRAIN,VAL,TEST",
+                       help="subjects per split, adding up to --subjects (default: the preset's)")
+    build.add_argument("--rotations", type=int, default=None, help="legopet: rotations per subject")
+    build.add_argument("--slices", type=int, default=None, help="legopet: axial slices per rotation")
     args = parser.parse_args(argv)
+    overrides = {name: getattr(args, name) for name in ("subjects", "rotations", "slices")
+                 if getattr(args, name) is not None}
+    if any(value < 1 for value in overrides.values()):
+        parser.error(f"--subjects, --rotations and --slices must be >= 1, got {overrides}")
+    if args.split is not None:
+        try:
+            split = tuple(int(v) for v in args.split.split(","))
+        except ValueError:
+            split = ()
+        if len(split) != 3 or min(split) < 0:
+            parser.error(f"--split must be three counts >= 0 as TRAIN,VAL,TEST, got {args.split!r}")
+        overrides["split"] = split
+    try:
+        dataset_config(args.kind, args.preset, **overrides)
+    except ValueError as error:
+        parser.error(str(error))
     datalist = build_dataset(args.kind, output=args.output, preset_name=args.preset, seed=args.seed,
-                             brainweb_dir=args.brainweb_dir, progress=not args.no_progress)
+                             brainweb_dir=args.brainweb_dir, progress=not args.no_progress, **overrides)
     counts = ", ".join(f"{k}: {len(v)}" for k, v in datalist.items())
     print(f"{args.kind} dataset in {args.output.resolve()} ({counts}); see datalist.json and manifest.json")
     return 0

@@ -142,3 +142,36 @@ def test_small_legopet_preset_builds_64_by_64_slices(tmp_path, head_brains):
 def test_preset_missing_for_a_kind():
     with pytest.raises(ValueError, match=r"preset_name must be one of \['paper', 'tiny'\] for a petdds dataset"):
         dataset_config("petdds", "small")
+
+
+def test_command_line_overrides_reach_the_manifest(tmp_path, head_brains):
+    """``--subjects/--split/--rotations/--slices`` override the preset and are recorded in the manifest."""
+    from bundle.data.__main__ import main
+
+    out = tmp_path / "d"
+    assert main(["build", "legopet", "--output", str(out), "--preset", "small", "--subjects", "3", "--split",
+                 "1,1,1", "--rotations", "1", "--slices", "1", "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["config"]["subjects"], manifest["config"]["split"]) == (3, [1, 1, 1])
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
+    assert sorted(head_brains) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad", [["--split", "1,1"], ["--split", "a,b,c"], ["--subjects", "0"],
+                                 ["--subjects", "5"], ["--split", "2,1,-1"]])
+def test_command_line_rejects_bad_overrides(tmp_path, bad, capsys):
+    from bundle.data.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "legopet", "--output", str(tmp_path / "d"), *bad])
+    assert not (tmp_path / "d").exists()
+    assert "error" in capsys.readouterr().err
+
+
+def test_command_line_rejects_options_a_kind_does_not_have(tmp_path, capsys):
+    from bundle.data.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "petdds", "--output", str(tmp_path / "d"), "--rotations", "2"])
+    assert "unknown petdds option(s) ['rotations']" in capsys.readouterr().err

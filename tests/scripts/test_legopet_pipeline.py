@@ -63,11 +63,19 @@ def test_small_preset_ablation_and_sweep_options():
     assert sweep[3:5] == ["run", "guidance_sweep"] and "--guidance_scale" not in sweep
     assert (_value(sweep, "--guidance_scales"), _value(sweep, "--eval_limit")) == ("[0.0,2.0]", "4")
     plain = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o"]))
-    assert not any(flag in plain[s] for s in plain for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt"))
+    assert not any(flag in plain[s] for s in plain
+                   for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt", "--learning_rate"))
+
+
+def test_diffusion_learning_rate_reaches_only_the_diffusion_trainings():
+    m = _module()
+    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o", "--diffusion-lr", "2e-4"]))
+    assert _value(commands["cdpm"], "--learning_rate") == _value(commands["legopet"], "--learning_rate") == "0.0002"
+    assert not any("--learning_rate" in commands[s] for s in commands if s not in ("cdpm", "legopet"))
 
 
 @pytest.mark.parametrize("bad", [["--p-dp", "1.5"], ["--guidance-scale", "-1"], ["--sweep-scales", "1,-2"],
-                                 ["--sweep-scales", "a"]])
+                                 ["--sweep-scales", "a"], ["--diffusion-lr", "0"]])
 def test_bad_ablation_options_are_rejected(bad):
     m = _module()
     with pytest.raises(SystemExit):
