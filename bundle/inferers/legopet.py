@@ -8,10 +8,15 @@ For a batch of sinograms s ``(B, 1, H, W)`` (already on the padded image grid, e
 3. For every t of the scheduler's ``timesteps`` (DDPM: all T = 1000 as the paper; DDIM: k steps)::
 
        ε̃ = (1 + λ2) ε_θ(x_t, t, C) − λ2 ε_θ(x_t, t, ∅)         (paper §2.3, Ho & Salimans 2022)
-       x_{t−1} = scheduler.step(ε̃, t, x_t)                     (paper eqs. (4)-(5); DDPM noise from the generator)
+       x_{t−1} = scheduler.step(ε̃, t, x_t)                     (DDPM: paper eqs. (4)-(5); noise from the generator)
+       x_{t'}  = DDIM update of ε̃ from t to the next t' of the schedule   (DDIM: :mod:`bundle.diffusion.ddim`)
 
    With λ2 = 0 the unconditional branch is not evaluated and ε̃ = ε_θ(x_t, t, C) exactly.  Otherwise the
    conditional and unconditional inputs of a chunk go through the network as one batch of 2 × ``chunk_size``.
+   DDIM takes t' from the schedule itself (``previous_timestep`` = ``next_in_schedule``), not MONAI's
+   ``DDIMScheduler.step``, whose t − T // k disagrees with its own linspace ``timesteps`` (the sample would be moved
+   to one noise level and the network asked about another; :mod:`bundle.diffusion.ddim`).  x̂_0 is clipped as MONAI
+   does when the scheduler's ``clip_sample`` is set.
 4. x_0 is cropped to the unpadded image (``crop`` = (top, left, height, width), e.g. the 172 × 172 image inside the
    256 × 256 grid).
 
@@ -36,6 +41,7 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
+from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
 from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition
 
 __all__ = ["LegoPETInferer", "LegoPETTrainingInferer"]
@@ -114,6 +120,8 @@ class LegoPETInferer(Inferer):
         progress: tqdm progress bar over the steps.
         chunk_size: samples per network call (the network sees up to 2 × ``chunk_size`` with guidance).
         seed: seed of the generator used when ``__call__`` gets none.
+        previous_timestep: DDIM only: :class:`bundle.diffusion.ddim.PreviousTimestep` (default
+            ``next_in_schedule``; ``ddim_step`` reproduces MONAI's ``DDIMScheduler.step`` loop).
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class LegoPETInferer(Inferer):
         progress: bool = False,
         chunk_size: int = 16,
         seed: int = 0,
+        previous_timestep: PreviousTimestep | str = PreviousTimestep.NEXT_IN_SCHEDULE,
     ) -> None:
         super().__init__()
         if not isinstance(scheduler, DDPMScheduler | DDIMScheduler):
@@ -168,6 +177,12 @@ class LegoPETInferer(Inferer):
         self.progress = progress
         self.chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
         self.seed = _check_int(seed, "seed", minimum=0)
+        try:
+            self.previous_timestep = PreviousTimestep(previous_timestep)
+        except ValueError:
+            raise ValueError(
+                f"previous_timestep must be one of {[p.value for p in PreviousTimestep]}, got {previous_timestep!r}"
+            ) from None
 
     @staticmethod
     def _check_crop(crop: Sequence[int] | None) -> tuple[int, int, int, int] | None:
@@ -278,13 +293,25 @@ class LegoPETInferer(Inferer):
         condition = self.condition(sinogram)
         x_t = torch.randn(sinogram.shape, generator=generator, dtype=sinogram.dtype, device=sinogram.device)
         self.scheduler.set_timesteps(self.num_inference_steps, device=sinogram.device)
-        for t in tqdm(self.scheduler.timesteps.tolist(), disable=not self.progress, desc="LegoPET"):
-            eps = self.guided_noise(network, x_t, int(t), condition)
+        timesteps = [int(t) for t in self.scheduler.timesteps.tolist()]
+        for index, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="LegoPET")):
+            eps = self.guided_noise(network, x_t, t, condition)
             if isinstance(self.scheduler, DDIMScheduler):
-                x_t, _ = self.scheduler.step(eps, int(t), x_t, eta=self.eta, generator=generator)
+                x_t = self._ddim_step(eps, x_t, timesteps, index, generator)
             else:
-                x_t, _ = self.scheduler.step(eps, int(t), x_t, generator=generator)
+                x_t, _ = self.scheduler.step(eps, t, x_t, generator=generator)
         return self.crop_image(x_t)
+
+    def _ddim_step(
+        self, eps: torch.Tensor, x_t: torch.Tensor, timesteps: list[int], index: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """x_t → x_{t'} (t' per ``previous_timestep``), x̂_0 clipped as the scheduler's ``clip_sample`` says."""
+        alpha_t, alpha_prev = ddim_alphas(self.scheduler, timesteps, index, previous_timestep=self.previous_timestep)
+        alpha_t = alpha_t.to(dtype=x_t.dtype, device=x_t.device)
+        x0 = (x_t - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
+        if self.scheduler.clip_sample:
+            x0 = x0.clamp(*self.scheduler.clip_sample_values)
+        return ddim_update(x0, eps, alpha_t, alpha_prev, eta=self.eta, generator=generator)
 
 
 class LegoPETTrainingInferer(Inferer):

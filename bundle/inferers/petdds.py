@@ -97,6 +97,7 @@ import torch
 from monai.inferers import Inferer
 from tqdm.auto import tqdm
 
+from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
@@ -115,15 +116,6 @@ __all__ = [
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, torch.Tensor], object]
-
-
-class PreviousTimestep(StrEnum):
-    """How t_prev follows t in the DDIM re-noising (see the module docstring)."""
-
-    NEXT_IN_SCHEDULE = "next_in_schedule"
-    """t_prev = the next entry of ``scheduler.timesteps`` (default)."""
-    DDIM_STEP = "ddim_step"
-    """t_prev = t − num_train_timesteps // num_inference_steps, as ``DDIMScheduler.step``."""
 
 
 class Preconditioner(StrEnum):
@@ -432,17 +424,6 @@ class PETDDSInferer(Inferer):
             outputs.append(eps[:, 0].to(dtype=x_t.dtype, device=x_t.device))
         return torch.cat(outputs)
 
-    def _alphas(self, timesteps: list[int], index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ᾱ_t, ᾱ_prev) for t = timesteps[index]; ᾱ_prev = final_alpha_cumprod when t_prev < 0 or t is the last."""
-        t = timesteps[index]
-        if self.previous_timestep is PreviousTimestep.DDIM_STEP:
-            prev = t - self.scheduler.num_train_timesteps // self.num_inference_steps
-        else:
-            prev = timesteps[index + 1] if index + 1 < len(timesteps) else -1
-        alpha_t = self.scheduler.alphas_cumprod[t]
-        alpha_prev = self.scheduler.alphas_cumprod[prev] if prev >= 0 else self.scheduler.final_alpha_cumprod
-        return alpha_t, alpha_prev
-
     # ------------------------------------------------------------------ sampler
     @torch.no_grad()
     def __call__(  # type: ignore[override]
@@ -509,7 +490,10 @@ class PETDDSInferer(Inferer):
         subset_counter = 0
         timesteps = [int(t) for t in self.scheduler.timesteps.tolist()]
         for step, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="PET-DDS")):
-            alpha_t, alpha_prev = (a.to(dtype=dtype, device=device) for a in self._alphas(timesteps, step))
+            alpha_t, alpha_prev = (
+                a.to(dtype=dtype, device=device)
+                for a in ddim_alphas(self.scheduler, timesteps, step, previous_timestep=self.previous_timestep)
+            )
             if self.prior_enabled:
                 start = self._clock(device)
                 eps = self.predict_noise(network, x_t, int(t))  # type: ignore[arg-type]
@@ -526,13 +510,7 @@ class PETDDSInferer(Inferer):
             if self.callback is not None:
                 self.callback(step, x.clone())
             if self.prior_enabled:
-                x0_norm = x / scale
-                variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
-                sigma = self.eta * variance**0.5
-                x_t = alpha_prev**0.5 * x0_norm + (1 - alpha_prev - sigma**2) ** 0.5 * eps
-                if self.eta > 0:
-                    noise = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
-                    x_t = x_t + sigma * noise.to(device)
+                x_t = ddim_update(x / scale, eps, alpha_t, alpha_prev, eta=self.eta, generator=generator)
         total = self._clock(device) - call_start
         parts = self.timings["network_s"] + self.timings["projector_s"] + self.timings["osem_s"]
         self.timings.update(other_s=total - parts, total_s=total)
