@@ -1,6 +1,7 @@
-"""Run the whole LegoPET study through `python -m monai.bundle run`: train PnPNet, DeepPET, cDPM and LegoPET with
-equal budgets (cDPM and LegoPET: same epochs, batch, seed and interval checkpoints), then the evaluation table, the
-training-progress curve, the DDIM-vs-DDPM sampling cost and the guidance-weight (λ2) sweep.  Prints every command,
+"""Run the whole LegoPET study through `python -m monai.bundle run`: train PnPNet, DeepPET, the GAN baselines (cGAN,
+Pix2Pix), cDPM and LegoPET with equal budgets (DeepPET and the GANs: the regression epochs; cDPM and LegoPET: same
+epochs, batch, seed and interval checkpoints), then the evaluation table, the training-progress curve, the
+DDIM-vs-DDPM sampling cost and the guidance-weight (λ2) sweep.  Prints every command,
 writes them to ``OUTPUT/pipeline_commands.sh`` and the wall time of every stage to ``OUTPUT/pipeline_timings.json``.
 
 Example (CPU preset on the embedded-default data)::
@@ -14,6 +15,11 @@ PnPNet and DeepPET of the first run::
 
     python scripts/legopet_pipeline.py --dataset-dir D --output O2 --preset tiny.json,small.json --p-dp 0 \
         --guidance-scale 0 --reuse-regression O1 --stages cdpm,legopet,evaluating,training_progress
+
+The table gets the cGAN / Pix2Pix rows (``evaluate.json``'s ``gan_rows``, with ``gan.json`` layered) for each GAN
+whose stage is part of this run, else whose final checkpoint exists under ``--reuse-regression`` (used from
+there), else under OUTPUT (an earlier run into the same folder); a GAN found nowhere is left out of the table.  The
+checkpoints are looked up when the commands are built, before any stage runs.
 
 Argument parsing only at import; nothing runs until ``main()``.
 """
@@ -29,13 +35,35 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("pnpnet", "deeppet", "cdpm", "legopet", "evaluating", "training_progress", "sampling_cost",
-          "guidance_sweep")
+STAGES = ("pnpnet", "deeppet", "cgan", "pix2pix", "cdpm", "legopet", "evaluating", "training_progress",
+          "sampling_cost", "guidance_sweep")
+GANS = {"cgan": "cGAN", "pix2pix": "Pix2Pix"}
+"""GAN stage (= model name, config file and checkpoint option prefix) → row name of the evaluation table."""
 
 
 def _config(*names: str) -> str:
     files = ["configs/common.json", *(f"configs/legopet/{n}" for n in names)]
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def _final(output: str, model: str) -> Path:
+    return Path(output) / "results" / model / "checkpoints" / f"{model}_final.pt"
+
+
+def gan_rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The GAN rows of the table and the ``--<model>_ckpt`` options that point at reused checkpoints (module
+    docstring: this run's stage, else ``--reuse-regression``, else OUTPUT)."""
+    rows, options = [], []
+    for model, row in GANS.items():
+        reused = _final(args.reuse_regression, model) if args.reuse_regression else None
+        if model in args.stages:
+            rows.append(row)
+        elif reused is not None and reused.is_file():
+            rows.append(row)
+            options += [f"--{model}_ckpt", str(reused)]
+        elif _final(args.output, model).is_file():
+            rows.append(row)
+    return rows, options
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -56,6 +84,11 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     evaluation = ["--num_inference_steps", str(args.steps), *guidance, *pnpnet, *deeppet]
     run = [sys.executable, "-m", "monai.bundle", "run"]
     evaluate = _config("train_legopet.json", "deeppet.json", "evaluate.json", *preset)
+    rows, gan_ckpts = gan_rows(args)
+    table = ([*run, "evaluating", "--config_file", evaluate, *common, *evaluation] if not rows else
+             [*run, "evaluating", "--config_file", _config("train_legopet.json", "deeppet.json", "evaluate.json",
+                                                           "gan.json", *preset),
+              *common, *evaluation, "--gan_rows", "[" + ",".join(f"'{r}'" for r in rows) + "]", *gan_ckpts])
     progress = [] if args.progress_slices is None else ["--eval_limit", str(args.progress_slices)]
     ddpm = ["--cost_ddpm_samplers", "[]"] if args.no_ddpm else []
     sweep = ["--num_inference_steps", str(args.steps), *pnpnet, "--guidance_scales", f"[{args.sweep_scales}]"]
@@ -65,10 +98,13 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         "pnpnet": [*run, "training", "--config_file", _config("train_pnpnet.json", *preset), *common, *regression],
         "deeppet": [*run, "training", "--config_file",
                     _config("train_pnpnet.json", "deeppet.json", "train_deeppet.json", *preset), *common, *regression],
+        **{model: [*run, "training", "--config_file",
+                   _config("train_pnpnet.json", "gan.json", f"{model}.json", *preset), *common, *regression]
+           for model in GANS},
         "cdpm": [*run, "training", "--config_file", _config("train_legopet.json", "cdpm.json", *preset), *common,
                  *diffusion],
         "legopet": [*run, "training", "--config_file", _config("train_legopet.json", *preset), *common, *diffusion],
-        "evaluating": [*run, "evaluating", "--config_file", evaluate, *common, *evaluation],
+        "evaluating": table,
         "training_progress": [*run, "training_progress", "--config_file", evaluate, *common, *evaluation,
                               *progress],
         "sampling_cost": [*run, "sampling_cost", "--config_file", evaluate, *common, "--cost_limit",
@@ -84,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="tiny.json",
                         help="comma-separated preset configs of configs/legopet layered last, in order ('' = paper "
                         "defaults; 'tiny.json,small.json' = the 64 x 64 CPU study)")
-    parser.add_argument("--regression-epochs", type=int, default=40, help="PnPNet and DeepPET epochs")
+    parser.add_argument("--regression-epochs", type=int, default=40, help="PnPNet, DeepPET, cGAN and Pix2Pix epochs")
     parser.add_argument("--diffusion-epochs", type=int, default=40, help="cDPM and LegoPET epochs (equal budgets)")
     parser.add_argument("--val-interval", type=int, default=10)
     parser.add_argument("--ckpt-interval", type=int, default=10, help="epochs between progress-curve checkpoints")
@@ -101,7 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep-scales", default="0,0.5,1,2,4", help="comma-separated λ2 values of guidance_sweep")
     parser.add_argument("--sweep-slices", type=int, default=None, help="slices of the λ2 sweep (default all)")
     parser.add_argument("--reuse-regression", default=None, metavar="OUTPUT",
-                        help="use the PnPNet and DeepPET trained under this earlier OUTPUT (for ablations)")
+                        help="use the PnPNet and DeepPET trained under this earlier OUTPUT (for ablations), and its "
+                        "cGAN / Pix2Pix where it has them and their stages are not part of this run")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]

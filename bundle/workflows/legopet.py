@@ -1,6 +1,6 @@
 """LegoPET evaluation workflows on a ``legopet`` dataset (``python -m bundle.data build legopet``): the method table
-(OSEM, DeepPET, cDPM, LegoPET), the training-progress curve (cDPM vs LegoPET, the paper's Fig. 3 ablation), the
-DDIM-vs-DDPM sampling cost and the guidance-weight (λ2) sweep.
+(OSEM, DeepPET, cGAN, Pix2Pix, cDPM, LegoPET; the GAN rows optional), the training-progress curve (cDPM vs LegoPET,
+the paper's Fig. 3 ablation), the DDIM-vs-DDPM sampling cost and the guidance-weight (λ2) sweep.
 
 Conventions
 -----------
@@ -17,6 +17,8 @@ Conventions
 - PSNR = 10 log10(L² / MSE) and SSIM (Gaussian σ = 1.5, 11 taps, k1 = 0.01, k2 = 0.03) from :mod:`bundle.metrics`
   with L = max r per slice (``DataRange.REFERENCE_MAX``, "reference-normalised"), over the whole unpadded image
   (no mask).  Table values: mean ± sample std (ddof 1) over the slices.
+- GAN rows (:func:`gan_predictors`): the generator of the cGAN / Pix2Pix trainings (``configs/legopet/gan.json``)
+  with the ``network`` weights of its checkpoint, one forward pass per slice, like DeepPET.
 - Diffusion rows: one ``torch.Generator`` seeded with ``seed`` per method on the inputs' device, so cDPM and LegoPET
   start from the same x_T for every slice.  Timings: wall-clock seconds per slice (batch time / batch size;
   ``time.perf_counter``, CUDA synchronised).
@@ -61,6 +63,7 @@ from bundle.transforms.legopet import (
 from .._checks import check_int
 
 __all__ = [
+    "GAN_METHODS",
     "METHODS",
     "METRICS",
     "CountingNetwork",
@@ -70,6 +73,7 @@ __all__ = [
     "checkpoint_weights",
     "default_crop",
     "evaluate_legopet",
+    "gan_predictors",
     "guidance_sweep",
     "list_checkpoints",
     "load_samples",
@@ -79,8 +83,10 @@ __all__ = [
     "training_progress",
 ]
 
-METHODS: tuple[str, ...] = ("OSEM", "DeepPET", "cDPM", "LegoPET")
-"""Row names, in table order, exactly as they appear in tables, CSV and JSON."""
+METHODS: tuple[str, ...] = ("OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM", "LegoPET")
+"""Row names, in table order (the paper's Table 1), exactly as they appear in tables, CSV and JSON."""
+GAN_METHODS: tuple[str, ...] = ("cGAN", "Pix2Pix")
+"""The optional GAN rows (:func:`gan_predictors`)."""
 METRICS: tuple[str, ...] = ("PSNR", "SSIM")
 """Metric columns (PSNR in dB, SSIM as a fraction)."""
 
@@ -260,6 +266,56 @@ class DiffusionPredictor:
         return self.inferer(sinogram, self.network, generator=self.generator)
 
 
+def gan_predictors(
+    rows: Sequence[str],
+    *,
+    generator: torch.nn.Module | None,
+    checkpoints: Mapping[str, str | Path],
+    crop: Sequence[int],
+    device: torch.device | str | None = None,
+) -> dict[str, RegressionPredictor]:
+    """The GAN rows of the table: ``{row: RegressionPredictor}`` for every name in ``rows``, each a copy of
+    ``generator`` with the ``network`` weights of ``checkpoints[row]`` (no EMA), in eval mode on ``device``.
+
+    Args:
+        rows: names among :data:`GAN_METHODS` (``[]`` = no GAN rows: returns ``{}`` and needs nothing else).
+        generator: the generator architecture (``configs/legopet/gan.json``'s ``generator_def``); ``None`` is
+            allowed only without rows.
+        checkpoints: ``{row: path}``, e.g. ``<output_dir>/cgan/checkpoints/cgan_final.pt``.
+        crop: ``(top, left, h, w)`` of the unpadded image, as :class:`RegressionPredictor`.
+
+    Raises:
+        TypeError: ``rows`` is no sequence of names, or rows are requested without a generator module.
+        ValueError: an unknown or repeated row, or a row without an entry in ``checkpoints``.
+        FileNotFoundError: a requested row's checkpoint does not exist (the message names the file and the option
+            that sets it).
+    """
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise TypeError(f"gan_rows must be a list of names among {list(GAN_METHODS)}, got {rows!r}")
+    rows = list(rows)
+    unknown = [r for r in rows if r not in GAN_METHODS]
+    if unknown or len(set(rows)) != len(rows):
+        raise ValueError(f"gan_rows must name distinct rows among {list(GAN_METHODS)}, got {rows!r}")
+    if not rows:
+        return {}
+    if not isinstance(generator, torch.nn.Module):
+        raise TypeError(f"gan_rows {rows} need the generator network (generator_def: layer configs/legopet/gan.json "
+                        f"after configs/legopet/evaluate.json), got {type(generator).__name__}")
+    if not isinstance(checkpoints, Mapping) or any(r not in checkpoints for r in rows):
+        raise ValueError(f"checkpoints must map every requested row {rows} to a checkpoint path, got {checkpoints!r}")
+    predictors = {}
+    for row in rows:
+        path = Path(checkpoints[row])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"gan_rows requests the {row} row, but its checkpoint {path} does not exist: train it "
+                f"(configs/legopet/gan.json + configs/legopet/{row.lower()}.json) or set --{row.lower()}_ckpt"
+            )
+        network = load_weights(copy.deepcopy(generator), path, use_ema=False)
+        predictors[row] = RegressionPredictor(network=network if device is None else network.to(device), crop=crop)
+    return predictors
+
+
 # ---------------------------------------------------------------------------------------------------- core loop
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -384,7 +440,7 @@ def evaluate_legopet(
     Args:
         dataset_dir: legopet dataset folder.
         output_dir: where ``metrics.csv``, ``summary.json``, ``table.md`` and ``figure.png`` go (created).
-        predictors: ``{"DeepPET"|"cDPM"|"LegoPET": predictor}`` (:class:`RegressionPredictor`,
+        predictors: ``{"DeepPET"|"cGAN"|"Pix2Pix"|"cDPM"|"LegoPET": predictor}`` (:class:`RegressionPredictor`,
             :class:`DiffusionPredictor` or any callable with the :data:`Predictor` contract); rows follow
             :data:`METHODS` order.
         include_osem: add the OSEM row (needs ``osem`` in every entry).

@@ -80,3 +80,67 @@ def test_bad_ablation_options_are_rejected(bad):
     m = _module()
     with pytest.raises(SystemExit):
         m.parse_args(["--dataset-dir", "d", "--output", "o", *bad])
+
+
+def _touch_final(output: Path, model: str) -> Path:
+    path = output / "results" / model / "checkpoints" / f"{model}_final.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def test_gan_stages_train_like_deeppet_and_add_their_rows(tmp_path):
+    """cgan / pix2pix: the regression workflow with gan.json and their own file, the regression budget; a run with
+    them evaluates with gan.json layered after evaluate.json and both GAN rows (their default checkpoints)."""
+    m = _module()
+    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", str(tmp_path / "o"), "--preset",
+                                        "tiny.json,small.json", "--regression-epochs", "9", "--val-interval", "3"]))
+    for model in ("cgan", "pix2pix"):
+        command = commands[model]
+        assert command[3:5] == ["run", "training"]
+        assert _value(command, "--config_file") == (
+            "['configs/common.json','configs/legopet/train_pnpnet.json','configs/legopet/gan.json',"
+            f"'configs/legopet/{model}.json','configs/legopet/tiny.json','configs/legopet/small.json']")
+        assert (_value(command, "--max_epochs"), _value(command, "--val_interval")) == ("9", "3")
+        assert command[command.index("--config_file") + 2:] == commands["deeppet"][
+            commands["deeppet"].index("--config_file") + 2:]  # same data, output and budget options as DeepPET
+    evaluating = commands["evaluating"]
+    assert _value(evaluating, "--config_file").endswith(
+        "'configs/legopet/evaluate.json','configs/legopet/gan.json','configs/legopet/tiny.json',"
+        "'configs/legopet/small.json']")
+    assert _value(evaluating, "--gan_rows") == "['cGAN','Pix2Pix']"
+    assert "--cgan_ckpt" not in evaluating and "--pix2pix_ckpt" not in evaluating
+    assert "gan.json" not in _value(commands["training_progress"], "--config_file")
+    assert m.STAGES.index("deeppet") < m.STAGES.index("cgan") < m.STAGES.index("pix2pix") < m.STAGES.index("cdpm")
+
+
+def test_evaluation_without_gans_is_unchanged(tmp_path):
+    m = _module()
+    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", str(tmp_path / "o"), "--stages",
+                                        "pnpnet,deeppet,cdpm,legopet,evaluating"]))
+    assert commands["evaluating"] == [
+        *commands["evaluating"][:3], "run", "evaluating", "--config_file",
+        "['configs/common.json','configs/legopet/train_legopet.json','configs/legopet/deeppet.json',"
+        "'configs/legopet/evaluate.json','configs/legopet/tiny.json']",
+        "--dataset_dir", "d", "--bundle_root", str(tmp_path / "o"), "--num_inference_steps", "20"]
+
+
+def test_gan_rows_come_from_the_reused_run_or_an_earlier_run_into_the_same_output(tmp_path):
+    """Not trained in this run: a GAN of --reuse-regression (its checkpoint given explicitly) comes before one of
+    OUTPUT (the default path); a GAN found nowhere is left out; a GAN stage of this run wins over both."""
+    m = _module()
+    earlier, output = tmp_path / "earlier", tmp_path / "o"
+    reused = _touch_final(earlier, "pix2pix")
+    base = ["--dataset-dir", "d", "--output", str(output), "--reuse-regression", str(earlier)]
+    evaluating = m.commands(m.parse_args([*base, "--stages", "cdpm,legopet,evaluating"]))["evaluating"]
+    assert _value(evaluating, "--gan_rows") == "['Pix2Pix']"
+    assert _value(evaluating, "--pix2pix_ckpt") == str(reused) and "--cgan_ckpt" not in evaluating
+    assert _value(evaluating, "--deeppet_ckpt") == f"{earlier}/results/deeppet/checkpoints/deeppet_final.pt"
+
+    _touch_final(output, "cgan")
+    _touch_final(output, "pix2pix")
+    evaluating = m.commands(m.parse_args([*base, "--stages", "evaluating"]))["evaluating"]
+    assert _value(evaluating, "--gan_rows") == "['cGAN','Pix2Pix']"
+    assert "--cgan_ckpt" not in evaluating and _value(evaluating, "--pix2pix_ckpt") == str(reused)
+    evaluating = m.commands(m.parse_args([*base, "--stages", "pix2pix,evaluating"]))["evaluating"]
+    assert "--pix2pix_ckpt" not in evaluating  # trained here: its own default checkpoint

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from bundle.workflows.legopet import (
     checkpoint_weights,
     default_crop,
     evaluate_legopet,
+    gan_predictors,
     guidance_sweep,
     list_checkpoints,
     load_samples,
@@ -186,6 +188,55 @@ def test_evaluate_argument_checks(dataset, tmp_path):
         evaluate_legopet(dataset, output_dir=tmp_path, predictors={}, split="validation")
 
 
+def test_gan_rows_sit_between_deeppet_and_the_diffusion_models(dataset, tmp_path):
+    """The paper's Table-1 order, whatever the order of the predictors mapping."""
+    predictors = {name: RegressionPredictor(network=_Constant(v), crop=CROP)
+                  for name, v in (("Pix2Pix", 0.3), ("cDPM", 0.1), ("DeepPET", 0.5), ("cGAN", 0.4))}
+    summary = evaluate_legopet(dataset, output_dir=tmp_path, predictors=predictors, limit=1)
+    assert list(summary["methods"]) == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM"]
+    table = (tmp_path / "table.md").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM"]
+
+
+def _scale_checkpoint(path: Path, weight: float) -> Path:
+    """A 1 × 1 convolution checkpoint x ↦ weight · x, with a decoy 'ema' entry the GAN rows must not use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"network": {"weight": torch.full((1, 1, 1, 1), weight)},
+                "ema": {"weight": torch.full((1, 1, 1, 1), -1.0)}}, path)
+    return path
+
+
+def test_gan_predictors_load_each_rows_network_weights(tmp_path):
+    generator = torch.nn.Conv2d(1, 1, 1, bias=False)
+    before = generator.weight.detach().clone()
+    checkpoints = {"cGAN": _scale_checkpoint(tmp_path / "c.pt", 2.0),
+                   "Pix2Pix": _scale_checkpoint(tmp_path / "p.pt", 3.0)}
+    predictors = gan_predictors(["Pix2Pix", "cGAN"], generator=generator, checkpoints=checkpoints, crop=CROP)
+    s = torch.rand(2, 1, 256, 256)
+    assert list(predictors) == ["Pix2Pix", "cGAN"]
+    torch.testing.assert_close(predictors["cGAN"](s), 2.0 * s[:, :, 42:214, 42:214])
+    torch.testing.assert_close(predictors["Pix2Pix"](s), 3.0 * s[:, :, 42:214, 42:214])
+    assert torch.equal(generator.weight.detach(), before)  # every row loads into its own copy
+    assert gan_predictors([], generator=None, checkpoints={}, crop=CROP) == {}  # no rows: no generator needed
+
+
+def test_gan_predictors_argument_checks(tmp_path):
+    generator = torch.nn.Conv2d(1, 1, 1, bias=False)
+    ok = {"cGAN": _scale_checkpoint(tmp_path / "c.pt", 2.0)}
+    with pytest.raises(TypeError, match="gan_rows must be a list of names"):
+        gan_predictors("cGAN", generator=generator, checkpoints=ok, crop=CROP)
+    for rows in (["GAN"], ["cGAN", "cGAN"]):
+        with pytest.raises(ValueError, match="gan_rows must name distinct rows among"):
+            gan_predictors(rows, generator=generator, checkpoints=ok, crop=CROP)
+    with pytest.raises(TypeError, match=r"configs/legopet/gan\.json"):
+        gan_predictors(["cGAN"], generator=None, checkpoints=ok, crop=CROP)
+    with pytest.raises(ValueError, match="checkpoints must map every requested row"):
+        gan_predictors(["Pix2Pix"], generator=generator, checkpoints=ok, crop=CROP)
+    missing = tmp_path / "run" / "pix2pix_final.pt"
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(missing))}.*--pix2pix_ckpt"):
+        gan_predictors(["cGAN", "Pix2Pix"], generator=generator, checkpoints={**ok, "Pix2Pix": missing}, crop=CROP)
+
+
 # ---------------------------------------------------------------------------------------------------- diffusion
 class _Bias(torch.nn.Module):
     """ε_θ = b (a learned constant): the DDIM sample is then a known function of b and x_T."""
@@ -243,10 +294,10 @@ def test_training_progress_evaluates_every_checkpoint(dataset, tmp_path):
     x = torch.randn((1, 1, 256, 256), generator=g)
     sched = DDIMScheduler(num_train_timesteps=5)
     sched.set_timesteps(2)
-    for t in sched.timesteps.tolist():
-        prev = t - 5 // 2
+    times = sched.timesteps.tolist()
+    for i, t in enumerate(times):  # t_prev = the next entry of the schedule (bundle.diffusion.ddim)
         a_t = sched.alphas_cumprod[t]
-        a_prev = sched.alphas_cumprod[prev] if prev >= 0 else sched.final_alpha_cumprod
+        a_prev = sched.alphas_cumprod[times[i + 1]] if i + 1 < len(times) else sched.final_alpha_cumprod
         # ε = 0: x0 = clip(x_t / sqrt(ā_t), -1, 1), x_{t-1} = sqrt(ā_prev) x0
         x = a_prev.sqrt() * (x / a_t.sqrt()).clamp(-1, 1)
     image = x[0, 0, 42:214, 42:214].double().numpy() * sample.image_divisor
