@@ -1,7 +1,8 @@
 """Run the whole LegoPET study through `python -m monai.bundle run`: train PnPNet, DeepPET, the GAN baselines (cGAN,
 Pix2Pix), cDPM and LegoPET with equal budgets (DeepPET and the GANs: the regression epochs; cDPM and LegoPET: same
 epochs, batch, seed and interval checkpoints), then the evaluation table, the training-progress curve, the
-DDIM-vs-DDPM sampling cost and the guidance-weight (λ2) sweep.  Prints every command,
+training-vs-held-out denoising loss of every checkpoint, the DDIM-vs-DDPM sampling cost and the guidance-weight (λ2)
+sweep.  Prints every command,
 writes them to ``OUTPUT/pipeline_commands.sh`` and the wall time of every stage to ``OUTPUT/pipeline_timings.json``.
 
 Example (CPU preset on the embedded-default data)::
@@ -36,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pnpnet", "deeppet", "cgan", "pix2pix", "cdpm", "legopet", "evaluating", "training_progress",
-          "sampling_cost", "guidance_sweep")
+          "denoising_loss", "sampling_cost", "guidance_sweep")
 GANS = {"cgan": "cGAN", "pix2pix": "Pix2Pix"}
 """GAN stage (= model name, config file and checkpoint option prefix) → row name of the evaluation table."""
 
@@ -107,6 +108,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         "evaluating": table,
         "training_progress": [*run, "training_progress", "--config_file", evaluate, *common, *evaluation,
                               *progress],
+        "denoising_loss": [*run, "denoising_loss", "--config_file", evaluate, *common, *pnpnet, *progress],
         "sampling_cost": [*run, "sampling_cost", "--config_file", evaluate, *common, "--cost_limit",
                           str(args.cost_slices), *guidance, *pnpnet, *ddpm],
         "guidance_sweep": [*run, "guidance_sweep", "--config_file", evaluate, *common, *sweep],

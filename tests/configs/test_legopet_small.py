@@ -10,6 +10,7 @@ images (1, 64, 64) in the brain_2d geometry); tests/data/test_build.py builds th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,9 @@ def test_small_overlay_trains_samples_and_evaluates(tmp_path):
     assert sweep["split"] == "validation" and sweep["slices"] == 1
     assert [(r["method"], r["guidance_scale"], r["nfe_per_slice"]) for r in sweep["rows"]] == [
         ("cDPM", 0.0, 2), ("cDPM", 2.0, 4), ("LegoPET", 0.0, 2), ("LegoPET", 2.0, 4)]
+    _run(names, "denoising_loss", **common, eval_limit=1, loss_timesteps=[10, 900], loss_noise_draws=1)
+    loss = json.loads((results / "legopet_evaluation" / "denoising_loss" / "denoising_loss.json").read_text(
+        encoding="utf-8"))
+    assert {(m["method"], m["epoch"], m["split"]) for m in loss["means"]} == {
+        (method, epoch, split) for method in ("cDPM", "LegoPET") for epoch in (1, 2) for split in ("training", "test")}
+    assert all(math.isfinite(r["eps_mse"]) and r["eps_mse"] > 0 for r in loss["rows"])

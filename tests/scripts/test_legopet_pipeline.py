@@ -144,3 +144,12 @@ def test_gan_rows_come_from_the_reused_run_or_an_earlier_run_into_the_same_outpu
     assert "--cgan_ckpt" not in evaluating and _value(evaluating, "--pix2pix_ckpt") == str(reused)
     evaluating = m.commands(m.parse_args([*base, "--stages", "pix2pix,evaluating"]))["evaluating"]
     assert "--pix2pix_ckpt" not in evaluating  # trained here: its own default checkpoint
+
+
+def test_denoising_loss_stage_scores_the_interval_checkpoints():
+    m = _module()
+    command = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o2", "--reuse-regression", "o1",
+                                       "--progress-slices", "8"]))["denoising_loss"]
+    assert command[3:5] == ["run", "denoising_loss"] and "evaluate.json" in _value(command, "--config_file")
+    assert _value(command, "--pnpnet_ckpt") == "o1/results/pnpnet/checkpoints/pnpnet_final.pt"
+    assert _value(command, "--eval_limit") == "8"

@@ -1,0 +1,170 @@
+"""Held-out denoising loss of the LegoPET / cDPM ε-predictors over training: does the model that fits the training
+slices also denoise unseen ones?
+
+For every interval checkpoint (``checkpoint_epoch=N.pt``, EMA weights by default) of every run, and every split::
+
+    L_split(t) = mean over slices i and draws k of mean_pixels (ε_θ(x_t, t, C_i) − ε_ik)²,
+    x_t = sqrt(ᾱ_t) x_0,i + sqrt(1 − ᾱ_t) ε_ik                       (paper eq. (3); the training objective at t)
+
+with x_0,i the reference in network units on the padded grid (as in training), C_i = {s_i, b_d, b_m} the full
+condition (the conditional branch, no guidance), and ε_ik drawn once from a generator seeded with ``seed``, so every
+checkpoint, run and split sees the same noise for the same slice (common random numbers; differences between
+checkpoints are not sampling noise).  A training-split loss that keeps falling while the test-split loss rises is
+overfitting; both rising, or jumping between checkpoints, points at the optimisation.
+
+Outputs in ``output_dir``: ``denoising_loss.csv`` (one row per run, checkpoint, split and t), ``denoising_loss.json``
+(the rows plus the mean over the t grid per run, checkpoint and split) and ``denoising_loss.png`` (mean over t
+against training iterations, one line per run and split).  Importing this module runs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bundle._checks import check_int
+from bundle.inferers.legopet import LegoPETInferer, _slice_condition
+from bundle.transforms.legopet import padding_offsets
+from bundle.workflows.legopet import _write_csv, _write_json, list_checkpoints, load_samples, load_weights
+
+__all__ = ["DEFAULT_TIMESTEPS", "denoising_loss"]
+
+DEFAULT_TIMESTEPS: tuple[int, ...] = (10, 50, 100, 250, 500, 750, 950)
+"""The t grid (of T = 1000): from nearly clean to nearly pure noise."""
+
+
+def _padded_references(samples: Sequence[Any], pad_size: int) -> torch.Tensor:
+    """x_0 in network units, ``(n, 1, S, S)``: reference / k_x, zero-padded as :class:`PadToSquared`."""
+    images = []
+    for sample in samples:
+        top, left, height, width = padding_offsets(tuple(sample.reference.shape), pad_size)
+        grid = torch.zeros((1, pad_size, pad_size), dtype=torch.float32)
+        grid[0, top : top + height, left : left + width] = sample.reference / sample.image_divisor
+        images.append(grid)
+    return torch.stack(images)
+
+
+def denoising_loss(
+    dataset_dir: str | Path,
+    *,
+    output_dir: str | Path,
+    runs: Mapping[str, tuple[torch.nn.Module, LegoPETInferer, str | Path]],
+    iterations_per_epoch: int,
+    splits: Sequence[str] = ("training", "test"),
+    timesteps: Sequence[int] = DEFAULT_TIMESTEPS,
+    noise_draws: int = 2,
+    use_ema: bool = True,
+    pad_size: int = 256,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """L_split(t) for every checkpoint of every run (module docstring).
+
+    Args:
+        dataset_dir: legopet dataset folder.
+        output_dir: where the CSV, JSON and PNG go (created).
+        runs: ``{name: (network, inferer, ckpt_dir)}`` as for :func:`bundle.workflows.legopet.training_progress`:
+            the network is copied and loaded with each interval checkpoint; the inferer supplies the scheduler
+            (ᾱ_t) and the condition (its PnPNet, or none for the cDPM); its guidance and sampler settings are unused.
+        iterations_per_epoch: optimiser steps per epoch (x axis = epoch × this).
+        splits: datalist splits to score (default training and test).
+        timesteps: the t grid, each in [0, T).
+        noise_draws: ε draws per slice and t.
+        use_ema, pad_size, limit, batch_size, seed, device: as in :func:`bundle.workflows.legopet.training_progress`.
+
+    Returns:
+        ``{"rows": [...], "means": [...]}`` as written to ``denoising_loss.json``.
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError("runs must be a non-empty mapping {name: (network, inferer, ckpt_dir)}")
+    iterations_per_epoch = check_int(iterations_per_epoch, "iterations_per_epoch", minimum=1)
+    noise_draws = check_int(noise_draws, "noise_draws", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    if isinstance(splits, str) or not splits:
+        raise ValueError(f"splits must be a non-empty sequence of datalist splits, got {splits!r}")
+    if isinstance(timesteps, str) or not timesteps:
+        raise ValueError(f"timesteps must be a non-empty sequence of ints, got {timesteps!r}")
+    device = torch.device("cpu" if device is None else device)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = {}
+    for split in splits:
+        samples = load_samples(dataset_dir, split=split, pad_size=pad_size, limit=limit)
+        generator = torch.Generator().manual_seed(seed)
+        x0 = _padded_references(samples, pad_size)
+        noise = torch.randn((len(timesteps), noise_draws, *x0.shape), generator=generator)
+        data[split] = (torch.stack([s.sinogram for s in samples]), x0, noise)
+
+    rows: list[dict[str, Any]] = []
+    for name, (network, inferer, ckpt_dir) in runs.items():
+        if not isinstance(inferer, LegoPETInferer):
+            raise TypeError(f"runs[{name!r}] must hold a LegoPETInferer, got {type(inferer).__name__}")
+        total = int(inferer.scheduler.num_train_timesteps)
+        grid = [check_int(t, "timesteps entries", minimum=0) for t in timesteps]
+        if max(grid) >= total:
+            raise ValueError(f"timesteps must be < num_train_timesteps ({total}), got {max(grid)}")
+        conditional = copy.copy(inferer)
+        conditional.guidance_scale = 0.0  # ε_θ(x_t, t, C): the conditional branch only
+        checkpoints = list_checkpoints(ckpt_dir)
+        if not checkpoints:
+            raise ValueError(f"runs[{name!r}]: no checkpoint_epoch=N.pt in {ckpt_dir} (set ckpt_interval/ckpt_keep)")
+        conditions = {split: conditional.condition(s.to(device)) for split, (s, _, _) in data.items()}
+        for epoch, path in checkpoints:
+            net = load_weights(copy.deepcopy(network), path, use_ema=use_ema).to(device)
+            for split, (_, x0, noise) in data.items():
+                condition = conditions[split]
+                for ti, t in enumerate(grid):
+                    abar = inferer.scheduler.alphas_cumprod[t].to(device)
+                    sq_err = 0.0
+                    for k in range(noise_draws):
+                        for start in range(0, x0.shape[0], batch_size):
+                            stop = start + batch_size
+                            eps = noise[ti, k, start:stop].to(device)
+                            x_t = abar.sqrt() * x0[start:stop].to(device) + (1 - abar).sqrt() * eps
+                            part = _slice_condition(condition, start, stop)
+                            with torch.no_grad():
+                                eps_hat = conditional.guided_noise(net, x_t, t, part)
+                            sq_err += float(((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).sum())
+                    rows.append({"method": name, "epoch": epoch, "iteration": epoch * iterations_per_epoch,
+                                 "split": split, "t": t, "eps_mse": sq_err / (noise_draws * x0.shape[0])})
+    means = []
+    for key in dict.fromkeys((r["method"], r["epoch"], r["split"]) for r in rows):
+        mine = [r for r in rows if (r["method"], r["epoch"], r["split"]) == key]
+        means.append({"method": key[0], "epoch": key[1], "iteration": mine[0]["iteration"], "split": key[2],
+                      "eps_mse_mean_over_t": sum(r["eps_mse"] for r in mine) / len(mine)})
+    result = {"splits": list(splits), "timesteps": list(timesteps), "noise_draws": noise_draws, "use_ema": use_ema,
+              "rows": rows, "means": means}
+    _write_csv(out / "denoising_loss.csv", list(rows[0]), rows)
+    _write_json(out / "denoising_loss.json", result)
+    _plot(means, out / "denoising_loss.png")
+    return result
+
+
+def _plot(means: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for method, split in dict.fromkeys((m["method"], m["split"]) for m in means):
+        mine = [m for m in means if (m["method"], m["split"]) == (method, split)]
+        ax.plot([m["iteration"] for m in mine], [m["eps_mse_mean_over_t"] for m in mine], marker="o",
+                linestyle="-" if split == "test" else "--", label=f"{method} {split}")
+    ax.set_xlabel("training iterations")
+    ax.set_ylabel("ε-MSE (mean over the t grid)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
