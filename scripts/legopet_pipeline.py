@@ -79,8 +79,9 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         deeppet = ["--deeppet_ckpt", f"{results}/deeppet/checkpoints/deeppet_final.pt"]
     p_dp = [] if args.p_dp is None else ["--p_dp", repr(args.p_dp)]
     lr = [] if args.diffusion_lr is None else ["--learning_rate", repr(args.diffusion_lr)]
+    seed = [] if args.diffusion_seed is None else ["--seed", str(args.diffusion_seed)]
     diffusion = ["--max_epochs", str(args.diffusion_epochs), "--ckpt_interval", str(args.ckpt_interval), *p_dp,
-                 *lr, *pnpnet]
+                 *lr, *seed, *pnpnet]
     guidance = [] if args.guidance_scale is None else ["--guidance_scale", repr(args.guidance_scale)]
     evaluation = ["--num_inference_steps", str(args.steps), *guidance, *pnpnet, *deeppet]
     run = [sys.executable, "-m", "monai.bundle", "run"]
@@ -134,6 +135,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="condition-dropout probability of both diffusion trainings (default: the config's 0.1)")
     parser.add_argument("--diffusion-lr", type=float, default=None,
                         help="Adam learning rate of both diffusion trainings (default: the layered configs')")
+    parser.add_argument("--diffusion-seed", type=int, default=None,
+                        help="training seed of both diffusion models (initial weights, timesteps, noise, dropout); "
+                        "the evaluation keeps the config's seed, so x_T is the same for every training seed")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="λ2 of the table, curve and cost study (default: the config's 1.0)")
     parser.add_argument("--sweep-scales", default="0,0.5,1,2,4", help="comma-separated λ2 values of guidance_sweep")
@@ -150,6 +154,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.stages = stages
     if args.p_dp is not None and not 0.0 <= args.p_dp <= 1.0:
         parser.error(f"--p-dp must be in [0, 1], got {args.p_dp}")
+    if args.diffusion_seed is not None and args.diffusion_seed < 0:
+        parser.error(f"--diffusion-seed must be >= 0, got {args.diffusion_seed}")
     if args.diffusion_lr is not None and not args.diffusion_lr > 0.0:
         parser.error(f"--diffusion-lr must be > 0, got {args.diffusion_lr}")
     if args.guidance_scale is not None and not args.guidance_scale >= 0.0:

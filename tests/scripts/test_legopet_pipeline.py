@@ -67,15 +67,19 @@ def test_small_preset_ablation_and_sweep_options():
                    for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt", "--learning_rate"))
 
 
-def test_diffusion_learning_rate_reaches_only_the_diffusion_trainings():
+def test_diffusion_learning_rate_and_seed_reach_only_the_diffusion_trainings():
     m = _module()
-    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o", "--diffusion-lr", "2e-4"]))
+    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o", "--diffusion-lr", "2e-4",
+                                        "--diffusion-seed", "3"]))
     assert _value(commands["cdpm"], "--learning_rate") == _value(commands["legopet"], "--learning_rate") == "0.0002"
-    assert not any("--learning_rate" in commands[s] for s in commands if s not in ("cdpm", "legopet"))
+    assert _value(commands["cdpm"], "--seed") == _value(commands["legopet"], "--seed") == "3"
+    for flag in ("--learning_rate", "--seed"):
+        assert not any(flag in commands[s] for s in commands if s not in ("cdpm", "legopet"))
 
 
 @pytest.mark.parametrize("bad", [["--p-dp", "1.5"], ["--guidance-scale", "-1"], ["--sweep-scales", "1,-2"],
-                                 ["--sweep-scales", "a"], ["--diffusion-lr", "0"]])
+                                 ["--sweep-scales", "a"], ["--diffusion-lr", "0"],
+                                 ["--diffusion-seed", "-1"]])
 def test_bad_ablation_options_are_rejected(bad):
     m = _module()
     with pytest.raises(SystemExit):
