@@ -45,7 +45,8 @@ def _layer(folder: Path, bundle_root: Path, configs: list[str], **extra) -> Path
     if "train_pnpnet.json" in configs:  # validation set (evaluator, best checkpoint) = the sample images' set
         layer.update({"val_data": _pairs(2, 50), "val_transforms#transforms": [], "val_interval": 1})
     else:
-        layer.update({"image_log_steps": 2, "ema_momentum": 0.05})  # previews: the first training pairs
+        # previews: the first training pairs; validation PSNR/SSIM (at the end only): 2 held-out pairs
+        layer.update({"image_log_steps": 2, "ema_momentum": 0.05, "val_data": _pairs(2, 50), "val_steps": 2})
     layer.update(extra)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "layer.json"

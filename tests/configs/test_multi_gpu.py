@@ -53,6 +53,8 @@ def test_legopet_ddp_overlay_two_gloo_ranks_end_identical(tmp_path):
                       "'sinogram': torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(100 + i))} "
                       "for i in range(8)]",
         "train_transforms#transforms": [],
+        "val_data": "$@train_data[:2]",
+        "val_steps": 2,
         "pnpnet": "$@pnpnet_def.requires_grad_(False).eval().to(@device)",
         "training": ["$@trainer.run()",
                      "$torch.save({'network': @network.module.state_dict(), 'iteration': @trainer.state.iteration, "
