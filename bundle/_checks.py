@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numbers
+from enum import Enum
+from typing import TypeVar
 
-__all__ = ["check_int"]
+__all__ = ["check_choice", "check_int"]
+
+E = TypeVar("E", bound=Enum)
 
 
 def check_int(value: object, name: str, *, minimum: int) -> int:
@@ -14,3 +18,11 @@ def check_int(value: object, name: str, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_choice(value: object, choices: type[E], name: str) -> E:
+    """``choices(value)`` (a ``StrEnum`` member); ``ValueError`` listing the allowed values otherwise."""
+    try:
+        return choices(value)
+    except ValueError:
+        raise ValueError(f"{name} must be one of {[c.value for c in choices]}, got {value!r}") from None

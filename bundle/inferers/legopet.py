@@ -41,6 +41,7 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
+from bundle._checks import check_choice
 from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
 from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition
 
@@ -177,12 +178,7 @@ class LegoPETInferer(Inferer):
         self.progress = progress
         self.chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
         self.seed = _check_int(seed, "seed", minimum=0)
-        try:
-            self.previous_timestep = PreviousTimestep(previous_timestep)
-        except ValueError:
-            raise ValueError(
-                f"previous_timestep must be one of {[p.value for p in PreviousTimestep]}, got {previous_timestep!r}"
-            ) from None
+        self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
 
     @staticmethod
     def _check_crop(crop: Sequence[int] | None) -> tuple[int, int, int, int] | None:

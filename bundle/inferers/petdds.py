@@ -102,6 +102,7 @@ from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, sele
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
 
+from .._checks import check_choice
 from .._checks import check_int as _check_int
 from ..metrics.bias_variance import ZeroMeanPolicy, coefficient_of_variation
 
@@ -275,18 +276,8 @@ class PETDDSInferer(Inferer):
         self.lambda_rdp = _check_real(lambda_rdp, "lambda_rdp")
         self.lambda_dds = _check_real(lambda_dds, "lambda_dds")
         self.eta = _check_real(eta, "eta", maximum=1.0)
-        try:
-            self.preconditioner = Preconditioner(preconditioner)
-        except ValueError:
-            raise ValueError(
-                f"preconditioner must be one of {[p.value for p in Preconditioner]}, got {preconditioner!r}"
-            ) from None
-        try:
-            self.previous_timestep = PreviousTimestep(previous_timestep)
-        except ValueError:
-            raise ValueError(
-                f"previous_timestep must be one of {[p.value for p in PreviousTimestep]}, got {previous_timestep!r}"
-            ) from None
+        self.preconditioner = check_choice(preconditioner, Preconditioner, "preconditioner")
+        self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
         self.gradient_scale = (
             float(self.num_subsets)
             if gradient_scale is None
