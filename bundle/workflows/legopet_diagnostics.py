@@ -1,5 +1,6 @@
-"""Held-out denoising loss of the LegoPET / cDPM ε-predictors over training: does the model that fits the training
-slices also denoise unseen ones?
+"""Diagnostics of the LegoPET / cDPM ε-predictors: the held-out denoising loss over training (does the model that fits
+the training slices also denoise unseen ones?) and restarts from the noised reference (at which noise levels does a
+trained model fail?, :func:`restart_from_reference`).
 
 For every interval checkpoint (``checkpoint_epoch=N.pt``, EMA weights by default) of every run, and every split::
 
@@ -27,11 +28,12 @@ from typing import Any
 import torch
 
 from bundle._checks import check_int
+from bundle.diffusion.ddim import ddim_alphas, ddim_update
 from bundle.inferers.legopet import LegoPETInferer, _slice_condition
 from bundle.transforms.legopet import padding_offsets
 from bundle.workflows.legopet import _write_csv, _write_json, list_checkpoints, load_samples, load_weights
 
-__all__ = ["DEFAULT_TIMESTEPS", "denoising_loss"]
+__all__ = ["DEFAULT_START_STEPS", "DEFAULT_TIMESTEPS", "denoising_loss", "restart_from_reference"]
 
 DEFAULT_TIMESTEPS: tuple[int, ...] = (10, 50, 100, 250, 500, 750, 950)
 """The t grid (of T = 1000): from nearly clean to nearly pure noise."""
@@ -168,3 +170,97 @@ def _plot(means: Sequence[Mapping[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+DEFAULT_START_STEPS: tuple[int, ...] = (50, 200, 400, 600, 999)
+"""Restart levels t0 of :func:`restart_from_reference` (999 = ordinary sampling from noise, as x_999 ≈ N(0, I))."""
+
+
+def restart_from_reference(
+    dataset_dir: str | Path,
+    *,
+    output_dir: str | Path,
+    runs: Mapping[str, tuple[torch.nn.Module, LegoPETInferer]],
+    start_steps: Sequence[int] = DEFAULT_START_STEPS,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 0.0,
+    split: str = "test",
+    pad_size: int = 256,
+    limit: int | None = None,
+    head_fraction: float = 0.05,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> list[dict[str, Any]]:
+    """Which noise levels does a trained model fail at?  Noise the true x_0 to t0 and sample back.
+
+    For every t0 in ``start_steps``: x_t0 = sqrt(ᾱ_t0) x_0 + sqrt(1 − ᾱ_t0) ε (ε from a generator seeded with
+    ``seed``, the same for every run and t0), then ``num_inference_steps`` DDIM steps (η = 0) on
+    ``linspace(t0, 0, k).round()`` with t_prev taken from that list (:mod:`bundle.diffusion.ddim`), ε̃ with λ2 =
+    ``guidance_scale``, x̂_0 clipped as the scheduler's ``clip_sample`` says.  Scores per slice, in network units on
+    the padded grid, then averaged:
+
+    * ``intensity_ratio`` = mean of the result over the head / mean of x_0 over the head, head = x_0 >
+      ``head_fraction`` · max x_0 (1 = intensity kept);
+    * ``rmse`` = sqrt(mean (result − x_0)²) over the whole grid.
+
+    A model that keeps the ratio near 1 from small t0 but not from t0 = 999 denoises well and fails to produce the
+    image from the condition at high noise.  Writes ``restart.{csv,json,md}``; returns the rows.
+
+    Args:
+        runs: ``{name: (network, inferer)}`` (trained weights loaded; the inferer gives the scheduler and the
+            condition, e.g. ``sweep_runs`` of ``configs/legopet/evaluate.json``).
+        Others: as :func:`denoising_loss`.
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError("runs must be a non-empty mapping {name: (network, inferer)}")
+    steps = check_int(num_inference_steps, "num_inference_steps", minimum=1)
+    if isinstance(start_steps, str) or not start_steps:
+        raise ValueError(f"start_steps must be a non-empty sequence of ints, got {start_steps!r}")
+    if not 0.0 < float(head_fraction) < 1.0:
+        raise ValueError(f"head_fraction must be in (0, 1), got {head_fraction!r}")
+    device = torch.device("cpu" if device is None else device)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = load_samples(dataset_dir, split=split, pad_size=pad_size, limit=limit)
+    x0 = _padded_references(samples, pad_size).to(device)
+    head = x0 > head_fraction * x0.amax(dim=(1, 2, 3), keepdim=True)
+    sinogram = torch.stack([s.sinogram for s in samples]).to(device)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(check_int(seed, "seed", minimum=0)))
+    rows: list[dict[str, Any]] = []
+    for name, (network, inferer) in runs.items():
+        if not isinstance(inferer, LegoPETInferer):
+            raise TypeError(f"runs[{name!r}] must hold a LegoPETInferer, got {type(inferer).__name__}")
+        sampler = copy.copy(inferer)
+        sampler.guidance_scale = float(guidance_scale)
+        scheduler = sampler.scheduler
+        total = int(scheduler.num_train_timesteps)
+        condition = sampler.condition(sinogram)
+        for t0 in start_steps:
+            t0 = check_int(t0, "start_steps entries", minimum=0)
+            if t0 >= total:
+                raise ValueError(f"start_steps must be < num_train_timesteps ({total}), got {t0}")
+            times = torch.linspace(t0, 0, min(steps, t0 + 1)).round().long().tolist()
+            times = list(dict.fromkeys(int(t) for t in times))
+            abar = scheduler.alphas_cumprod[t0].to(device)
+            x = abar.sqrt() * x0 + (1 - abar).sqrt() * noise.to(device)
+            with torch.no_grad():
+                for index, t in enumerate(times):
+                    eps = sampler.guided_noise(network, x, t, condition)
+                    alpha_t, alpha_prev = ddim_alphas(scheduler, times, index)
+                    alpha_t = alpha_t.to(device)
+                    x_hat = (x - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()
+                    if scheduler.clip_sample:
+                        x_hat = x_hat.clamp(*scheduler.clip_sample_values)
+                    x = ddim_update(x_hat, eps, alpha_t, alpha_prev)
+            ratios = [float(x[i][head[i]].mean() / x0[i][head[i]].mean()) for i in range(x0.shape[0])]
+            rmse = ((x - x0) ** 2).mean(dim=(1, 2, 3)).sqrt()
+            rows.append({"method": name, "t0": t0, "steps": len(times),
+                         "intensity_ratio": sum(ratios) / len(ratios), "rmse": float(rmse.mean())})
+    _write_csv(out / "restart.csv", list(rows[0]), rows)
+    _write_json(out / "restart.json", {"split": split, "slices": len(samples), "guidance_scale": float(guidance_scale),
+                                       "head_fraction": float(head_fraction), "rows": rows})
+    lines = ["| Method | t0 | steps | intensity ratio | RMSE (network units) |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['method']} | {r['t0']} | {r['steps']} | {r['intensity_ratio']:.3f} | {r['rmse']:.3f} |"
+              for r in rows]
+    (out / "restart.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows

@@ -124,3 +124,8 @@ def test_small_overlay_trains_samples_and_evaluates(tmp_path):
     assert {(m["method"], m["epoch"], m["split"]) for m in loss["means"]} == {
         (method, epoch, split) for method in ("cDPM", "LegoPET") for epoch in (1, 2) for split in ("training", "test")}
     assert all(math.isfinite(r["eps_mse"]) and r["eps_mse"] > 0 for r in loss["rows"])
+    _run(names, "restart_from_reference", **common, eval_limit=1, restart_steps=[10, 999], num_inference_steps=2)
+    restart = json.loads((results / "legopet_evaluation" / "restart" / "restart.json").read_text(encoding="utf-8"))
+    assert [(r["method"], r["t0"]) for r in restart["rows"]] == [("cDPM", 10), ("cDPM", 999), ("LegoPET", 10),
+                                                                 ("LegoPET", 999)]
+    assert all(math.isfinite(r["intensity_ratio"]) and r["rmse"] >= 0 for r in restart["rows"])

@@ -23,7 +23,8 @@ METHODS = ("legopet", "petdds", "upete")
 # `inferring` (and may add helpers); every other file (presets, network overlays) defines no workflow id
 EVALUATION_IDS = {
     "petdds": {"evaluating", "evaluating_baselines", "bias_variance", "uncertainty"},
-    "legopet": {"evaluating", "training_progress", "denoising_loss", "sampling_cost", "guidance_sweep"},
+    "legopet": {"evaluating", "training_progress", "denoising_loss", "restart_from_reference", "sampling_cost",
+                "guidance_sweep"},
     "upete": {"evaluating"},
 }
 

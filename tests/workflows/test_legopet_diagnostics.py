@@ -11,7 +11,7 @@ from monai.networks.schedulers import DDIMScheduler
 
 from bundle.inferers.legopet import LegoPETInferer
 from bundle.workflows.legopet import load_samples
-from bundle.workflows.legopet_diagnostics import denoising_loss
+from bundle.workflows.legopet_diagnostics import denoising_loss, restart_from_reference
 from tests.workflows.test_legopet import _Bias, write_dataset
 
 
@@ -87,3 +87,25 @@ def test_argument_errors(dataset, tmp_path):
     with pytest.raises(ValueError, match=r"no checkpoint_epoch=N\.pt"):
         denoising_loss(dataset, output_dir=tmp_path, iterations_per_epoch=1, timesteps=[10],
                        runs={"c": (_Bias(), _inferer(), _checkpoints(tmp_path / "empty", []))})
+
+
+def test_restart_with_the_exact_denoiser_returns_the_reference_from_every_level(dataset, tmp_path):
+    """With the exact ε the DDIM chain from any t0 lands on x_0: intensity ratio 1 and RMSE 0 (up to rounding).
+    (No x̂_0 clipping: the test subject's x_0 reaches 1.4 in network units, above MONAI's clip at 1.)"""
+    inferer = LegoPETInferer(scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False), guidance_scale=1.0)
+    rows = restart_from_reference(dataset, output_dir=tmp_path, start_steps=[5, 60, 99], num_inference_steps=10,
+                                  runs={"oracle": (_Oracle(dataset, inferer.scheduler.alphas_cumprod), inferer)})
+    assert [(r["t0"], r["steps"]) for r in rows] == [(5, 6), (60, 10), (99, 10)]
+    for row in rows:
+        assert row["intensity_ratio"] == pytest.approx(1.0, abs=1e-4) and row["rmse"] < 1e-4
+    assert (tmp_path / "restart.md").read_text(encoding="utf-8").startswith("| Method | t0 | steps |")
+
+
+def test_restart_argument_errors(dataset, tmp_path):
+    runs = {"c": (_Bias(), _inferer())}
+    with pytest.raises(ValueError, match=r"start_steps must be < num_train_timesteps \(100\), got 100"):
+        restart_from_reference(dataset, output_dir=tmp_path, runs=runs, start_steps=[100])
+    with pytest.raises(ValueError, match=r"head_fraction must be in \(0, 1\)"):
+        restart_from_reference(dataset, output_dir=tmp_path, runs=runs, head_fraction=1.5)
+    with pytest.raises(TypeError, match="must hold a LegoPETInferer"):
+        restart_from_reference(dataset, output_dir=tmp_path, runs={"c": (_Bias(), object())}, start_steps=[5])
