@@ -10,9 +10,10 @@ per item, on the unpadded image in network units::
 
 (:func:`bundle.metrics.psnr` / :func:`bundle.metrics.ssim`; ``max_val`` = 1 is the convention of the PnPNet / DeepPET
 validation, ``PeakSignalToNoiseRatio(max_val=1)``).  The means over the items go to TensorBoard as
-``{prefix}_psnr`` / ``{prefix}_ssim`` at the trainer's iteration, to the log, to ``engine.state.metrics`` and to
-:attr:`history`.  The inferer's generator is seeded afresh on every call, so every validation starts from the same
-x_T and an exact resume stays exact.  Importing this module runs nothing.
+``{prefix}_psnr`` / ``{prefix}_ssim`` at the trainer's iteration, to ``engine.state.metrics``, to :attr:`history`
+and to the console (at attach this module's logger gets a console handler when it has none, as MONAI's
+``StatsHandler`` does for its own).  The inferer's generator is seeded afresh on every call, so every validation
+starts from the same x_T and an exact resume stays exact.  Importing this module runs nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ class SampleValidationMetrics(TensorBoardSampleImages):
         """Score at ``engine.state.iteration`` and put the means into ``engine.state.metrics``."""
         scores = self.score(step=int(engine.state.iteration))
         engine.state.metrics.update({k: v for k, v in scores.items() if k != "iteration"})
+        logger.info(
+            "Iteration %d: %s %.4f, %s %.4f (%d sampled validation items)", int(engine.state.iteration),
+            f"{self.prefix}_psnr", scores[f"{self.prefix}_psnr"], f"{self.prefix}_ssim", scores[f"{self.prefix}_ssim"],
+            self.num_samples,
+        )
+
+    def attach(self, engine: Engine) -> None:
+        """Schedule as the parent; give this module's logger a console handler at INFO when it has none (as MONAI's
+        ``StatsHandler`` does for its own logger), so the scores show in the ``monai.bundle run`` output."""
+        super().attach(engine)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
     def write(self, *, step: int) -> None:  # the parent's image writer is replaced by the scores
         self.score(step=step)
@@ -88,11 +105,7 @@ class SampleValidationMetrics(TensorBoardSampleImages):
             writer.add_scalar(name, value, step)
         writer.flush()
         self.last_step = step
-        logger.info(
-            "iteration %d: %s %.4f, %s %.4f (%d sampled items)",
-            step, f"{self.prefix}_psnr", scores[f"{self.prefix}_psnr"], f"{self.prefix}_ssim",
-            scores[f"{self.prefix}_ssim"], self.num_samples,
-        )
+        logger.debug("scored %d sampled items at step %d: %s", self.num_samples, step, scores)
         record = {"iteration": float(step), **scores}
         self.history.append(record)
         return record

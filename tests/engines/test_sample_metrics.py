@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -71,7 +72,16 @@ def test_runs_on_schedule_and_fills_engine_metrics():
     handler, writer = _handler(0.1)
     engine = Engine(lambda e, b: None)
     handler.attach(engine)
-    engine.run([0, 1], max_epochs=3)  # epochs of 2 iterations: scored at epoch 2 (iteration 4) and at the end (6)
+    records = []
+    capture = logging.Handler()
+    capture.emit = records.append
+    logger = logging.getLogger("bundle.engines.sample_metrics")
+    logger.addHandler(capture)
+    try:
+        engine.run([0, 1], max_epochs=3)  # epochs of 2 iterations: scored at epoch 2 (iteration 4) and at the end (6)
+    finally:
+        logger.removeHandler(capture)
+    assert "Iteration 6: val_psnr 20.0000" in [r.getMessage() for r in records][-1]
     assert [int(r["iteration"]) for r in handler.history] == [4, 6]
     assert engine.state.metrics["val_psnr"] == pytest.approx(20.0, rel=1e-5)
     assert [step for tag, _, step in writer.scalars if tag == "val_psnr"] == [4, 6]
