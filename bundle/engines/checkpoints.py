@@ -593,7 +593,7 @@ def resumable_checkpoint(checkpoint_dir: str | Path, *, trainer_key: str = "trai
     found = latest_checkpoint(folder, trainer_key=trainer_key)
     if found is None:
         raise FileNotFoundError(
-            f"no checkpoint to resume from in {folder}: no *.pt file there holds {trainer_key!r} state; {hint}"
+            f"no checkpoint to resume from in {folder}: no checkpoint with {trainer_key!r} state there; {hint}"
         )
     return found
 

@@ -789,18 +789,14 @@ def latest_checkpoint(checkpoint_dir: str | Path, *, key: str = "trainer") -> Pa
         FileNotFoundError: the folder is missing or holds no checkpoint with trainer state (message says how to
             create one).
     """
-    from bundle.engines.checkpoints import latest_checkpoint as newest
+    from bundle.engines.checkpoints import resumable_checkpoint
 
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint_dir {folder} does not exist; train first (configs/petdds/train.json)")
-    found = newest(folder, trainer_key=key)
-    if found is None:
-        raise FileNotFoundError(
-            f"no checkpoint with {key!r} state in {folder}; run training with configs/petdds/train.json first "
-            "(its checkpoint saver stores the trainer state needed to resume)"
-        )
-    return found
+    return resumable_checkpoint(
+        checkpoint_dir,
+        trainer_key=key,
+        hint="run training with configs/petdds/train.json first (its checkpoint saver stores the trainer state "
+        "needed to resume)",
+    )
 
 
 def every_n_events(n: int) -> Callable[[Any, int], bool]:
