@@ -14,7 +14,6 @@ and SSIM against the truth inside the head follow the project's one convention (
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from . import __version__
 from .data import ellipsoid_head_phantom
 from .data.simulate import simulate_scan
+from .evaluation import write_json
 from .metrics import image_metrics
 from .physics import PRESETS, Neighbourhood, RelativeDifferencePrior, map_em, preset, select_views, view_subsets
 
@@ -134,7 +134,7 @@ def run_demo(
         "metrics_inside_head": results,
         "seconds": time.perf_counter() - start,
     }
-    (output / "demo.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(output / "demo.json", summary)
     table = ["| method | NRMSE | PSNR (dB) | SSIM |", "|---|---|---|---|"]
     table += [f"| {k} | {v['NRMSE']:.3f} | {v['PSNR']:.2f} | {v['SSIM']:.3f} |" for k, v in results.items()]
     (output / "demo.md").write_text(
