@@ -237,7 +237,7 @@ def restart_from_reference(
                          "intensity_ratio": sum(ratios) / len(ratios), "rmse": float(rmse.mean())})
     write_csv(out / "restart.csv", list(rows[0]), rows)
     write_json(out / "restart.json", {"split": split, "slices": len(samples), "guidance_scale": float(guidance_scale),
-                                       "head_fraction": float(head_fraction), "rows": rows})
+                                      "head_fraction": float(head_fraction), "rows": rows})
     lines = ["| Method | t0 | steps | intensity ratio | RMSE (network units) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['t0']} | {r['steps']} | {r['intensity_ratio']:.3f} | {r['rmse']:.3f} |"
               for r in rows]

@@ -6,9 +6,10 @@ Array layout: MONAI's channel-first (1, x, y, z) as written by ``LoadImaged`` fr
 added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x)) (:class:`PETMeanScaled`, each volume its
 own scale); CT is windowed to [0, 1].  Outputs are mapped back with the *input's* scale, i.e. to kBq/ml.
 
-Metrics (documented in docs/upete.md): on the whole volume in kBq/ml against the standard-dose OSEM (SPET),
-PSNR with L = max − min of the SPET (the paper's min-max-normalised images), 3D SSIM with a Gaussian window
-(7 taps, σ = 1.5) and the same L.  Mean ± sample std over the test subjects.  Importing runs nothing.
+Metrics: :func:`bundle.metrics.image_metrics` on the whole volume in kBq/ml against the standard-dose OSEM (SPET),
+in the project's convention (docs/metrics.md: L = max of the SPET, 3D SSIM with an 11-tap Gaussian window) or,
+with ``metric_convention="upete"``, in that of docs/upete.md's tables (L = max − min of the SPET, the paper's
+min-max-normalised images; 7 taps).  Mean ± sample std over the test subjects.  Importing runs nothing.
 """
 
 from __future__ import annotations
