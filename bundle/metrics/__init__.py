@@ -6,11 +6,10 @@ live in :mod:`bundle.evaluation`.  Importing runs nothing."""
 from __future__ import annotations
 
 from .bias_variance import ZeroMeanPolicy, bias_variance, coefficient_of_variation
-from .convention import METRIC_NAMES, MetricConvention, image_metrics, ssim_kernel_size, units
+from .convention import MetricConvention, image_metrics, ssim_kernel_size, units
 from .image_quality import DataRange, NRMSENormalisation, SSIMKernel, SSIMMaskPolicy, nrmse, psnr, ssim
 
 __all__ = [
-    "METRIC_NAMES",
     "DataRange",
     "MetricConvention",
     "NRMSENormalisation",

@@ -34,10 +34,7 @@ import torch
 from .._checks import check_choice
 from .image_quality import DataRange, nrmse, psnr, ssim
 
-__all__ = ["METRIC_NAMES", "MetricConvention", "image_metrics", "ssim_kernel_size", "units"]
-
-METRIC_NAMES: tuple[str, ...] = ("PSNR", "SSIM", "NRMSE")
-"""Keys of :func:`image_metrics`' result, in table order."""
+__all__ = ["MetricConvention", "image_metrics", "ssim_kernel_size", "units"]
 
 
 class MetricConvention(enum.StrEnum):
