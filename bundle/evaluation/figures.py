@@ -29,8 +29,9 @@ __all__ = [
 
 def slice_figure(counts: torch.Tensor, reference: torch.Tensor, images: Mapping[str, torch.Tensor], path: Path, *,
                  scores: Mapping[str, Mapping[str, float]], name: str) -> Path:
-    """Sinogram, reference and every 2D image (title: PSNR dB / SSIM from ``scores[image name]``) over their
-    squared errors on one colour scale (the LegoPET evaluation's figure); ``name`` starts the title."""
+    """Sinogram ``counts`` (views, bins), ``reference`` and every image (all ``(h, w)``, titled PSNR dB / SSIM from
+    ``scores[image name]``) over their squared errors on one colour scale (the LegoPET evaluation's figure); ``name``
+    starts the title."""
     import matplotlib
 
     matplotlib.use("Agg")
