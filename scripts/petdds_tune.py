@@ -3,8 +3,8 @@
 For each low-count realisation of the chosen subject (default: the first ``validation`` subject of the dataset) the
 OSEM image (21 × 2) that fixes the slice scale c_z is computed once; then every grid point is reconstructed with
 ``torch.Generator().manual_seed(seed + realisation)`` and scored against the full-count reference in the head mask
-(:func:`bundle.workflows.petdds.image_metrics`: NRMSE / PSNR / SSIM).  The test subject is never touched, so the
-chosen settings can be used on it without tuning on test data.
+(:func:`bundle.metrics.image_metrics`, convention ``"petdds"``: NRMSE / PSNR / SSIM, NRMSE and SSIM in %).  The
+test subject is never touched, so the chosen settings can be used on it without tuning on test data.
 
 Writes ``tune.json`` (every point with its metrics and :attr:`PETDDSInferer.timings`) and ``tune.md`` (mean over the
 realisations, sorted by NRMSE) into ``--output``.  ``--shard i/n`` runs every n-th grid point (to use two processes).
@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundle.metrics import MetricConvention, image_metrics
 from bundle.physics import osem, select_views, view_subsets
 from bundle.workflows.petdds import (
     default_inferer,
     evaluate_petdds,
-    image_metrics,
     load_network_weights,
     load_petdds_case,
 )
@@ -52,6 +52,10 @@ def trained_network(checkpoint: Path, configs: list[str]) -> torch.nn.Module:
     return load_network_weights(parser.get_parsed_content("network_def"), checkpoint)
 
 
+PERCENT = MetricConvention.PETDDS
+"""The tables this script writes keep the PET-DDS paper's units (NRMSE and SSIM in %)."""
+
+
 def tune_map_em(args: argparse.Namespace) -> int:
     """MAP-EM (relative β × passes) and OSEM on the ``--split`` subjects' first ``--realisations`` realisations."""
     rows = []
@@ -59,7 +63,7 @@ def tune_map_em(args: argparse.Namespace) -> int:
         result = evaluate_petdds(args.dataset_dir, output_dir=Path(args.output) / f"map_em_{beta:g}_{iterations}",
                                  methods=["OSEM", "MAP-EM"], osem=(args.subsets, 2), map_em_beta=beta,
                                  map_em_iterations=iterations, realisations=args.realisations, split=args.split,
-                                 save_images=False, figures=False)
+                                 save_images=False, figures=False, metric_convention=PERCENT)
         summary = result["summary"]
         if not rows:
             rows.append(("OSEM", "", "", summary["OSEM"]))
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             image = inferer(case.counts, network, models=case.model, initial_osem=initial,
                             generator=torch.Generator().manual_seed(args.seed + r))
             point = {"subject": entry["id"], "realisation": r, "lambda_dds": lambda_dds, "delta": delta,
-                     "steps": steps, "p": p, **image_metrics(image, case.reference, case.mask), **inferer.timings}
+                     "steps": steps, "p": p, **image_metrics(image, case.reference, mask=case.mask, convention=PERCENT),
+                     **inferer.timings}
             points.append(point)
             print(json.dumps(point), flush=True)
     suffix = "" if count == 1 else f"_{index}of{count}"

@@ -8,8 +8,8 @@ per item, on the unpadded image in network units::
 
     PSNR = 10 log10(max_val² / MSE),   SSIM (Gaussian σ = 1.5, 11 taps) with data range max_val
 
-(:func:`bundle.metrics.psnr` / :func:`bundle.metrics.ssim`; ``max_val`` = 1 is the convention of the PnPNet / DeepPET
-validation, ``PeakSignalToNoiseRatio(max_val=1)``).  The means over the items go to TensorBoard as
+(:func:`bundle.metrics.image_metrics` with ``data_range=max_val``; ``max_val`` = 1 is the convention of the PnPNet /
+DeepPET validation, ``PeakSignalToNoiseRatio(max_val=1)``).  The means over the items go to TensorBoard as
 ``{prefix}_psnr`` / ``{prefix}_ssim`` at the trainer's iteration, to ``engine.state.metrics``, to :attr:`history`
 and to the console (at attach this module's logger gets a console handler when it has none, as MONAI's
 ``StatsHandler`` does for its own).  The inferer's generator is seeded afresh on every call, so every validation
@@ -26,7 +26,7 @@ from typing import Any
 from ignite.engine import Engine
 
 from bundle.engines.image_logging import TensorBoardSampleImages, _crop
-from bundle.metrics import psnr, ssim
+from bundle.metrics import image_metrics
 
 __all__ = ["SampleValidationMetrics"]
 
@@ -97,8 +97,9 @@ class SampleValidationMetrics(TensorBoardSampleImages):
                     f"prediction {i} has shape {tuple(pred.shape)} after the crop, the reference "
                     f"{tuple(reference.shape)}"
                 )
-            values["psnr"].append(float(psnr(pred[0], reference[0], data_range=self.max_val, spatial_dims=2)))
-            values["ssim"].append(float(ssim(pred[0], reference[0], data_range=self.max_val, spatial_dims=2)))
+            item = image_metrics(pred[0], reference[0], data_range=self.max_val)
+            values["psnr"].append(item["PSNR"])
+            values["ssim"].append(item["SSIM"])
         scores = {f"{self.prefix}_{k}": sum(v) / len(v) for k, v in values.items()}
         writer = self._summary_writer()
         for name, value in scores.items():

@@ -1,35 +1,27 @@
-"""Evaluation metrics with stated conventions: PSNR / SSIM / NRMSE (explicit data range, optional mask),
-mean ± std tables, bias-variance over noise realisations, voxel-wise coefficient of variation.  Importing runs
-nothing."""
+"""Evaluation metrics with stated conventions: the project's one :func:`image_metrics` (PSNR / SSIM / NRMSE, named
+:class:`MetricConvention` options), its building blocks :func:`psnr` / :func:`ssim` / :func:`nrmse` (explicit data
+range, optional mask), bias-variance over noise realisations, voxel-wise coefficient of variation.  Table writers
+live in :mod:`bundle.evaluation`.  Importing runs nothing."""
 
 from __future__ import annotations
 
 from .bias_variance import ZeroMeanPolicy, bias_variance, coefficient_of_variation
-from .image_quality import (
-    DataRange,
-    NRMSENormalisation,
-    SSIMKernel,
-    SSIMMaskPolicy,
-    format_mean_std,
-    metrics_table,
-    nrmse,
-    psnr,
-    ssim,
-    summarise,
-)
+from .convention import MetricConvention, image_metrics, ssim_kernel_size, units
+from .image_quality import DataRange, NRMSENormalisation, SSIMKernel, SSIMMaskPolicy, nrmse, psnr, ssim
 
 __all__ = [
     "DataRange",
+    "MetricConvention",
     "NRMSENormalisation",
     "SSIMKernel",
     "SSIMMaskPolicy",
     "ZeroMeanPolicy",
     "bias_variance",
     "coefficient_of_variation",
-    "format_mean_std",
-    "metrics_table",
+    "image_metrics",
     "nrmse",
     "psnr",
     "ssim",
-    "summarise",
+    "ssim_kernel_size",
+    "units",
 ]

@@ -35,8 +35,7 @@ Without a mask :func:`psnr` equals ``monai.metrics.PSNRMetric(max_val=L)`` and :
 ``monai.metrics.SSIMMetric`` (same kernel, ``k1``, ``k2``, data range; "valid" windows only) per image; the tests
 use MONAI as the reference implementation there.
 
-Tables: :func:`summarise` (mean ± std over test images), :func:`format_mean_std` and :func:`metrics_table`
-(markdown, first column ``method``).
+One convention for every table: :func:`bundle.metrics.image_metrics`; table writers: :mod:`bundle.evaluation`.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from __future__ import annotations
 import enum
 import math
 import numbers
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -57,12 +55,9 @@ __all__ = [
     "NRMSENormalisation",
     "SSIMKernel",
     "SSIMMaskPolicy",
-    "format_mean_std",
-    "metrics_table",
     "nrmse",
     "psnr",
     "ssim",
-    "summarise",
 ]
 
 
@@ -430,101 +425,3 @@ def ssim(
         )
     total = torch.where(selected, ssim_map.reshape(selected.shape), 0.0).sum(dim=-1)
     return (total / counts).reshape(batch_shape)
-
-
-# -------------------------------------------------------------------------------------------------------- tables
-
-
-def summarise(values: Sequence[float] | np.ndarray | torch.Tensor, *, correction: int = 1) -> tuple[float, float]:
-    """Mean and standard deviation of per-image metric values (for "mean ± std over test slices").
-
-    ``std = sqrt(Σ (v − mean)² / (n − correction))``: ``correction=1`` (default) is the sample std (as
-    ``torch.std``, ``numpy.std(ddof=1)``), ``0`` the population std (``numpy.std`` default).
-
-    Args:
-        values: numbers (any shape; flattened), at least ``correction + 1`` of them, all finite (a PSNR of
-            ``+inf`` from an exact reproduction has no meaningful mean).
-
-    Returns:
-        ``(mean, std)`` as Python floats.
-    """
-    correction = _check_int(correction, "correction", minimum=0)
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        arr = np.asarray(values, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        raise TypeError(f"values must be real numbers, got {type(values).__name__}") from None
-    if arr.size <= correction:
-        raise ValueError(f"summarise needs more than correction={correction} values, got {arr.size}")
-    if not np.isfinite(arr).all():
-        raise ValueError("values must be finite (they hold NaN or ±inf)")
-    return float(arr.mean()), float(arr.std(ddof=correction))
-
-
-def format_mean_std(mean: float, std: float, digits: int) -> str:
-    """``f"{mean:.{digits}f} ± {std:.{digits}f}"``, e.g. ``format_mean_std(28.4012, 0.512, 2) == "28.40 ± 0.51"``."""
-    digits = _check_int(digits, "digits", minimum=0)
-    for name, value in (("mean", mean), ("std", std)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    return f"{float(mean):.{digits}f} ± {float(std):.{digits}f}"
-
-
-def _cell_text(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def metrics_table(
-    rows: Mapping[str, Mapping[str, tuple[float, float]]],
-    metric_order: Sequence[str],
-    *,
-    digits: int | Mapping[str, int] = 2,
-) -> str:
-    """Markdown table of ``mean ± std`` per method (rows, in ``rows``' order) and metric (columns).
-
-    Example::
-
-        metrics_table({"OSEM": {"PSNR": (28.4, 0.5), "SSIM": (0.742, 0.01)}}, ["PSNR", "SSIM"],
-                      digits={"PSNR": 2, "SSIM": 3})
-        == "| method | PSNR | SSIM |\\n| --- | --- | --- |\\n| OSEM | 28.40 ± 0.50 | 0.742 ± 0.010 |"
-
-    Args:
-        rows: ``{method: {metric: (mean, std)}}``; every method must have every metric of ``metric_order``
-            (further metrics are left out).
-        metric_order: the column order (non-empty, no repeats); the header names the metrics as given.
-        digits: decimals for every metric, or ``{metric: decimals}`` covering every metric of ``metric_order``.
-
-    Returns:
-        the table, lines joined by ``"\\n"``, no trailing newline; ``|`` in names is escaped as ``\\|``.
-    """
-    if not isinstance(rows, Mapping) or len(rows) == 0:
-        raise ValueError("rows must be a non-empty mapping {method: {metric: (mean, std)}}")
-    if isinstance(metric_order, str) or not isinstance(metric_order, Sequence) or len(metric_order) == 0:
-        raise ValueError(f"metric_order must be a non-empty sequence of metric names, got {metric_order!r}")
-    if len(set(metric_order)) != len(metric_order):
-        raise ValueError(f"metric_order has repeated metrics: {list(metric_order)}")
-    if isinstance(digits, Mapping):
-        missing = [k for k in metric_order if k not in digits]
-        if missing:
-            raise ValueError(f"digits has no entry for metric(s) {missing}")
-        places = {k: digits[k] for k in metric_order}
-    else:
-        places = dict.fromkeys(metric_order, digits)
-    lines = [
-        "| " + " | ".join(["method", *(_cell_text(str(k)) for k in metric_order)]) + " |",
-        "| " + " | ".join(["---"] * (len(metric_order) + 1)) + " |",
-    ]
-    for method, values in rows.items():
-        if not isinstance(values, Mapping):
-            raise TypeError(f"rows[{method!r}] must be a mapping {{metric: (mean, std)}}, got {type(values).__name__}")
-        cells = [_cell_text(str(method))]
-        for metric in metric_order:
-            if metric not in values:
-                raise ValueError(f"method {method!r} has no value for metric {metric!r}")
-            pair = values[metric]
-            if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
-                raise TypeError(f"rows[{method!r}][{metric!r}] must be a (mean, std) pair, got {pair!r}")
-            cells.append(format_mean_std(pair[0], pair[1], places[metric]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

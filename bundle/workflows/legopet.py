@@ -14,9 +14,10 @@ Conventions
   negative values; they count as they are).
 - Reference r: the entry's ``reference`` (OSEM of the high-count sinogram); OSEM row: the entry's ``osem`` (OSEM of
   the measured sinogram, made by the dataset builder with the manifest's subsets × iterations).
-- PSNR = 10 log10(L² / MSE) and SSIM (Gaussian σ = 1.5, 11 taps, k1 = 0.01, k2 = 0.03) from :mod:`bundle.metrics`
-  with L = max r per slice (``DataRange.REFERENCE_MAX``, "reference-normalised"), over the whole unpadded image
-  (no mask).  Table values: mean ± sample std (ddof 1) over the slices.
+- PSNR = 10 log10(L² / MSE) and SSIM (Gaussian σ = 1.5, 11 taps, k1 = 0.01, k2 = 0.03): the project's default
+  convention (:func:`bundle.metrics.image_metrics`, ``docs/metrics.md``) with L = max r per slice
+  ("reference-normalised"), over the whole unpadded image (no mask).  Table values: mean ± sample std (ddof 1)
+  over the slices.
 - GAN rows (:func:`gan_predictors`): the generator of the cGAN / Pix2Pix trainings (``configs/legopet/gan.json``)
   with the ``network`` weights of its checkpoint, one forward pass per slice, like DeepPET.
 - Diffusion rows: one ``torch.Generator`` seeded with ``seed`` per method on the inputs' device, so cDPM and LegoPET
@@ -33,7 +34,6 @@ sinogram, reference, each method, squared-error maps).  Importing this module ru
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import numbers
@@ -46,9 +46,10 @@ from typing import Any
 
 import torch
 
+from bundle.evaluation import mean_std, metric_curves, metrics_table, slice_figure, write_csv, write_json
 from bundle.inferers.legopet import LegoPETInferer
 from bundle.keys import Keys
-from bundle.metrics import DataRange, metrics_table, psnr, ssim, summarise
+from bundle.metrics import image_metrics
 from bundle.transforms.legopet import (
     CountsToNetworkUnitsd,
     LoadImageZYXd,
@@ -78,7 +79,6 @@ __all__ = [
     "list_checkpoints",
     "load_samples",
     "load_weights",
-    "markdown_table",
     "sampling_cost",
     "training_progress",
 ]
@@ -344,30 +344,6 @@ def _predict(
     return images, seconds
 
 
-def _scores(image: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    return {
-        "PSNR": float(psnr(image, reference, data_range=DataRange.REFERENCE_MAX, spatial_dims=2)),
-        "SSIM": float(ssim(image, reference, data_range=DataRange.REFERENCE_MAX, spatial_dims=2)),
-    }
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return summarise(values, correction=1 if len(values) > 1 else 0)
-
-
-def _write_json(path: Path, obj: object) -> Path:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def _write_csv(path: Path, fields: Sequence[str], rows: Sequence[Mapping[str, object]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def _check_predictors(predictors: object) -> dict[str, Predictor]:
     if not isinstance(predictors, Mapping):
         raise TypeError(f"predictors must be a mapping {{method: predictor}}, got {type(predictors).__name__}")
@@ -377,48 +353,6 @@ def _check_predictors(predictors: object) -> dict[str, Predictor]:
         if not callable(p):
             raise TypeError(f"predictors[{name!r}] must be callable, got {type(p).__name__}")
     return dict(predictors)
-
-
-def _figure(sample: LegoPETSample, images: Mapping[str, torch.Tensor], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(images)
-    ref = sample.reference
-    vmax = float(ref.max())
-    errors = {n: (images[n] - ref) ** 2 for n in names}
-    emax = max(float(e.max()) for e in errors.values()) or 1.0
-    cols = 2 + len(names)
-    fig, axes = plt.subplots(2, cols, figsize=(2.2 * cols, 4.6), squeeze=False)
-    axes[0, 0].imshow(sample.counts.numpy(), cmap="gray_r", aspect="auto")
-    axes[0, 0].set_title("input sinogram", fontsize=8)
-    axes[0, 1].imshow(ref.numpy(), cmap="gray_r", vmin=0, vmax=vmax)
-    axes[0, 1].set_title("reference", fontsize=8)
-    for j, n in enumerate(names, start=2):
-        scores = _scores(images[n], ref)
-        axes[0, j].imshow(images[n].numpy(), cmap="gray_r", vmin=0, vmax=vmax)
-        axes[0, j].set_title(f"{n}\n{scores['PSNR']:.2f} dB / {scores['SSIM']:.3f}", fontsize=8)
-        axes[1, j].imshow(errors[n].numpy(), cmap="inferno", vmin=0, vmax=emax)
-        axes[1, j].set_title(f"{n} squared error", fontsize=8)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[1, 0].axis("off")
-    axes[1, 1].axis("off")
-    fig.suptitle(f"slice {sample.id} (errors on one scale, 0 … {emax:.3g})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def markdown_table(summary: Mapping[str, Mapping[str, tuple[float, float]]]) -> str:
-    """:func:`bundle.metrics.metrics_table` with the first column titled ``Method`` (PSNR 2, SSIM 3 decimals)."""
-    table = metrics_table(summary, list(METRICS), digits={"PSNR": 2, "SSIM": 3})
-    header, rest = table.split("\n", 1)
-    return header.replace("| method |", "| Method |", 1) + "\n" + rest
 
 
 # ---------------------------------------------------------------------------------------------------- workflows
@@ -481,19 +415,19 @@ def evaluate_legopet(
 
     rows, summary_rows, methods = [], {}, {}
     for name, images in predictions.items():
-        per_slice = [_scores(img, s.reference) for img, s in zip(images, samples, strict=True)]
+        per_slice = [image_metrics(img, s.reference) for img, s in zip(images, samples, strict=True)]
         for i, (s, sc) in enumerate(zip(samples, per_slice, strict=True)):
             rows.append({"id": s.id, "method": name, **{k: f"{sc[k]:.6f}" for k in METRICS},
                          "time_s": f"{seconds[name][i]:.6f}" if name in seconds else ""})
-        summary_rows[name] = {k: _mean_std([sc[k] for sc in per_slice]) for k in METRICS}
+        summary_rows[name] = {k: mean_std([sc[k] for sc in per_slice]) for k in METRICS}
         methods[name] = {k: {"mean": m, "std": sd} for k, (m, sd) in summary_rows[name].items()}
         if name in seconds:
             methods[name]["time_s_per_slice"] = sum(seconds[name]) / len(seconds[name])
         if name in nfe:
             methods[name]["nfe_per_slice"] = nfe[name]
 
-    _write_csv(out / "metrics.csv", ("id", "method", *METRICS, "time_s"), rows)
-    table = markdown_table(summary_rows)
+    write_csv(out / "metrics.csv", ("id", "method", *METRICS, "time_s"), rows)
+    table = metrics_table(summary_rows, METRICS, digits={"PSNR": 2, "SSIM": 3}, first_column="Method")
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     summary = {
         "split": split,
@@ -503,8 +437,10 @@ def evaluate_legopet(
         "methods": methods,
         "table": table,
     }
-    _write_json(out / "summary.json", summary)
-    _figure(samples[figure_index], {n: p[figure_index] for n, p in predictions.items()}, out / "figure.png")
+    write_json(out / "summary.json", summary)
+    sample, images = samples[figure_index], {n: p[figure_index] for n, p in predictions.items()}
+    slice_figure(sample.counts, sample.reference, images, out / "figure.png", name=f"slice {sample.id}",
+                 scores={n: image_metrics(image, sample.reference) for n, image in images.items()})
     return summary
 
 
@@ -551,39 +487,15 @@ def training_progress(
             net = load_weights(copy.deepcopy(network), path, use_ema=use_ema).to(device)
             predictor = DiffusionPredictor(network=net, inferer=inferer, seed=seed)
             images, _ = _predict(predictor, samples, batch_size=batch_size, device=device)
-            scores = [_scores(img, s.reference) for img, s in zip(images, samples, strict=True)]
+            scores = [image_metrics(img, s.reference) for img, s in zip(images, samples, strict=True)]
             row: dict[str, Any] = {"method": name, "epoch": epoch, "iteration": epoch * iterations_per_epoch}
             for k in METRICS:
-                row[k], row[f"{k}_std"] = _mean_std([sc[k] for sc in scores])
+                row[k], row[f"{k}_std"] = mean_std([sc[k] for sc in scores])
             rows.append(row)
-    _write_csv(out / "progress.csv", list(rows[0]), rows)
-    _write_json(out / "progress.json", {"split": split, "slices": len(samples), "use_ema": use_ema, "rows": rows})
-    _metric_curves(rows, out / "progress.png", x_key="iteration", x_label="training iterations")
+    write_csv(out / "progress.csv", list(rows[0]), rows)
+    write_json(out / "progress.json", {"split": split, "slices": len(samples), "use_ema": use_ema, "rows": rows})
+    metric_curves(rows, out / "progress.png", x_key="iteration", x_label="training iterations")
     return rows
-
-
-def _metric_curves(rows: Sequence[Mapping[str, Any]], path: Path, *, x_key: str, x_label: str) -> Path:
-    """PSNR and SSIM (mean ± std) of every method in ``rows`` against ``rows[i][x_key]``, saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        for ax, k in zip(axes, METRICS, strict=True):
-            ax.errorbar([r[x_key] for r in mine], [r[k] for r in mine], yerr=[r[f"{k}_std"] for r in mine],
-                        marker="o", capsize=2, label=name)
-    for ax, k in zip(axes, ("PSNR [dB]", "SSIM"), strict=True):
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(k)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def sampling_cost(
@@ -622,17 +534,17 @@ def sampling_cost(
     for inferer in inferers:
         predictor = DiffusionPredictor(network=network, inferer=inferer, seed=seed)
         images, seconds = _predict(predictor, samples, batch_size=batch_size, device=device)
-        scores = [_scores(img, s.reference) for img, s in zip(images, samples, strict=True)]
+        scores = [image_metrics(img, s.reference) for img, s in zip(images, samples, strict=True)]
         steps = len(inferer.scheduler.timesteps)
         rows.append({
             "sampler": f"{type(inferer.scheduler).__name__.removesuffix('Scheduler')} {steps}",
             "steps": steps,
             "nfe_per_slice": predictor.network.images / len(samples),
             "seconds_per_slice": sum(seconds) / len(seconds),
-            **{k: _mean_std([sc[k] for sc in scores])[0] for k in METRICS},
+            **{k: mean_std([sc[k] for sc in scores])[0] for k in METRICS},
         })
-    _write_csv(out / "sampling_cost.csv", list(rows[0]), rows)
-    _write_json(out / "sampling_cost.json", {"split": split, "slices": len(samples), "device": str(device),
+    write_csv(out / "sampling_cost.csv", list(rows[0]), rows)
+    write_json(out / "sampling_cost.json", {"split": split, "slices": len(samples), "device": str(device),
                                              "rows": rows})
     lines = ["| Sampler | steps | NFE / slice | s / slice | PSNR | SSIM |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['sampler']} | {r['steps']} | {r['nfe_per_slice']:.0f} | {r['seconds_per_slice']:.3f} | "
@@ -705,7 +617,7 @@ def guidance_sweep(
         for inferer in inferers[name]:
             predictor = DiffusionPredictor(network=network, inferer=inferer, seed=seed)
             images, seconds = _predict(predictor, samples, batch_size=batch_size, device=device)
-            scores = [_scores(img, s.reference) for img, s in zip(images, samples, strict=True)]
+            scores = [image_metrics(img, s.reference) for img, s in zip(images, samples, strict=True)]
             row: dict[str, Any] = {
                 "method": name,
                 "guidance_scale": inferer.guidance_scale,
@@ -713,18 +625,18 @@ def guidance_sweep(
                 "seconds_per_slice": sum(seconds) / len(seconds),
             }
             for k in METRICS:
-                row[k], row[f"{k}_std"] = _mean_std([sc[k] for sc in scores])
+                row[k], row[f"{k}_std"] = mean_std([sc[k] for sc in scores])
             rows.append(row)
     best = {name: max((r for r in rows if r["method"] == name), key=lambda r: r["PSNR"])["guidance_scale"]
             for name in runs}
-    _write_csv(out / "guidance_sweep.csv", list(rows[0]), rows)
-    _write_json(out / "guidance_sweep.json", {"split": split, "slices": len(samples), "seed": seed,
+    write_csv(out / "guidance_sweep.csv", list(rows[0]), rows)
+    write_json(out / "guidance_sweep.json", {"split": split, "slices": len(samples), "seed": seed,
                                               "best_by_psnr": best, "rows": rows})
     lines = ["| Method | λ2 | NFE / slice | PSNR | SSIM |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['guidance_scale']:g} | {r['nfe_per_slice']:.0f} | {r['PSNR']:.2f} ± "
               f"{r['PSNR_std']:.2f} | {r['SSIM']:.3f} ± {r['SSIM_std']:.3f} |" for r in rows]
     (out / "guidance_sweep.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _metric_curves(rows, out / "guidance_sweep.png", x_key="guidance_scale", x_label="guidance weight λ2")
+    metric_curves(rows, out / "guidance_sweep.png", x_key="guidance_scale", x_label="guidance weight λ2")
     return rows
 
 

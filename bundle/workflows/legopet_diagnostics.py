@@ -29,9 +29,10 @@ import torch
 
 from bundle._checks import check_int
 from bundle.diffusion.ddim import ddim_alphas, ddim_update
+from bundle.evaluation import denoising_loss_figure, write_csv, write_json
 from bundle.inferers.legopet import LegoPETInferer, _slice_condition
 from bundle.transforms.legopet import padding_offsets
-from bundle.workflows.legopet import _write_csv, _write_json, list_checkpoints, load_samples, load_weights
+from bundle.workflows.legopet import list_checkpoints, load_samples, load_weights
 
 __all__ = ["DEFAULT_START_STEPS", "DEFAULT_TIMESTEPS", "denoising_loss", "restart_from_reference"]
 
@@ -144,32 +145,10 @@ def denoising_loss(
                       "eps_mse_mean_over_t": sum(r["eps_mse"] for r in mine) / len(mine)})
     result = {"splits": list(splits), "timesteps": list(timesteps), "noise_draws": noise_draws, "use_ema": use_ema,
               "rows": rows, "means": means}
-    _write_csv(out / "denoising_loss.csv", list(rows[0]), rows)
-    _write_json(out / "denoising_loss.json", result)
-    _plot(means, out / "denoising_loss.png")
+    write_csv(out / "denoising_loss.csv", list(rows[0]), rows)
+    write_json(out / "denoising_loss.json", result)
+    denoising_loss_figure(means, out / "denoising_loss.png")
     return result
-
-
-def _plot(means: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for method, split in dict.fromkeys((m["method"], m["split"]) for m in means):
-        mine = [m for m in means if (m["method"], m["split"]) == (method, split)]
-        ax.plot([m["iteration"] for m in mine], [m["eps_mse_mean_over_t"] for m in mine], marker="o",
-                linestyle="-" if split == "test" else "--", label=f"{method} {split}")
-    ax.set_xlabel("training iterations")
-    ax.set_ylabel("ε-MSE (mean over the t grid)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 DEFAULT_START_STEPS: tuple[int, ...] = (50, 200, 400, 600, 999)
@@ -256,9 +235,9 @@ def restart_from_reference(
             rmse = ((x - x0) ** 2).mean(dim=(1, 2, 3)).sqrt()
             rows.append({"method": name, "t0": t0, "steps": len(times),
                          "intensity_ratio": sum(ratios) / len(ratios), "rmse": float(rmse.mean())})
-    _write_csv(out / "restart.csv", list(rows[0]), rows)
-    _write_json(out / "restart.json", {"split": split, "slices": len(samples), "guidance_scale": float(guidance_scale),
-                                       "head_fraction": float(head_fraction), "rows": rows})
+    write_csv(out / "restart.csv", list(rows[0]), rows)
+    write_json(out / "restart.json", {"split": split, "slices": len(samples), "guidance_scale": float(guidance_scale),
+                                      "head_fraction": float(head_fraction), "rows": rows})
     lines = ["| Method | t0 | steps | intensity ratio | RMSE (network units) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['t0']} | {r['steps']} | {r['intensity_ratio']:.3f} | {r['rmse']:.3f} |"
               for r in rows]

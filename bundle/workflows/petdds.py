@@ -20,9 +20,11 @@ Evaluation conventions (:func:`evaluate_petdds`)
 - Reference: the dataset's full-count OSEM ``reference.nii.gz``.  Mask M: the head, μ > 0 in ``mu_map.nii.gz``.
   (The reference is > 0 in every voxel of the field of view, OSEM leaves small positive values outside the head, so
   "reference > 0 or μ > 0" would be the whole image; μ > 0 is the head outline including skull and scalp.)
-- NRMSE = ‖x − r‖₂,M / ‖r‖₂,M in %; PSNR with L = max_M r in dB; SSIM (3D, Gaussian σ = 1.5, L = max_M r,
-  averaged over window centres in M) in %; the window has min(11, largest odd number <= the smallest image
-  dimension) taps (7 for the 8-slice ``small_3d`` image).  NRMSE and SSIM in % as in the paper's Table I.
+- Scores: :func:`bundle.metrics.image_metrics` (the project's convention, ``docs/metrics.md``): NRMSE =
+  ‖x − r‖₂,M / ‖r‖₂,M; PSNR with L = max_M r in dB; SSIM (3D, Gaussian σ = 1.5, L = max_M r, averaged over window
+  centres in M); the window has min(11, largest odd number <= the smallest image dimension) taps (7 for the
+  8-slice ``small_3d`` image).  NRMSE and SSIM as fractions; ``metric_convention="petdds"`` gives them in % as in
+  the paper's Table I (and the tables in ``docs/petdds.md``).
 - Table values are mean ± sample std (ddof 1; ddof 0 for a single value) over all (test subject, realisation)
   pairs.
 - OSEM: ``osem = (subsets, iterations)``, default 21 × 2 (paper baseline), initial image ones.
@@ -45,7 +47,6 @@ Evaluation conventions (:func:`evaluate_petdds`)
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import numbers
@@ -59,8 +60,9 @@ import numpy as np
 import torch
 
 from bundle.data.io import load_image, save_image
+from bundle.evaluation import bias_variance_figure, mean_std, metrics_table, volume_panel, write_csv, write_json
 from bundle.inferers.petdds import PETDDSInferer, reconstruct_many, uncertainty_from_samples
-from bundle.metrics import DataRange, bias_variance, metrics_table, nrmse, psnr, ssim, summarise
+from bundle.metrics import MetricConvention, bias_variance, image_metrics, ssim_kernel_size, units
 from bundle.physics import (
     GaussianResolution,
     ImageGeometry,
@@ -77,6 +79,7 @@ from bundle.physics import (
 )
 from bundle.physics import osem as osem_reconstruction
 
+from .._checks import check_choice
 from .._checks import check_int as _check_int
 
 __all__ = [
@@ -87,7 +90,6 @@ __all__ = [
     "default_inferer",
     "evaluate_petdds",
     "every_n_events",
-    "image_metrics",
     "latest_checkpoint",
     "load_network_weights",
     "load_petdds_case",
@@ -354,89 +356,6 @@ def _prepare_network(network: Network | None, device: torch.device) -> _TimedNet
     return _TimedNetwork(network, device)
 
 
-# --------------------------------------------------------------------------------------------------------- metrics
-
-
-def _ssim_kernel(shape: Sequence[int]) -> int:
-    size = min(11, min(shape))
-    return size if size % 2 == 1 else size - 1
-
-
-def image_metrics(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """``{"NRMSE": %, "PSNR": dB, "SSIM": %}`` of ``image`` against ``reference`` in ``mask`` (all ``(n_z, n_y, n_x)``).
-
-    NRMSE = 100 ‖x − r‖_M / ‖r‖_M, PSNR and 3D SSIM with L = max_M r (module docstring, "Evaluation conventions").
-    """
-    image, reference = image.double(), reference.double()
-    return {
-        "NRMSE": 100.0 * float(nrmse(image, reference, mask=mask)),
-        "PSNR": float(psnr(image, reference, data_range=DataRange.REFERENCE_MAX, mask=mask)),
-        "SSIM": 100.0 * float(ssim(image, reference, data_range=DataRange.REFERENCE_MAX, spatial_dims=3, mask=mask,
-                                   kernel_size=_ssim_kernel(image.shape))),
-    }
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return summarise(list(values), correction=1 if len(values) > 1 else 0)
-
-
-# --------------------------------------------------------------------------------------------------------- figures
-
-
-def _panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: ImageGeometry, title: str,
-           vmax: float | None = None, cmaps: Mapping[str, str] | None = None) -> Path:
-    """Transverse (middle slice, top row) and coronal (middle row, bottom row) view of each image (Fig. 1 style)."""
-    from matplotlib.figure import Figure
-
-    vz, vy, vx = geometry.voxel_size_mm
-    figure = Figure(figsize=(2.6 * len(images), 5.4), layout="constrained")
-    axes = figure.subplots(2, len(images), squeeze=False)
-    for column, (name, volume) in enumerate(images.items()):
-        volume = volume.detach().cpu().float()
-        top = float(volume.max()) if vmax is None or (cmaps and name in cmaps) else vmax
-        cmap = (cmaps or {}).get(name, "gray_r")
-        views = (volume[volume.shape[0] // 2], volume[:, volume.shape[1] // 2, :])
-        for row, (view, aspect) in enumerate(zip(views, (vy / vx, vz / vx), strict=True)):
-            ax = axes[row][column]
-            ax.imshow(view.numpy(), cmap=cmap, vmin=0.0, vmax=max(top, 1e-12), aspect=aspect,
-                      origin="upper" if row == 0 else "lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0][column].set_title(name)
-    axes[0][0].set_ylabel("transverse")
-    axes[1][0].set_ylabel("coronal")
-    figure.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
-
-
-def _bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> Path:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.0, 4.5), layout="constrained")
-    ax = figure.subplots()
-    # one MAP-EM curve per β over the passes (labelled with the pass count), one PET-DDS-δ curve over δ
-    curves = [(f"MAP-EM β={b:g}", "o", [p for p in points if p["method"] == "MAP-EM" and p["beta"] == b], "iterations")
-              for b in dict.fromkeys(p["beta"] for p in points if p["method"] == "MAP-EM")]
-    curves.append(("PET-DDS-δ (δ)", "s", [p for p in points if p["method"] == "PET-DDS-δ"], "delta"))
-    for label, marker, chosen, key in curves:
-        if not chosen:
-            continue
-        xs = [100 * p["normalised_std"] for p in chosen]
-        ys = [100 * p["normalised_bias"] for p in chosen]
-        ax.plot(xs, ys, marker=marker, linestyle="-", label=label, markersize=4)
-        for p, x, y in zip(chosen, xs, ys, strict=True):
-            ax.annotate(f"{p[key]:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
-    ax.set_xlabel("normalised standard deviation (%)")
-    ax.set_ylabel("normalised bias (%)")
-    ax.set_title(title + "\n(numbers: MAP-EM passes, PET-DDS-δ δ)", fontsize=9)
-    ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
-
-
 # ------------------------------------------------------------------------------------------------------ workflows
 
 
@@ -458,11 +377,6 @@ def _realisation_count(entry: Mapping, realisations: int | None) -> int:
     return count
 
 
-def _write_json(path: Path, obj: object) -> Path:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
 def evaluate_petdds(
     dataset_dir: str | Path,
     *,
@@ -480,6 +394,7 @@ def evaluate_petdds(
     save_images: bool = True,
     figures: bool = True,
     progress: bool = False,
+    metric_convention: MetricConvention | str = MetricConvention.DEFAULT,
 ) -> dict[str, Any]:
     """OSEM / MAP-EM / PET-DDS-δ on every low-count realisation of every ``split`` subject, against the reference.
 
@@ -500,6 +415,8 @@ def evaluate_petdds(
         save_images: write every reconstruction as NIfTI.
         figures: write one transverse + coronal panel per subject (first realisation).
         progress: tqdm bar over (subject, realisation).
+        metric_convention: :class:`~bundle.metrics.MetricConvention` of the scores (``"petdds"``: the paper's
+            NRMSE and SSIM in %, as the tables in ``docs/petdds.md``).
 
     Returns:
         ``{"rows": [per reconstruction], "summary": {method: {metric: {"mean", "std"}, "time_s": ...}},
@@ -512,6 +429,9 @@ def evaluate_petdds(
     beta_relative = _check_nonnegative(map_em_beta, "map_em_beta")
     map_iterations = _check_int(map_em_iterations, "map_em_iterations", minimum=1)
     seed = _check_int(seed, "seed", minimum=0)
+    convention = check_choice(metric_convention, MetricConvention, "metric_convention")
+    metric_units = units(convention)
+    percent = metric_units["SSIM"] == "%"
     out = _output_dir(output_dir)
     ds = _open_dataset(dataset_dir)
     if split not in ds.datalist or not ds.datalist[split]:
@@ -558,14 +478,15 @@ def evaluate_petdds(
                                     "other_s": seconds - timed_network.seconds - split_s["projector_s"]}
         for method, recon in images.items():
             row = {"subject": entry["id"], "realisation": r, "method": method,
-                   **image_metrics(recon, case.reference, case.mask), **timings[method]}
+                   **image_metrics(recon, case.reference, mask=case.mask, convention=convention),
+                   **timings[method]}
             rows.append(row)
             if save_images:
                 path = out / "reconstructions" / f"{entry['id']}_r{r:02d}_{_SLUG[method]}.nii.gz"
                 save_image(path, recon, ds.image)
                 files["reconstructions"].append(str(path))
         if figures and r == 0:
-            path = _panel({"reference": case.reference, **images}, out / "figures" / f"{entry['id']}_r00.png",
+            path = volume_panel({"reference": case.reference, **images}, out / "figures" / f"{entry['id']}_r00.png",
                           geometry=ds.image, vmax=float(case.reference[case.mask].max()),
                           title=f"{entry['id']}, low-count realisation 0")
             files["figures"].append(str(path))
@@ -577,28 +498,26 @@ def evaluate_petdds(
         for key in (*METRICS, "time_s", "network_s", "projector_s", "other_s"):
             values = [row[key] for row in chosen_rows if key in row]
             if values:
-                mean, std = _mean_std(values)
+                mean, std = mean_std(values)
                 summary[method][key] = {"mean": mean, "std": std}
     table = metrics_table({m: {k: (summary[m][k]["mean"], summary[m][k]["std"]) for k in METRICS} for m in chosen},
-                          METRICS, digits=2)
+                          METRICS, digits={"PSNR": 2, **dict.fromkeys(("NRMSE", "SSIM"), 2 if percent else 4)})
     settings = {
         "dataset_dir": str(ds.root), "split": split, "scanner_preset": ds.scanner.name, "methods": list(chosen),
         "osem": [n_subsets, n_iterations], "map_em_beta_relative": beta_relative, "map_em_beta_absolute": betas,
         "map_em_iterations": map_iterations, "realisations": counts, "seed": seed, "device": str(device),
-        "units": {"NRMSE": "%", "PSNR": "dB", "SSIM": "%", "time_s": "s"},
+        "metric_convention": convention.value, "units": {**metric_units, "time_s": "s"},
         "mask": "mu_map > 0 (head)", "data_range": "max of the reference in the mask",
-        "ssim_kernel_size": _ssim_kernel(ds.image.shape),
+        "ssim_kernel_size": ssim_kernel_size(tuple(n for n in ds.image.shape if n > 1)),
         "pet_dds": None if inferer is None or "PET-DDS-δ" not in chosen else {
             k: getattr(inferer, k) for k in ("num_inference_steps", "num_subsets", "steps_per_diffusion_step",
                                              "delta", "lambda_rdp", "lambda_dds", "eta")},
     }
-    with (out / "per_case.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=_CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    _write_json(out / "summary.json", {"summary": summary, "settings": settings})
+    write_csv(out / "per_case.csv", _CSV_FIELDS, rows)
+    write_json(out / "summary.json", {"summary": summary, "settings": settings})
     (out / "table.md").write_text(
-        table + "\n\nNRMSE and SSIM in %, PSNR in dB; mean ± std over (test subject, realisation); mask μ > 0.\n",
+        table + f"\n\nNRMSE and SSIM {'in %' if percent else 'as fractions'}, PSNR in dB (metric convention "
+        f"{convention.value!r}); mean ± std over (test subject, realisation); mask μ > 0.\n",
         encoding="utf-8",
     )
     files.update({"csv": str(out / "per_case.csv"), "summary": str(out / "summary.json"),
@@ -699,12 +618,12 @@ def bias_variance_study(
     points = [{"method": "MAP-EM", "beta": b, "beta_absolute_mean": float(np.mean(absolute[b])), "iterations": i,
                **point(map_images[(b, i)])} for b in beta_list for i in iteration_list]
     points += [{"method": "PET-DDS-δ", "delta": d, **point(images)} for d, images in dds_images.items()]
-    json_path = _write_json(out / "bias_variance.json", {
+    json_path = write_json(out / "bias_variance.json", {
         "subject": entry["id"], "realisations": n_real, "num_subsets": num_subsets, "mask": "mu_map > 0 (head)",
         "definitions": "bundle.metrics.bias_variance (NB = ‖mean − r‖/‖r‖, NSD = sqrt(mean σ²)/mean r, over M)",
         "points": points,
     })
-    figure = _bias_variance_figure(points, out / "bias_variance.png",
+    figure = bias_variance_figure(points, out / "bias_variance.png",
                                    title=f"{entry['id']}: {n_real} low-count realisations")
     return {"points": points, "files": {"json": str(json_path), "figure": str(figure)}}
 
@@ -752,7 +671,7 @@ def uncertainty_study(
     # display: CV inside the head (outside it the mean is ~0 and the CV explodes), clipped at its 99th percentile
     top = float(torch.quantile(cv[loaded.mask].double(), 0.99))
     cv_head = torch.where(loaded.mask, cv.clamp(max=top), torch.zeros_like(cv))
-    files["figure"] = _panel({"reference": loaded.reference, "mean": mean, "CV (head)": cv_head},
+    files["figure"] = volume_panel({"reference": loaded.reference, "mean": mean, "CV (head)": cv_head},
                              out / "uncertainty.png", geometry=ds.image,
                              vmax=float(loaded.reference[loaded.mask].max()), cmaps={"CV (head)": "magma"},
                              title=f"{entry['id']}: {len(seed_list)} seeds; CV shown in [0, {top:.2f}] (99th pct.)")

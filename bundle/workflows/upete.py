@@ -6,14 +6,14 @@ Array layout: MONAI's channel-first (1, x, y, z) as written by ``LoadImaged`` fr
 added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x)) (:class:`PETMeanScaled`, each volume its
 own scale); CT is windowed to [0, 1].  Outputs are mapped back with the *input's* scale, i.e. to kBq/ml.
 
-Metrics (documented in docs/upete.md): on the whole volume in kBq/ml against the standard-dose OSEM (SPET),
-PSNR with L = max − min of the SPET (the paper's min-max-normalised images), 3D SSIM with a Gaussian window
-(7 taps, σ = 1.5) and the same L.  Mean ± sample std over the test subjects.  Importing runs nothing.
+Metrics: :func:`bundle.metrics.image_metrics` on the whole volume in kBq/ml against the standard-dose OSEM (SPET),
+in the project's convention (docs/metrics.md: L = max of the SPET, 3D SSIM with an 11-tap Gaussian window) or,
+with ``metric_convention="upete"``, in that of docs/upete.md's tables (L = max − min of the SPET, the paper's
+min-max-normalised images; 7 taps).  Mean ± sample std over the test subjects.  Importing runs nothing.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from bundle._checks import check_choice
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
 from bundle.diffusion.latent import (
     DoseEstimator,
@@ -35,7 +36,8 @@ from bundle.diffusion.latent import (
     latent_noise_variance,
 )
 from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
-from bundle.metrics import metrics_table, psnr, ssim, summarise
+from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
+from bundle.metrics import MetricConvention, image_metrics
 from bundle.networks.ct_attention import CTGuidedLatentDenoiser
 from bundle.networks.upete import CTEncoder, LDMVariant, UPETe
 
@@ -312,63 +314,12 @@ def load_calibration(path: str | Path) -> Calibration:
 # ----------------------------------------------------------------------------------------------------- evaluation
 
 
-def _metrics(image: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    x, r = image.double()[0, 0], reference.double()[0, 0]
-    rng = float(r.max() - r.min())
-    return {"PSNR": float(psnr(x, r, data_range=rng)),
-            "SSIM": float(ssim(x, r, data_range=rng, spatial_dims=3, kernel_size=7))}
-
-
 def _unet_inferer(roi_size: Sequence[int] | None):
     from monai.inferers import SimpleInferer, SlidingWindowInferer
 
     if roi_size is None:
         return SimpleInferer()
     return SlidingWindowInferer(roi_size=tuple(roi_size), overlap=0.5, mode="gaussian")
-
-
-def _panel(images: Mapping[str, torch.Tensor], path: Path, *, title: str, vmax: float) -> Path:
-    """Axial (middle z) and coronal (middle y) views in MONAI layout (X, Y, Z), as the paper's Fig. 3."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(2.2 * len(images), 4.6), layout="constrained")
-    axes = figure.subplots(2, len(images), squeeze=False)
-    for column, (name, volume) in enumerate(images.items()):
-        v = volume.detach().cpu().float()[0, 0]
-        axial = v[:, :, v.shape[2] // 2].T
-        coronal = v[:, v.shape[1] // 2, :].T
-        for row, view in enumerate((axial, coronal)):
-            ax = axes[row][column]
-            ax.imshow(view.numpy(), cmap="gray_r", vmin=0.0, vmax=vmax, origin="lower", interpolation="nearest",
-                      aspect="auto" if row == 1 else "equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0][column].set_title(name)
-    axes[0][0].set_ylabel("axial")
-    axes[1][0].set_ylabel("coronal")
-    figure.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
-
-
-def _dose_figure(curves: Mapping[str, Mapping[float, float]], path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    ax = figure.subplots()
-    for name, curve in curves.items():
-        doses = sorted(curve)
-        ax.plot([100 * d for d in doses], [curve[d] for d in doses], marker="o", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("dose [% of standard]")
-    ax.set_ylabel("PSNR [dB]")
-    ax.set_title("Generalisation to dose (no retraining)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
 
 
 def evaluate_upete(
@@ -387,6 +338,7 @@ def evaluate_upete(
     ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
     seed: int = 0,
     progress: bool = True,
+    metric_convention: MetricConvention | str = MetricConvention.DEFAULT,
 ) -> dict[str, Any]:
     """Evaluate baselines and trained uPETe variants on the test split; write table, CSV, JSON and figures.
 
@@ -396,10 +348,14 @@ def evaluate_upete(
         table_dose: dose of the table (paper: 10 %).
         curve_doses / curve_methods: the dose-generalisation figure (only methods that are available).
         gaussian_grid: σ in voxels; nlm_grid: h / σ_n; tuned on the validation pairs at ``table_dose`` by PSNR.
+        metric_convention: :class:`~bundle.metrics.MetricConvention` of PSNR / SSIM (``"upete"``: L = max − min of
+            the reference and a 7-tap SSIM window, as the tables in ``docs/upete.md``).
 
     Returns:
         ``{"table": markdown, "rows": {method: {metric: (mean, std)}}, "curves": ..., "tuned": ..., "files": ...}``.
     """
+    convention = check_choice(metric_convention, MetricConvention, "metric_convention")
+    score = partial(image_metrics, convention=convention)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     val = load_split(dataset_dir, "validation", doses=[table_dose], mean_multiple=mean_multiple,
@@ -409,7 +365,7 @@ def evaluate_upete(
     pairs = [(c.low[table_dose][0], c.spet) for c in val]
 
     def val_psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
-        return _metrics(image, reference)["PSNR"]
+        return score(image, reference)["PSNR"]
 
     sigma, sigma_scores = tune_parameter(lambda x, sigma_voxels: gaussian_filter(x, sigma_voxels=sigma_voxels),
                                          "sigma_voxels", gaussian_grid, pairs, val_psnr)
@@ -457,7 +413,7 @@ def evaluate_upete(
             y = methods[method](case, dose, x)
             timings[method] += time.perf_counter() - start
             est, ref = y * scale, case.spet * case.spet_scale
-            per_case[method].setdefault(dose, []).append({"case": case.case_id, **_metrics(est, ref)})
+            per_case[method].setdefault(dose, []).append({"case": case.case_id, **score(est, ref)})
             if dose == table_dose and case is test[0]:
                 panel_images[method] = est
     ceiling: dict[str, tuple[float, float]] = {}
@@ -477,9 +433,8 @@ def evaluate_upete(
         for case in test:
             with torch.no_grad():
                 recon = round_trip(case.spet)
-            values.append(_metrics(recon * case.spet_scale, case.spet * case.spet_scale))
-        ceiling = {k: summarise([v[k] for v in values]) if len(values) > 1 else (values[0][k], 0.0)
-                   for k in ("PSNR", "SSIM")}
+            values.append(score(recon * case.spet_scale, case.spet * case.spet_scale))
+        ceiling = {k: mean_std([v[k] for v in values]) for k in ("PSNR", "SSIM")}
     estimated_doses: dict[str, dict[str, float]] = {}
     estimator = next((inf.dose_estimator for _, inf in models.values() if inf.dose_estimator is not None), None)
     if estimator is not None:  # the image-only dose estimate the inferers fall back on when no dose is given
@@ -488,24 +443,20 @@ def evaluate_upete(
     for method in methods:
         values = per_case[method].get(table_dose, [])
         if values:
-            rows[method] = {k: summarise([v[k] for v in values]) if len(values) > 1 else (values[0][k], 0.0)
-                            for k in ("PSNR", "SSIM")}
-    table = metrics_table(rows, ["PSNR", "SSIM"], digits={"PSNR": 2, "SSIM": 4}).replace("| method |", "| Method |", 1)
+            rows[method] = {k: mean_std([v[k] for v in values]) for k in ("PSNR", "SSIM")}
+    table = metrics_table(rows, ["PSNR", "SSIM"], digits={"PSNR": 2, "SSIM": 4}, first_column="Method")
     curves = {m: {d: sum(v["PSNR"] for v in vals) / len(vals) for d, vals in per_case[m].items()}
               for m in methods if m in curve_methods}
     files = {"table": out / "table.md", "json": out / "results.json", "csv": out / "per_case.csv",
              "dose_figure": out / "dose_generalisation.png", "panel": out / "panels.png"}
     files["table"].write_text(table + "\n", encoding="utf-8")
-    with files["csv"].open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "dose", "case", "PSNR", "SSIM"])
-        for method, by_dose in per_case.items():
-            for dose, values in sorted(by_dose.items()):
-                for v in values:
-                    writer.writerow([method, dose, v["case"], f"{v['PSNR']:.4f}", f"{v['SSIM']:.5f}"])
-    _dose_figure(curves, files["dose_figure"])
+    write_csv(files["csv"], ("method", "dose", "case", "PSNR", "SSIM"),
+              [{"method": method, "dose": dose, "case": v["case"], "PSNR": f"{v['PSNR']:.4f}",
+                "SSIM": f"{v['SSIM']:.5f}"}
+               for method, by_dose in per_case.items() for dose, values in sorted(by_dose.items()) for v in values])
+    dose_figure(curves, files["dose_figure"])
     ref = test[0].spet * test[0].spet_scale
-    _panel({"LPET": panel_images.get("LPET", ref), "SPET": ref,
+    monai_volume_panel({"LPET": panel_images.get("LPET", ref), "SPET": ref,
             **{k: v for k, v in panel_images.items() if k != "LPET"}},
            files["panel"], title=f"{test[0].case_id}, {100 * table_dose:g} % dose", vmax=float(ref.max()) * 0.6)
     result = {
@@ -515,9 +466,10 @@ def evaluate_upete(
         "autoencoder_ceiling": ceiling, "estimated_doses": estimated_doses, "seconds": timings,
         "test_cases": [c.case_id for c in test],
         "table_dose": table_dose,
+        "metric_convention": convention.value,
         "files": {k: str(v) for k, v in files.items()},
     }
-    files["json"].write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(files["json"], result)
     return result
 
 

@@ -140,6 +140,16 @@ def test_osem_only_evaluation_writes_table_csv_images_and_figures(dataset, tmp_p
     assert len(result["files"]["figures"]) == 1 and Path(result["files"]["figures"][0]).stat().st_size > 0
 
 
+def test_petdds_metric_convention_gives_nrmse_and_ssim_in_percent(dataset, tmp_path):
+    options = {"methods": ["OSEM"], "osem": (4, 1), "realisations": 1, "save_images": False, "figures": False}
+    default = evaluate_petdds(dataset, output_dir=tmp_path / "default", **options)
+    percent = evaluate_petdds(dataset, output_dir=tmp_path / "percent", metric_convention="petdds", **options)
+    a, b = default["rows"][0], percent["rows"][0]
+    assert (b["NRMSE"], b["SSIM"], b["PSNR"]) == pytest.approx((100 * a["NRMSE"], 100 * a["SSIM"], a["PSNR"]))
+    assert default["settings"]["units"]["SSIM"] == "fraction" and percent["settings"]["units"]["NRMSE"] == "%"
+    assert "NRMSE and SSIM in %" in (tmp_path / "percent" / "table.md").read_text(encoding="utf-8")
+
+
 def test_evaluation_with_an_untrained_network_adds_the_petdds_row(dataset, tmp_path):
     result = evaluate_petdds(dataset, output_dir=tmp_path, network=_tiny_network(), inferer=_tiny_inferer(),
                              osem=(4, 1), map_em_iterations=1, realisations=1)

@@ -1,0 +1,216 @@
+"""Figure writers of the evaluations: image panels and metric curves (one function per figure kind).
+
+Outputs are PNG files; every function returns the path it wrote.  2D panels and curves use pyplot with the Agg
+backend, volume panels a bare :class:`matplotlib.figure.Figure`.  Importing runs nothing (matplotlib is imported
+when a figure is drawn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from bundle.physics import ImageGeometry
+
+__all__ = [
+    "bias_variance_figure",
+    "denoising_loss_figure",
+    "dose_figure",
+    "metric_curves",
+    "monai_volume_panel",
+    "slice_figure",
+    "volume_panel",
+]
+
+
+def slice_figure(counts: torch.Tensor, reference: torch.Tensor, images: Mapping[str, torch.Tensor], path: Path, *,
+                 scores: Mapping[str, Mapping[str, float]], name: str) -> Path:
+    """Sinogram ``counts`` (views, bins), ``reference`` and every image (all ``(h, w)``, titled PSNR dB / SSIM from
+    ``scores[image name]``) over their squared errors on one colour scale (the LegoPET evaluation's figure); ``name``
+    starts the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(images)
+    ref = reference
+    vmax = float(ref.max())
+    errors = {n: (images[n] - ref) ** 2 for n in names}
+    emax = max(float(e.max()) for e in errors.values()) or 1.0
+    cols = 2 + len(names)
+    fig, axes = plt.subplots(2, cols, figsize=(2.2 * cols, 4.6), squeeze=False)
+    axes[0, 0].imshow(counts.numpy(), cmap="gray_r", aspect="auto")
+    axes[0, 0].set_title("input sinogram", fontsize=8)
+    axes[0, 1].imshow(ref.numpy(), cmap="gray_r", vmin=0, vmax=vmax)
+    axes[0, 1].set_title("reference", fontsize=8)
+    for j, n in enumerate(names, start=2):
+        axes[0, j].imshow(images[n].numpy(), cmap="gray_r", vmin=0, vmax=vmax)
+        axes[0, j].set_title(f"{n}\n{scores[n]['PSNR']:.2f} dB / {scores[n]['SSIM']:.3f}", fontsize=8)
+        axes[1, j].imshow(errors[n].numpy(), cmap="inferno", vmin=0, vmax=emax)
+        axes[1, j].set_title(f"{n} squared error", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[1, 0].axis("off")
+    axes[1, 1].axis("off")
+    fig.suptitle(f"{name} (errors on one scale, 0 … {emax:.3g})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def metric_curves(rows: Sequence[Mapping[str, Any]], path: Path, *, x_key: str, x_label: str) -> Path:
+    """PSNR and SSIM (``rows[i]["PSNR"]`` ± ``rows[i]["PSNR_std"]``, same for SSIM) of every ``rows[i]["method"]``
+    against ``rows[i][x_key]``, one panel per metric, saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == name]
+        for ax, k in zip(axes, ("PSNR", "SSIM"), strict=True):
+            ax.errorbar([r[x_key] for r in mine], [r[k] for r in mine], yerr=[r[f"{k}_std"] for r in mine],
+                        marker="o", capsize=2, label=name)
+    for ax, k in zip(axes, ("PSNR [dB]", "SSIM"), strict=True):
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(k)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def denoising_loss_figure(means: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``eps_mse_mean_over_t`` against ``iteration`` (log scale), one line per (``method``, ``split``), test solid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for method, split in dict.fromkeys((m["method"], m["split"]) for m in means):
+        mine = [m for m in means if (m["method"], m["split"]) == (method, split)]
+        ax.plot([m["iteration"] for m in mine], [m["eps_mse_mean_over_t"] for m in mine], marker="o",
+                linestyle="-" if split == "test" else "--", label=f"{method} {split}")
+    ax.set_xlabel("training iterations")
+    ax.set_ylabel("ε-MSE (mean over the t grid)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: ImageGeometry, title: str,
+                 vmax: float | None = None, cmaps: Mapping[str, str] | None = None) -> Path:
+    """Transverse (middle slice, top row) and coronal (middle row, bottom row) view of each ``(n_z, n_y, n_x)``
+    image (PET-DDS Fig. 1 style); ``vmax`` is shared except for images given a colour map in ``cmaps``."""
+    from matplotlib.figure import Figure
+
+    vz, vy, vx = geometry.voxel_size_mm
+    figure = Figure(figsize=(2.6 * len(images), 5.4), layout="constrained")
+    axes = figure.subplots(2, len(images), squeeze=False)
+    for column, (name, volume) in enumerate(images.items()):
+        volume = volume.detach().cpu().float()
+        top = float(volume.max()) if vmax is None or (cmaps and name in cmaps) else vmax
+        cmap = (cmaps or {}).get(name, "gray_r")
+        views = (volume[volume.shape[0] // 2], volume[:, volume.shape[1] // 2, :])
+        for row, (view, aspect) in enumerate(zip(views, (vy / vx, vz / vx), strict=True)):
+            ax = axes[row][column]
+            ax.imshow(view.numpy(), cmap=cmap, vmin=0.0, vmax=max(top, 1e-12), aspect=aspect,
+                      origin="upper" if row == 0 else "lower", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][column].set_title(name)
+    axes[0][0].set_ylabel("transverse")
+    axes[1][0].set_ylabel("coronal")
+    figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> Path:
+    """Normalised bias against normalised std (%): one MAP-EM curve per β over its passes, one PET-DDS-δ curve over
+    δ (``points`` as :func:`bundle.workflows.petdds.bias_variance_study` writes them)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.0, 4.5), layout="constrained")
+    ax = figure.subplots()
+    # one MAP-EM curve per β over the passes (labelled with the pass count), one PET-DDS-δ curve over δ
+    curves = [(f"MAP-EM β={b:g}", "o", [p for p in points if p["method"] == "MAP-EM" and p["beta"] == b], "iterations")
+              for b in dict.fromkeys(p["beta"] for p in points if p["method"] == "MAP-EM")]
+    curves.append(("PET-DDS-δ (δ)", "s", [p for p in points if p["method"] == "PET-DDS-δ"], "delta"))
+    for label, marker, chosen, key in curves:
+        if not chosen:
+            continue
+        xs = [100 * p["normalised_std"] for p in chosen]
+        ys = [100 * p["normalised_bias"] for p in chosen]
+        ax.plot(xs, ys, marker=marker, linestyle="-", label=label, markersize=4)
+        for p, x, y in zip(chosen, xs, ys, strict=True):
+            ax.annotate(f"{p[key]:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("normalised standard deviation (%)")
+    ax.set_ylabel("normalised bias (%)")
+    ax.set_title(title + "\n(numbers: MAP-EM passes, PET-DDS-δ δ)", fontsize=9)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def monai_volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, title: str, vmax: float) -> Path:
+    """Axial (middle z) and coronal (middle y) views of ``(1, 1, X, Y, Z)`` volumes (MONAI layout), as uPETe's
+    Fig. 3."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(2.2 * len(images), 4.6), layout="constrained")
+    axes = figure.subplots(2, len(images), squeeze=False)
+    for column, (name, volume) in enumerate(images.items()):
+        v = volume.detach().cpu().float()[0, 0]
+        axial = v[:, :, v.shape[2] // 2].T
+        coronal = v[:, v.shape[1] // 2, :].T
+        for row, view in enumerate((axial, coronal)):
+            ax = axes[row][column]
+            ax.imshow(view.numpy(), cmap="gray_r", vmin=0.0, vmax=vmax, origin="lower", interpolation="nearest",
+                      aspect="auto" if row == 1 else "equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][column].set_title(name)
+    axes[0][0].set_ylabel("axial")
+    axes[1][0].set_ylabel("coronal")
+    figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def dose_figure(curves: Mapping[str, Mapping[float, float]], path: Path) -> Path:
+    """PSNR against dose (log axis, % of standard), one line per method: ``curves = {method: {dose: PSNR}}``."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
+    for name, curve in curves.items():
+        doses = sorted(curve)
+        ax.plot([100 * d for d in doses], [curve[d] for d in doses], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("dose [% of standard]")
+    ax.set_ylabel("PSNR [dB]")
+    ax.set_title("Generalisation to dose (no retraining)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
