@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from enum import Enum
 from typing import TypeVar
 
-__all__ = ["check_choice", "check_int"]
+import torch
+
+__all__ = ["check_choice", "check_int", "check_positive"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -26,3 +29,14 @@ def check_choice(value: object, choices: type[E], name: str) -> E:
         return choices(value)
     except ValueError:
         raise ValueError(f"{name} must be one of {[c.value for c in choices]}, got {value!r}") from None
+
+
+def check_positive(value: object, name: str) -> float:
+    """``value`` (a real number or one-element tensor) as a float, finite and > 0; ``TypeError`` for non-reals
+    (bool included), ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value

@@ -1,12 +1,13 @@
-"""bundle._checks: one message format for integer and choice arguments."""
+"""bundle._checks: one message format for integer, positive-number and choice arguments."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
 import pytest
+import torch
 
-from bundle._checks import check_choice, check_int
+from bundle._checks import check_choice, check_int, check_positive
 
 
 class _Colour(StrEnum):
@@ -27,3 +28,12 @@ def test_check_int_rejects_bools_and_small_values():
         check_int(True, "n", minimum=1)
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         check_int(0, "n", minimum=1)
+
+
+def test_check_positive_accepts_reals_and_one_element_tensors():
+    assert check_positive(2, "k") == 2.0 and check_positive(torch.tensor(0.5, dtype=torch.float64), "k") == 0.5
+    with pytest.raises(TypeError, match="k must be a real number, got True"):
+        check_positive(True, "k")
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="k must be finite and > 0"):
+            check_positive(bad, "k")

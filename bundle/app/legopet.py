@@ -1,8 +1,8 @@
 """LegoPET / cDPM infer task: a 2D sinogram ``.npy`` (1, views, radial) counts -> a 2D activity image (NIfTI).
 
-The pipeline is configs/legopet/inference.json's: ``LoadSinogramd`` → ``CountsToNetworkUnitsd`` (÷ k_s) →
+The pipeline is configs/legopet/inference.json's: ``LoadSinogramd`` → ``ToNetworkUnitsd`` (÷ k_s) →
 ``PadToSquared`` → :class:`~bundle.inferers.LegoPETInferer` (guided sampling, crop back) →
-``NetworkUnitsToImaged`` (× scale / c) → NIfTI in the scanner preset's image geometry.
+``FromNetworkUnitsd`` (× scale / c) → NIfTI in the scanner preset's image geometry.
 
 Request keys: ``image`` (the sinogram), ``count_scale`` (c, the sample's counts per activity unit, as the datalist's
 ``count_scale``; default from the task), ``output``, ``seed``.
@@ -19,7 +19,8 @@ import torch
 
 from bundle.data.io import save_image
 from bundle.physics import preset
-from bundle.transforms.legopet import CountsToNetworkUnitsd, LoadSinogramd, NetworkUnitsToImaged, PadToSquared
+from bundle.transforms.legopet import LoadSinogramd, PadToSquared
+from bundle.transforms.scaling import FromNetworkUnitsd, ToNetworkUnitsd
 
 from .task import InferTask, RequestKey
 
@@ -74,10 +75,10 @@ class LegoPETInferTask(InferTask):
         self.count_scale_key = count_scale_key
         self.geometry = preset(scanner_preset).image
         self.load = LoadSinogramd(keys="sinogram", expected_shape=tuple(sinogram_shape))
-        self.to_network_units = CountsToNetworkUnitsd(keys="sinogram", scale=self.sinogram_scale)
+        self.to_network_units = ToNetworkUnitsd(keys="sinogram", scale=self.sinogram_scale, arithmetic="input")
         self.pad = PadToSquared(keys="sinogram", size=pad_size)
-        self.to_image_units = NetworkUnitsToImaged(keys="pred", scale=self.image_scale,
-                                                   count_scale_key=count_scale_key)
+        self.to_image_units = FromNetworkUnitsd(keys="pred", scale=self.image_scale, count_scale_key=count_scale_key,
+                                                arithmetic="input")
 
     def _request(self, data: dict) -> dict:
         d = dict(data, sinogram=data["image"])

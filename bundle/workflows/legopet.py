@@ -10,7 +10,7 @@ Conventions
   zero-padded to ``pad_size × pad_size`` (:class:`~bundle.transforms.legopet.PadToSquared`), exactly as in training.
 - Predictions come back in network units on the unpadded ``(h, w)`` image and are converted to activity units with
   the training scaling x = x' · k_x, k_x = ``image_scale / c`` (c = the entry's ``count_scale``;
-  :class:`~bundle.transforms.legopet.ImageToNetworkUnitsd`).  Nothing is clipped (diffusion samples may hold small
+  :class:`~bundle.transforms.scaling.ToNetworkUnitsd`).  Nothing is clipped (diffusion samples may hold small
   negative values; they count as they are).
 - Reference r: the entry's ``reference`` (OSEM of the high-count sinogram); OSEM row: the entry's ``osem`` (OSEM of
   the measured sinogram, made by the dataset builder with the manifest's subsets × iterations).
@@ -50,7 +50,6 @@ from bundle.inferers.legopet import LegoPETInferer
 from bundle.keys import Keys
 from bundle.metrics import DataRange, metrics_table, psnr, ssim, summarise
 from bundle.transforms.legopet import (
-    CountsToNetworkUnitsd,
     LoadImageZYXd,
     LoadSinogramd,
     PadToSquared,
@@ -59,6 +58,7 @@ from bundle.transforms.legopet import (
     padding_offsets,
     reference_max,
 )
+from bundle.transforms.scaling import ToNetworkUnitsd
 
 from .._checks import check_int
 
@@ -192,7 +192,7 @@ def load_samples(
         entries = entries[: check_int(limit, "limit", minimum=1)]
     image_scale = reference_max(root, count_scale_key=count_scale_key)
     load = LoadSinogramd(keys=Keys.SINOGRAM)
-    to_units = CountsToNetworkUnitsd(keys=Keys.SINOGRAM, scale=manifest_counts_per_bin(root))
+    to_units = ToNetworkUnitsd(keys=Keys.SINOGRAM, scale=manifest_counts_per_bin(root), arithmetic="input")
     pad = PadToSquared(keys=Keys.SINOGRAM, size=pad_size)
     images = LoadImageZYXd(keys=[Keys.REFERENCE, Keys.OSEM], allow_missing_keys=True)
     samples = []

@@ -3,8 +3,9 @@ variance, dose estimator), model assembly per ablation variant, enhancement of a
 (PSNR/SSIM mean ± std per method at 10 % dose, dose-generalisation figure, axial/coronal panels).
 
 Array layout: MONAI's channel-first (1, x, y, z) as written by ``LoadImaged`` from the dataset's NIfTI files, batch
-added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x)) (:class:`PETMeanScaled`, each volume its
-own scale); CT is windowed to [0, 1].  Outputs are mapped back with the *input's* scale, i.e. to kBq/ml.
+added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x))
+(:class:`~bundle.transforms.scaling.ToNetworkUnitsd`, each volume its own scale); CT is windowed to [0, 1].
+Outputs are mapped back with the *input's* scale, i.e. to kBq/ml.
 
 Metrics (documented in docs/upete.md): on the whole volume in kBq/ml against the standard-dose OSEM (SPET),
 PSNR with L = max − min of the SPET (the paper's min-max-normalised images), 3D SSIM with a Gaussian window
@@ -94,13 +95,13 @@ def _transforms(keys: Sequence[str], mean_multiple: float, ct_window_hu: Sequenc
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from bundle.transforms.petct import CTWindowd
-    from bundle.transforms.upete import PETMeanScaled
+    from bundle.transforms.scaling import ToNetworkUnitsd
 
     pet_keys = [k for k in keys if k != "ct"]
     return Compose([
         LoadImaged(keys=list(keys), image_only=True),
         EnsureChannelFirstd(keys=list(keys)),
-        PETMeanScaled(keys=pet_keys, mean_multiple=mean_multiple),
+        ToNetworkUnitsd(keys=pet_keys, statistic="mean", scale=mean_multiple),
         CTWindowd(keys="ct", window_hu=ct_window_hu),
     ])
 
@@ -539,7 +540,7 @@ def enhance_file(
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from bundle.transforms.petct import CTWindowd, ValidatePETCTd
-    from bundle.transforms.upete import PETMeanScaled
+    from bundle.transforms.scaling import ToNetworkUnitsd
 
     keys = ["pet"] + (["ct"] if ct_file is not None else [])
     if network.uses_ct and ct_file is None:
@@ -548,7 +549,7 @@ def enhance_file(
     steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
              ValidatePETCTd(pet_key="pet", ct_key="ct" if ct_file is not None else None,
                             require_ct=ct_file is not None),
-             PETMeanScaled(keys="pet", mean_multiple=mean_multiple)]
+             ToNetworkUnitsd(keys="pet", statistic="mean", scale=mean_multiple)]
     if ct_file is not None:
         steps.append(CTWindowd(keys="ct", window_hu=ct_window_hu))
     d = Compose(steps)(data)
