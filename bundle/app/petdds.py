@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bundle.data.io import load_sinogram, save_image
-from bundle.physics import PRESETS, GaussianResolution, PETForwardModel, SinogramProjector, preset
+from bundle.physics import PRESETS, SinogramProjector, forward_model_from_arrays, preset
 
 from .task import InferTask, RequestKey, to_device_network
 
@@ -101,12 +101,10 @@ class PETDDSInferTask(InferTask):
     def _forward_model(self, data: dict) -> dict:
         d = dict(data)
         geometry = d["geometry"]
-        fwhm = _check_fwhm(d.get("fwhm_mm", self.fwhm_mm))
-        resolution = None if fwhm == 0 else GaussianResolution(
-            image_shape=geometry.image.shape, fwhm_mm=fwhm, voxel_size_mm=geometry.image.voxel_size_mm)
-        d["model"] = PETForwardModel(
+        d["model"] = forward_model_from_arrays(
             projector=SinogramProjector(layout=geometry.layout, image=geometry.image),
-            normalisation=d["normalisation_factors"], resolution=resolution, background=d["background_counts"])
+            fwhm_mm=_check_fwhm(d.get("fwhm_mm", self.fwhm_mm)), normalisation=d["normalisation_factors"],
+            background=d["background_counts"])
         return d
 
     def run_inferer(self, data: dict) -> dict:

@@ -62,7 +62,6 @@ from bundle.data.io import load_image, save_image
 from bundle.inferers.petdds import PETDDSInferer, reconstruct_many, uncertainty_from_samples
 from bundle.metrics import DataRange, bias_variance, metrics_table, nrmse, psnr, ssim, summarise
 from bundle.physics import (
-    GaussianResolution,
     ImageGeometry,
     Neighbourhood,
     PETForwardModel,
@@ -70,6 +69,7 @@ from bundle.physics import (
     RelativeDifferencePrior,
     ScannerPreset,
     SinogramProjector,
+    forward_model_from_arrays,
     map_em,
     preset,
     select_views,
@@ -243,10 +243,9 @@ def _model(ds: _Dataset, entry: Mapping, fraction: float) -> PETForwardModel:
     factors = _load_array(ds, entry["multiplicative_factors"], "multiplicative factors (n ⊙ a)")
     background = _load_array(ds, entry["background_full"], "background")
     scale = float(entry["count_scale_full"]) * fraction
-    fwhm_mm = float(ds.manifest["config"]["fwhm_mm"])
-    resolution = GaussianResolution(image_shape=ds.image.shape, fwhm_mm=fwhm_mm, voxel_size_mm=ds.image.voxel_size_mm)
-    return PETForwardModel(
-        projector=ds.projector, normalisation=factors * scale, resolution=resolution, background=background * fraction
+    return forward_model_from_arrays(
+        projector=ds.projector, fwhm_mm=float(ds.manifest["config"]["fwhm_mm"]), normalisation=factors * scale,
+        background=background * fraction,
     )
 
 
