@@ -19,6 +19,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from bundle.data.io import load_image, save_image, save_sinogram
+from bundle.data.legopet import load_samples
 from bundle.inferers.legopet import LegoPETInferer
 from bundle.keys import Keys
 from bundle.physics import preset
@@ -32,7 +33,6 @@ from bundle.workflows.legopet import (
     gan_predictors,
     guidance_sweep,
     list_checkpoints,
-    load_samples,
     load_weights,
     sampling_cost,
     training_progress,
