@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bundle.workflows.upete import ABLATIONS, BASELINES, evaluate_upete, load_split
+from bundle.data.upete import load_split
+from bundle.workflows.upete import ABLATIONS, BASELINES, evaluate_upete
 from tests.upete_fixtures import write_dataset
 
 
