@@ -8,7 +8,8 @@
 
 :meth:`ToNetworkUnitsd.inverse` (the same object) gives ``x = x' · k + shift`` from the MetaTensor trace, else from
 the stored ``"<key>_scale"`` entry (it is popped), else, for ``statistic="fixed"``, from the sample's data alone
-(predictions made in network units; :class:`FromNetworkUnitsd` is that inverse as a forward transform for configs).
+(predictions made in network units; :class:`FromNetworkUnitsd` is that inverse as a forward transform for configs;
+it never reads a MetaTensor trace, which for a prediction would be its input's scaling).
 
 The divisor ``k`` is chosen by ``statistic`` (:class:`ScaleStatistic`), ``m`` = ``scale`` (1 when ``None``):
 
@@ -171,7 +172,8 @@ class ToNetworkUnitsd(MapTransform, InvertibleTransform):
         """(shift, k) from the MetaTensor trace, the stored scale entry, or (``fixed``) the sample's data."""
         image = d[key]
         ops = image.applied_operations if isinstance(image, MetaTensor) else []
-        if ops and ops[-1].get(TraceKeys.CLASS_NAME) == ToNetworkUnitsd.__name__:
+        traced = ops and ops[-1].get(TraceKeys.CLASS_NAME) == ToNetworkUnitsd.__name__
+        if traced and not isinstance(self, FromNetworkUnitsd):  # a prediction's trace may be its input's scaling
             info = self.get_most_recent_transform(d, key)[TraceKeys.EXTRA_INFO]
             self.pop_transform(d, key)
             return float(info["shift"]), float(info["divisor"])

@@ -118,3 +118,11 @@ def test_slice_scale_from_volume_uses_positive_voxels_and_falls_back_for_empty_s
     torch.testing.assert_close(slice_scale_from_volume(volume), torch.tensor([3.0, 5.0, 6.0]))
     with pytest.raises(ValueError, match="at least one voxel > 0"):
         slice_scale_from_volume(torch.zeros(2, 2, 2))
+
+
+def test_from_network_units_ignores_the_trace_of_the_input_scaling():
+    sinogram = ToNetworkUnitsd(keys="s", scale=4.0)({"s": MetaTensor(torch.full((1, 2, 2), 8.0))})["s"]
+    pred = sinogram * 0 + 0.5  # a MetaTensor prediction that inherited the sinogram's trace
+    assert pred.applied_operations
+    back = FromNetworkUnitsd(keys="pred", scale=3.0, count_scale_key="c")({"pred": pred, "c": 2.0})
+    torch.testing.assert_close(back["pred"].as_tensor(), torch.full((1, 2, 2), 0.75))
