@@ -7,7 +7,7 @@
 * in the MetaTensor's ``applied_operations`` when the image is a MetaTensor (so MONAI ``Invertd`` undoes it).
 
 :meth:`ToNetworkUnitsd.inverse` (the same object) gives ``x = x' · k + shift`` from the MetaTensor trace, else from
-the stored ``"<key>_scale"`` entry (it is popped), else, for ``statistic="fixed"``, from the sample's data alone
+the stored ``"<key>_scale"`` entry (then popped), else, for ``statistic="fixed"``, from the sample's data alone
 (predictions made in network units; :class:`FromNetworkUnitsd` is that inverse as a forward transform for configs;
 it never reads a MetaTensor trace, which for a prediction would be its input's scaling).
 
@@ -121,8 +121,8 @@ class ToNetworkUnitsd(MapTransform, InvertibleTransform):
             )
         return self.scale / check_positive(d[self.count_scale_key], self.count_scale_key)
 
-    def _shift_and_divisor(self, key: Hashable, values: torch.Tensor, d: Mapping[Hashable, Any]) -> list[float]:
-        """``[shift, k]``."""
+    def _measure(self, key: Hashable, values: torch.Tensor, d: Mapping[Hashable, Any]) -> list[float]:
+        """``[shift, k]``, or ``[min, max]`` for min-max (what :meth:`_from_stored` reads)."""
         if self.statistic is ScaleStatistic.FIXED:
             return [0.0, self._divisor(d)]
         if values.numel() == 0 or not bool(torch.isfinite(values).all()):
@@ -147,7 +147,7 @@ class ToNetworkUnitsd(MapTransform, InvertibleTransform):
             if not isinstance(image, torch.Tensor):
                 raise TypeError(f"{key!r} must be a torch.Tensor (load it first), got {type(image).__name__}")
             values = image.as_tensor() if isinstance(image, MetaTensor) else image
-            stored = self._shift_and_divisor(key, values, d)
+            stored = self._measure(key, values, d)
             shift, divisor = self._from_stored(stored)
             if self.arithmetic is Arithmetic.INPUT:
                 d[key] = image / divisor
