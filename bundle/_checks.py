@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["check_choice", "check_int"]
+import torch
+
+__all__ = ["check_choice", "check_int", "check_nonnegative", "check_positive", "check_sequence"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -26,3 +30,30 @@ def check_choice(value: object, choices: type[E], name: str) -> E:
         return choices(value)
     except ValueError:
         raise ValueError(f"{name} must be one of {[c.value for c in choices]}, got {value!r}") from None
+
+
+def check_positive(value: object, name: str) -> float:
+    """``value`` (a real number or one-element tensor) as a float, finite and > 0; ``TypeError`` for non-reals
+    (bool included), ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def check_nonnegative(value: object, name: str) -> float:
+    """``value`` as a float, finite and >= 0; ``TypeError`` for non-reals (bool included), ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not math.isfinite(float(value)) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_sequence(values: object, name: str, check: Callable[[object, str], Any]) -> list:
+    """``[check(v, f"{name}[i]") for each entry]`` of a non-empty non-string sequence; ``TypeError`` otherwise."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) == 0:
+        raise TypeError(f"{name} must be a non-empty sequence, got {values!r}")
+    return [check(v, f"{name}[{i}]") for i, v in enumerate(values)]

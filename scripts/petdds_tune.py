@@ -31,13 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundle.data.petdds import load_petdds_case
 from bundle.metrics import MetricConvention, image_metrics
 from bundle.physics import osem, select_views, view_subsets
 from bundle.workflows.petdds import (
     default_inferer,
     evaluate_petdds,
     load_network_weights,
-    load_petdds_case,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """LegoPET / cDPM infer task: a 2D sinogram ``.npy`` (1, views, radial) counts -> a 2D activity image (NIfTI).
 
-The pipeline is configs/legopet/inference.json's: ``LoadSinogramd`` → ``CountsToNetworkUnitsd`` (÷ k_s) →
+The pipeline is configs/legopet/inference.json's: ``LoadSinogramd`` → ``ToNetworkUnitsd`` (÷ k_s) →
 ``PadToSquared`` → :class:`~bundle.inferers.LegoPETInferer` (guided sampling, crop back) →
-``NetworkUnitsToImaged`` (× scale / c) → NIfTI in the scanner preset's image geometry.
+``FromNetworkUnitsd`` (× scale / c) → NIfTI in the scanner preset's image geometry.
 
 Request keys: ``image`` (the sinogram), ``count_scale`` (c, the sample's counts per activity unit, as the datalist's
 ``count_scale``; default from the task), ``output``, ``seed``.
@@ -10,26 +10,21 @@ Request keys: ``image`` (the sinogram), ``count_scale`` (c, the sample's counts 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bundle._checks import check_positive
 from bundle.data.io import save_image
 from bundle.physics import preset
-from bundle.transforms.legopet import CountsToNetworkUnitsd, LoadSinogramd, NetworkUnitsToImaged, PadToSquared
+from bundle.transforms.legopet import LoadSinogramd, PadToSquared
+from bundle.transforms.scaling import FromNetworkUnitsd, ToNetworkUnitsd
 
 from .task import InferTask, RequestKey
 
 __all__ = ["LegoPETInferTask"]
-
-
-def _positive(value: object, name: str, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 ({expected}), got {value!r}")
-    return float(value)
 
 
 class LegoPETInferTask(InferTask):
@@ -68,16 +63,16 @@ class LegoPETInferTask(InferTask):
         super().__init__(**kwargs)
         if not isinstance(self.inferer, LegoPETInferer):
             raise TypeError(f"inferer must be a LegoPETInferer, got {type(self.inferer).__name__}")
-        self.sinogram_scale = _positive(sinogram_scale, "sinogram_scale", "mean counts per sinogram bin")
-        self.image_scale = _positive(image_scale, "image_scale", "the training image scale")
-        self.count_scale = None if count_scale is None else _positive(count_scale, "count_scale", "counts per unit")
+        self.sinogram_scale = check_positive(sinogram_scale, "sinogram_scale")
+        self.image_scale = check_positive(image_scale, "image_scale")
+        self.count_scale = None if count_scale is None else check_positive(count_scale, "count_scale")
         self.count_scale_key = count_scale_key
         self.geometry = preset(scanner_preset).image
         self.load = LoadSinogramd(keys="sinogram", expected_shape=tuple(sinogram_shape))
-        self.to_network_units = CountsToNetworkUnitsd(keys="sinogram", scale=self.sinogram_scale)
+        self.to_network_units = ToNetworkUnitsd(keys="sinogram", scale=self.sinogram_scale, arithmetic="input")
         self.pad = PadToSquared(keys="sinogram", size=pad_size)
-        self.to_image_units = NetworkUnitsToImaged(keys="pred", scale=self.image_scale,
-                                                   count_scale_key=count_scale_key)
+        self.to_image_units = FromNetworkUnitsd(keys="pred", scale=self.image_scale, count_scale_key=count_scale_key,
+                                                arithmetic="input")
 
     def _request(self, data: dict) -> dict:
         d = dict(data, sinogram=data["image"])
@@ -86,7 +81,7 @@ class LegoPETInferTask(InferTask):
             if c is None:
                 raise ValueError("request['count_scale'] is required: counts per activity unit of the sample (the "
                                  "datalist's count_scale), since the model was trained with count scaling")
-            d[self.count_scale_key] = _positive(c, "count_scale", "counts per activity unit")
+            d[self.count_scale_key] = check_positive(c, "count_scale")
         return d
 
     def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:

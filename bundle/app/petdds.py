@@ -4,7 +4,7 @@ Request keys: ``image`` (counts ``.npy`` of the scanner preset's sinogram shape 
 ``normalisation`` (``.npy`` of the same shape with n ⊙ a ⊙ calibration, default ones), ``background`` (``.npy``
 of the same shape or a number: expected randoms + scatter counts per bin, > 0 wherever counts are > 0),
 ``scanner_preset`` and ``fwhm_mm`` (defaults from the task), ``output``, ``seed``.  The forward model is
-ȳ = n ⊙ A(G x) + s as in :mod:`bundle.workflows.petdds`.
+ȳ = n ⊙ A(G x) + s as in :mod:`bundle.data.petdds`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bundle._checks import check_nonnegative
 from bundle.data.io import load_sinogram, save_image
-from bundle.physics import PRESETS, GaussianResolution, PETForwardModel, SinogramProjector, preset
+from bundle.physics import PRESETS, SinogramProjector, forward_model_from_arrays, preset
 
 from .task import InferTask, RequestKey, to_device_network
 
@@ -29,12 +30,6 @@ def _check_preset(name: object) -> str:
     if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"scanner_preset must be one of {list(PRESETS)}, got {name!r}")
     return name
-
-
-def _check_fwhm(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"fwhm_mm must be a finite number >= 0 (0 = no resolution model), got {value!r}")
-    return float(value)
 
 
 def _sinogram_like(value: object, name: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -76,7 +71,7 @@ class PETDDSInferTask(InferTask):
         if not isinstance(self.inferer, PETDDSInferer):
             raise TypeError(f"inferer must be a PETDDSInferer, got {type(self.inferer).__name__}")
         self.scanner_preset = _check_preset(scanner_preset)
-        self.fwhm_mm = _check_fwhm(fwhm_mm)
+        self.fwhm_mm = check_nonnegative(fwhm_mm, "fwhm_mm")
 
     def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:
         return (self._load, self._forward_model)
@@ -101,12 +96,10 @@ class PETDDSInferTask(InferTask):
     def _forward_model(self, data: dict) -> dict:
         d = dict(data)
         geometry = d["geometry"]
-        fwhm = _check_fwhm(d.get("fwhm_mm", self.fwhm_mm))
-        resolution = None if fwhm == 0 else GaussianResolution(
-            image_shape=geometry.image.shape, fwhm_mm=fwhm, voxel_size_mm=geometry.image.voxel_size_mm)
-        d["model"] = PETForwardModel(
+        d["model"] = forward_model_from_arrays(
             projector=SinogramProjector(layout=geometry.layout, image=geometry.image),
-            normalisation=d["normalisation_factors"], resolution=resolution, background=d["background_counts"])
+            fwhm_mm=check_nonnegative(d.get("fwhm_mm", self.fwhm_mm), "fwhm_mm"),
+            normalisation=d["normalisation_factors"], background=d["background_counts"])
         return d
 
     def run_inferer(self, data: dict) -> dict:

@@ -1,7 +1,7 @@
 """uPETe infer task: low-dose 3D PET (+ CT on the same grid) -> enhanced 3D PET (NIfTI, the input's grid and units).
 
 Images are read with MONAI ``LoadImaged`` (NIfTI through nibabel, a DICOM series folder through ITK); the steps
-mirror :func:`bundle.workflows.upete.enhance_file`: ``ValidatePETCTd`` → ``PETMeanScaled`` (÷ m · mean) →
+mirror :func:`bundle.workflows.upete.enhance_file`: ``ValidatePETCTd`` → ``ToNetworkUnitsd`` (÷ m · mean) →
 ``CTWindowd`` → ``LatentEnhancementInferer`` → × the stored scale → NIfTI with the input affine.
 
 Request keys: ``image`` (low-dose PET), ``ct`` (required when the model uses CT-guided attention), ``dose`` (dose
@@ -92,7 +92,7 @@ class UPETeInferTask(InferTask):
         from monai.transforms import EnsureChannelFirstd, LoadImaged
 
         from bundle.transforms.petct import CTWindowd, ValidatePETCTd
-        from bundle.transforms.upete import PETMeanScaled
+        from bundle.transforms.scaling import ToNetworkUnitsd
 
         if self.uses_ct and "ct" not in data:
             raise ValueError("request['ct'] is required: this model uses CT-guided attention; pass a CT NIfTI file or "
@@ -101,7 +101,7 @@ class UPETeInferTask(InferTask):
         keys = ["image", "ct"] if has_ct else ["image"]
         steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
                  ValidatePETCTd(pet_key="image", ct_key="ct" if has_ct else None, require_ct=has_ct),
-                 PETMeanScaled(keys="image", mean_multiple=self.mean_multiple)]
+                 ToNetworkUnitsd(keys="image", statistic="mean", scale=self.mean_multiple)]
         if has_ct:
             steps.append(CTWindowd(keys="ct", window_hu=self.ct_window_hu))
         return (self._keep_path, *steps)

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from ..physics import (
-    GaussianResolution,
     ImageGeometry,
     PETForwardModel,
     SinogramLayout,
     SinogramProjector,
     attenuation_factors_from_mu_map,
+    forward_model_from_arrays,
     osem,
     poisson_at_total_counts,
     select_views,
@@ -73,8 +73,10 @@ class SimulatedScan:
         if not (math.isfinite(f) and 0 < f <= 1):
             raise ValueError(f"fraction must be a dose fraction in (0, 1], got {fraction!r}")
         m = self.model
-        model = PETForwardModel(projector=m.projector, attenuation_factors=m.attenuation_factors,
-                                normalisation=m.normalisation, resolution=m.resolution, background=self.background * f)
+        fwhm_mm = 0.0 if m.resolution is None else m.resolution.fwhm_mm
+        model = forward_model_from_arrays(projector=m.projector, fwhm_mm=fwhm_mm,
+                                          attenuation_factors=m.attenuation_factors, normalisation=m.normalisation,
+                                          background=self.background * f)
         expected = None if self.expected is None else self.expected * f
         return SimulatedScan(counts=self.counts, expected=expected, count_scale=self.count_scale * f, model=model,
                              background=self.background * f)
@@ -153,15 +155,14 @@ def simulate_scan(
     projector = SinogramProjector(layout=layout, image=image)
     attenuation = attenuation_factors_from_mu_map(projector, mu_map_per_mm.to(dtype))
     normalisation = layout.gap_mask().to(dtype)
-    resolution = GaussianResolution(image_shape=image.shape, fwhm_mm=fwhm_mm, voxel_size_mm=image.voxel_size_mm)
-    trues = PETForwardModel(
-        projector=projector, attenuation_factors=attenuation, normalisation=normalisation, resolution=resolution
+    trues = forward_model_from_arrays(
+        projector=projector, fwhm_mm=fwhm_mm, attenuation_factors=attenuation, normalisation=normalisation
     ).expectation(activity)
     background = background_fraction * float(trues.mean()) * normalisation
     counts, scale = poisson_at_total_counts(trues + background, total_counts=total_counts, generator=generator)
     expected = (trues + background) * scale
-    model = PETForwardModel(
-        projector=projector, attenuation_factors=attenuation, normalisation=normalisation, resolution=resolution,
+    model = forward_model_from_arrays(
+        projector=projector, fwhm_mm=fwhm_mm, attenuation_factors=attenuation, normalisation=normalisation,
         background=background * scale,
     )
     return SimulatedScan(counts=counts, expected=expected, count_scale=float(scale), model=model,
@@ -226,12 +227,11 @@ def load_scan(path: str | Path) -> tuple[SimulatedScan, ImageGeometry]:
     count_scale = float(data["count_scale"])
     if not (math.isfinite(count_scale) and count_scale > 0):
         raise ValueError(f"{path}: count_scale must be a positive finite number, got {count_scale}")
-    projector = SinogramProjector(layout=layout, image=image)
-    resolution = GaussianResolution(image_shape=image.shape, fwhm_mm=float(data["fwhm_mm"]),
-                                    voxel_size_mm=image.voxel_size_mm)
-    model = PETForwardModel(projector=projector, attenuation_factors=arrays["attenuation_factors"],
-                            normalisation=arrays["normalisation"], resolution=resolution,
-                            background=arrays["background"])
+    model = forward_model_from_arrays(
+        projector=SinogramProjector(layout=layout, image=image), fwhm_mm=float(data["fwhm_mm"]),
+        attenuation_factors=arrays["attenuation_factors"], normalisation=arrays["normalisation"],
+        background=arrays["background"],
+    )
     scan = SimulatedScan(counts=arrays["counts"], expected=None, count_scale=count_scale, model=model,
                          background=arrays["background"])
     return scan, image

@@ -3,9 +3,10 @@
 A petdds dataset (``python -m bundle.data build petdds``) lists, per subject, the full-count reference volume
 and the axial indices of the slices that contain the head (``training_slices``).  :func:`slice_datalist` expands
 those into one datalist entry per slice; :class:`LoadVolumeSliced` loads the slice as (1, n_y, n_x), and
-:class:`NormaliseByPositiveMeand` divides it by its mean over positive voxels, the per-slice scale c_z that the
-PET-DDS-δ sampler uses at reconstruction (:func:`bundle.inferers.petdds.slice_scale_from_volume`).  The paper's
-augmentation (multiply by U(0.5, 1.5)) is MONAI's ``RandScaleIntensityd(factors=0.5, prob=1.0)``.
+``ToNetworkUnitsd(statistic="positive_mean", arithmetic="input")`` (:mod:`bundle.transforms.scaling`) divides it by
+its mean over positive voxels, the per-slice scale c_z that the PET-DDS-δ sampler uses at reconstruction
+(:func:`bundle.transforms.scaling.slice_scale_from_volume`).  The paper's augmentation (multiply by U(0.5, 1.5))
+is MONAI's ``RandScaleIntensityd(factors=0.5, prob=1.0)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from monai.transforms import MapTransform
 from ..keys import Keys
 from .io import load_image
 
-__all__ = ["LoadVolumeSliced", "NormaliseByPositiveMeand", "slice_datalist"]
+__all__ = ["LoadVolumeSliced", "slice_datalist"]
 
 
 def slice_datalist(
@@ -72,20 +73,4 @@ class LoadVolumeSliced(MapTransform):
             if not 0 <= z < volume.shape[0]:
                 raise ValueError(f"{self.slice_key}={z} is outside the {volume.shape[0]} slices of {d[key]}")
             d[key] = volume[z : z + 1].clone()
-        return d
-
-
-class NormaliseByPositiveMeand(MapTransform):
-    """x ← x / mean(x[x > 0]); the scale is stored under ``f"{key}_scale"`` so it can be undone."""
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            x = torch.as_tensor(d[key])
-            positive = x[x > 0]
-            if positive.numel() == 0:
-                raise ValueError(f"{key} has no positive voxel; cannot normalise by its positive mean")
-            scale = positive.mean()
-            d[key] = x / scale
-            d[f"{key}_scale"] = float(scale)
         return d

@@ -17,6 +17,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import torch
 
+from .._checks import check_int
+
 __all__ = ["SPLIT_NAMES", "axial_slice_indices", "rotation_angles_deg", "split_by_subject"]
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
@@ -32,17 +34,11 @@ def _generator(seed: int | np.random.Generator) -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def rotation_angles_deg(
     n_rotations: int = 5, max_deg: float = 15.0, *, seed: int | np.random.Generator
 ) -> tuple[float, ...]:
     """``n_rotations`` in-plane angles in degrees: the first 0°, the rest uniform in [−max_deg, +max_deg]."""
-    n = _positive_int(n_rotations, "n_rotations")
+    n = check_int(n_rotations, "n_rotations", minimum=1)
     if isinstance(max_deg, bool) or not isinstance(max_deg, int | float) or not math.isfinite(max_deg) or max_deg < 0:
         raise ValueError(f"max_deg must be a finite number >= 0, got {max_deg!r}")
     rest = _generator(seed).uniform(-float(max_deg), float(max_deg), size=n - 1)
@@ -70,8 +66,8 @@ def axial_slice_indices(mask_zyx: np.ndarray | torch.Tensor, n_slices: int = 55,
         raise TypeError(f"mask_zyx must be a numpy array or torch tensor, got {type(mask_zyx).__name__}")
     if mask.ndim != 3:
         raise ValueError(f"mask_zyx must be 3D (n_z, n_y, n_x), got shape {mask.shape}")
-    n = _positive_int(n_slices, "n_slices")
-    step = _positive_int(step, "step")
+    n = check_int(n_slices, "n_slices", minimum=1)
+    step = check_int(step, "step", minimum=1)
     planes = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     if planes.size == 0:
         raise ValueError("mask_zyx must contain brain voxels (non-zero), got an empty mask")

@@ -58,6 +58,7 @@ from enum import StrEnum
 
 import torch
 
+from bundle.physics.build import forward_model_from_arrays
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
 from bundle.physics.noise import poisson_noise
 from bundle.physics.operators import LinearOperator
@@ -234,7 +235,7 @@ class PoissonDegradation:
         if forward_model is None:
             raise ValueError("forward_model is required unless image_space=True, got None")
         if isinstance(forward_model, LinearOperator) and not isinstance(forward_model, PETForwardModel):
-            forward_model = PETForwardModel(projector=forward_model)
+            forward_model = forward_model_from_arrays(projector=forward_model)
         if not isinstance(forward_model, PETForwardModel):
             raise TypeError(
                 f"forward_model must be a PETForwardModel or a LinearOperator, got {type(forward_model).__name__}"

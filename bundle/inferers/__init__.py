@@ -8,7 +8,6 @@ from .petdds import (
     Preconditioner,
     PreviousTimestep,
     reconstruct_many,
-    slice_scale_from_volume,
     uncertainty_from_samples,
 )
 
@@ -19,6 +18,5 @@ __all__ = [
     "Preconditioner",
     "PreviousTimestep",
     "reconstruct_many",
-    "slice_scale_from_volume",
     "uncertainty_from_samples",
 ]

@@ -71,7 +71,7 @@ Conventions the paper leaves open (all are constructor options; METHODS.md "PET-
   through x_T ~ N(0, I).
 - Slice scale c_z: mean over positive voxels of each slice of an OSEM volume (``osem_iterations`` passes over
   ``num_subsets`` subsets, default 2 × 21 as the paper's baseline), matching the training normalisation "slice /
-  mean over positive voxels" (:func:`slice_scale_from_volume`).
+  mean over positive voxels" (:func:`bundle.transforms.scaling.slice_scale_from_volume`).
 
 Run time (:attr:`PETDDSInferer.timings`, wall-clock ``time.perf_counter`` of the last call; CUDA is synchronised
 before each reading, so on a GPU the split costs some overlap): ``network_s`` inside the ε-network calls,
@@ -101,6 +101,7 @@ from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
+from bundle.transforms.scaling import slice_scale_from_volume
 
 from .._checks import check_choice
 from .._checks import check_int as _check_int
@@ -111,7 +112,6 @@ __all__ = [
     "Preconditioner",
     "PreviousTimestep",
     "reconstruct_many",
-    "slice_scale_from_volume",
     "uncertainty_from_samples",
 ]
 
@@ -168,25 +168,6 @@ def _check_counts(tensor: object, name: str, shape: tuple[int, ...]) -> torch.Te
     if bool((tensor < 0).any()):
         raise ValueError(f"{name} must be >= 0 everywhere (counts); its minimum is {float(tensor.min())}")
     return tensor
-
-
-def slice_scale_from_volume(volume: torch.Tensor) -> torch.Tensor:
-    """Per-slice scale c_z = mean over the positive voxels of slice z of ``volume`` ``(n_z, n_y, n_x)`` -> ``(n_z,)``.
-
-    A slice without positive voxels gets the mean over all positive voxels of the volume (a ``ValueError`` if the
-    volume has none), so c_z > 0 always.
-    """
-    if not isinstance(volume, torch.Tensor) or volume.ndim != 3:
-        got = tuple(volume.shape) if isinstance(volume, torch.Tensor) else type(volume).__name__
-        raise TypeError(f"volume must be a torch.Tensor of shape (n_z, n_y, n_x), got {got}")
-    volume = _check_image(volume, "volume", tuple(volume.shape))
-    positive = volume > 0
-    if not bool(positive.any()):
-        raise ValueError("volume must have at least one voxel > 0 to define a slice scale; it is all zeros")
-    counts = positive.sum(dim=(1, 2))
-    sums = torch.where(positive, volume, torch.zeros_like(volume)).sum(dim=(1, 2))
-    fallback = volume[positive].mean()
-    return torch.where(counts > 0, sums / counts.clamp(min=1), fallback)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Whole volumes go through MONAI's ``SlidingWindowInferer`` (``roi_size``, ``overl
 CT travel as two channels of one tensor so every window gets its own CT.  A volume no larger than ``roi_size``
 in every axis is processed in one pass (the sliding-window result is identical there, tested).  The output has
 the input's shape; the units are the input's (network units in, network units out; the workflow's invertible
-:class:`~bundle.transforms.upete.PETMeanScaled` maps back to kBq/ml).  Randomness (Poisson re-degradation) only
+:class:`~bundle.transforms.scaling.ToNetworkUnitsd` maps back to kBq/ml).  Randomness (Poisson re-degradation) only
 through the ``generator`` / ``seed``: same seed -> same output.
 """
 

@@ -8,6 +8,7 @@ Importing this package compiles nothing and probes no GPU.
 
 from __future__ import annotations
 
+from .build import forward_model_from_arrays
 from .forward_model import (
     PETForwardModel,
     PoissonDataModel,
@@ -53,6 +54,7 @@ __all__ = [
     "SpanCompression",
     "attenuation_factors_from_mu_map",
     "binomial_thinning",
+    "forward_model_from_arrays",
     "joseph_back",
     "joseph_forward",
     "map_em",

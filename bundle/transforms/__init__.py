@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from .petct import CTWindowd, PETMinMaxScaled, ValidatePETCTd, invert_petct_preprocessing, petct_preprocessing
+from .petct import CTWindowd, ValidatePETCTd, invert_petct_preprocessing, petct_preprocessing
+from .scaling import FromNetworkUnitsd, ScaleStatistic, ToNetworkUnitsd
 from .simulation import BinomialThinningd, SimulateScand
 
 __all__ = [
     "BinomialThinningd",
     "CTWindowd",
-    "PETMinMaxScaled",
+    "FromNetworkUnitsd",
+    "ScaleStatistic",
     "SimulateScand",
+    "ToNetworkUnitsd",
     "ValidatePETCTd",
     "invert_petct_preprocessing",
     "petct_preprocessing",

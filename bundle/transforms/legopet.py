@@ -5,18 +5,19 @@ A legopet sample holds ``sinogram.npy`` (1, 252, 172) counts (plane, view, radia
 
     LoadSinogramd(sinogram)          (1, views, radial) float32 counts, channel-first (the plane is the channel)
     LoadImageZYXd(reference)         (1, H, W) float32 activity (the single slice is the channel)
-    CountsToNetworkUnitsd(sinogram)  s' = s / k_s
-    ImageToNetworkUnitsd(reference)  x' = x / k_x
+    ToNetworkUnitsd(sinogram)        s' = s / k_s
+    ToNetworkUnitsd(reference)       x' = x / k_x
     PadToSquared([...], size=256)    centred zero padding of both to 256 × 256 (METHODS.md, LegoPET data)
 
-and after sampling :class:`NetworkUnitsToImaged` (x = x' · k_x) and :class:`SaveImageZYXd` write the 172 × 172
+and after sampling ``FromNetworkUnitsd`` (x = x' · k_x) and :class:`SaveImageZYXd` write the 172 × 172
 prediction (the crop back is :func:`padding_offsets`, shared with ``LegoPETInferer(crop=...)``).
 
-Intensity scaling (one invertible scaling per modality, the scale kept in the data dict as ``f"{key}_scale"``):
+Intensity scaling (:mod:`bundle.transforms.scaling`, ``statistic="fixed"``, ``arithmetic="input"``, one scaling per
+modality) with the dataset-level scales of this module:
 
-* counts: ``k_s`` = a dataset-level constant, by default the measured count level per sinogram bin read from the
-  manifest (:func:`manifest_counts_per_bin`: ``measured_counts / (views · radial)``), so s' has mean ≈ 1 and keeps
-  the absolute count level; ``scale=None`` uses the sample's own mean count instead.
+* counts: ``k_s`` = the measured count level per sinogram bin read from the manifest
+  (:func:`manifest_counts_per_bin`: ``measured_counts / (views · radial)``), so s' has mean ≈ 1 and keeps
+  the absolute count level (``statistic="mean"`` uses the sample's own mean count instead).
 * images: ``k_x = scale / c`` with ``scale`` a dataset-level constant (:func:`reference_max`: the maximum over the
   training references, in the same units) and ``c`` the sample's ``count_scale`` from the datalist (counts per
   activity unit of the simulation) when ``count_scale_key`` is set, so that x' = c·x / scale is in expected-count
@@ -24,16 +25,13 @@ Intensity scaling (one invertible scaling per modality, the scale kept in the da
   be recovered from a sinogram whose total count is fixed.  ``count_scale_key=None`` gives plain x / scale.
   Dividing by the reference's own maximum is not offered: the reference is unknown at inference.
 
-Both scalings are undone exactly (to one float32 rounding, tested) with the stored scale; the scales are python
-floats so they collate and decollate with the batch.  Importing this module runs nothing.
+Importing this module runs nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
-import numbers
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -43,17 +41,15 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from bundle._checks import check_int, check_positive
 from bundle.data.io import load_image, load_sinogram, save_image
 from bundle.keys import Keys
 from bundle.physics import ImageGeometry
 
 __all__ = [
-    "CountsToNetworkUnitsd",
     "CropFromSquared",
-    "ImageToNetworkUnitsd",
     "LoadImageZYXd",
     "LoadSinogramd",
-    "NetworkUnitsToImaged",
     "PadToSquared",
     "PaddingBox",
     "SaveImageZYXd",
@@ -75,12 +71,6 @@ class PaddingBox(NamedTuple):
     width: int
 
 
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def padding_offsets(shape: Sequence[int], size: int) -> PaddingBox:
     """Centred placement of an image of ``shape = (height, width)`` in a ``size × size`` square.
 
@@ -88,12 +78,13 @@ def padding_offsets(shape: Sequence[int], size: int) -> PaddingBox:
     (column) after the image.  E.g. (172, 172) in 256 → (42, 42, 172, 172); (252, 172) in 256 → (2, 42, 252, 172).
 
     Raises:
+        TypeError: an entry of ``shape`` or ``size`` is not an int.
         ValueError: ``shape`` is not two positive ints or does not fit in ``size``.
     """
     if isinstance(shape, str | bytes) or not isinstance(shape, Sequence | torch.Size) or len(shape) != 2:
         raise ValueError(f"shape must be (height, width), got {shape!r}")
-    height, width = (_positive_int(s, "shape entries") for s in shape)
-    size = _positive_int(size, "size")
+    height, width = (check_int(s, "shape entries", minimum=1) for s in shape)
+    size = check_int(size, "size", minimum=1)
     if height > size or width > size:
         raise ValueError(f"an image of shape ({height}, {width}) does not fit in a {size} × {size} square")
     return PaddingBox((size - height) // 2, (size - width) // 2, height, width)
@@ -106,15 +97,6 @@ def crop_box(image: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
     if top < 0 or left < 0 or top + height > h or left + width > w:
         raise ValueError(f"box {tuple(int(b) for b in box)} does not fit the image grid ({h}, {w})")
     return image[..., top : top + height, left : left + width]
-
-
-def _check_scale(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
 
 
 def _check_channel_first_2d(x: object, key: Hashable) -> torch.Tensor:
@@ -148,7 +130,7 @@ def manifest_counts_per_bin(dataset_dir: str | Path) -> float:
         raise ValueError(
             f"{dataset_dir}/manifest.json has no legopet config.measured_counts / sinogram_layout ({error!r})"
         ) from error
-    return _check_scale(counts / (int(views) * int(radial)), "measured counts per bin")
+    return check_positive(counts / (int(views) * int(radial)), "measured counts per bin")
 
 
 @functools.cache
@@ -162,9 +144,9 @@ def _reference_max(dataset_dir: str, split: str, key: str, count_scale_key: str 
     peak = 0.0
     for entry in entries:
         image, _ = load_image(Path(dataset_dir) / entry[key])
-        c = 1.0 if count_scale_key is None else _check_scale(entry[count_scale_key], count_scale_key)
+        c = 1.0 if count_scale_key is None else check_positive(entry[count_scale_key], count_scale_key)
         peak = max(peak, float(image.max()) * c)
-    return _check_scale(peak, f"maximum of the {split} {key} images")
+    return check_positive(peak, f"maximum of the {split} {key} images")
 
 
 def reference_max(
@@ -193,7 +175,7 @@ class LoadSinogramd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if expected_shape is not None:
-            expected_shape = tuple(_positive_int(s, "expected_shape entries") for s in expected_shape)
+            expected_shape = tuple(check_int(s, "expected_shape entries", minimum=1) for s in expected_shape)
             if len(expected_shape) != 2:
                 raise ValueError(f"expected_shape must be (views, radial), got {expected_shape}")
         self.expected_shape = expected_shape
@@ -285,7 +267,7 @@ class PadToSquared(MapTransform):
 
     def __init__(self, keys: KeysCollection, *, size: int = 256, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.size = _positive_int(size, "size")
+        self.size = check_int(size, "size", minimum=1)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -330,106 +312,4 @@ class CropFromSquared(MapTransform):
                 d[key] = crop_box(x, padding_offsets(self.shape, x.shape[-1]))
             except ValueError as error:
                 raise ValueError(f"{key!r}: {error}") from None
-        return d
-
-
-# ---------------------------------------------------------------------------------------------------- intensities
-class CountsToNetworkUnitsd(MapTransform):
-    """s' = s / k_s with k_s = ``scale`` (dataset-level, e.g. :func:`manifest_counts_per_bin`) or, for
-    ``scale=None``, the sample's own mean count.  k_s is stored under ``f"{key}_scale"``; :meth:`inverse` gives
-    s = s' · k_s."""
-
-    def __init__(self, keys: KeysCollection, *, scale: float | None = None, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.scale = None if scale is None else _check_scale(scale, "scale")
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            x = _check_channel_first_2d(d[key], key)
-            scale = self.scale
-            if scale is None:
-                mean = float(x.double().mean())
-                if not mean > 0:
-                    raise ValueError(f"{key!r} has no counts (mean {mean}); cannot scale by its mean")
-                scale = mean
-            d[key] = x / scale
-            d[f"{key}_scale"] = scale
-        return d
-
-    def inverse(self, data: Mapping[Hashable, object]) -> dict:
-        """s = s' · k_s with the stored ``f"{key}_scale"``."""
-        return _multiply_by_stored_scale(self, data)
-
-
-def _multiply_by_stored_scale(transform: MapTransform, data: Mapping[Hashable, object]) -> dict:
-    d = dict(data)
-    for key in transform.key_iterator(d):
-        scale_key = f"{key}_scale"
-        if scale_key not in d:
-            raise KeyError(f"no {scale_key!r} entry: {key!r} was not scaled to network units")
-        d[key] = torch.as_tensor(d[key]) * _check_scale(d.pop(scale_key), scale_key)
-    return d
-
-
-def _image_divisor(scale: float, count_scale_key: str | None, d: Mapping[Hashable, object]) -> float:
-    if count_scale_key is None:
-        return scale
-    if count_scale_key not in d:
-        raise KeyError(f"no {count_scale_key!r} entry (the sample's count scale c); keys: {sorted(map(str, d))}")
-    return scale / _check_scale(d[count_scale_key], count_scale_key)
-
-
-class ImageToNetworkUnitsd(MapTransform):
-    """x' = x / k_x with k_x = ``scale / c`` (``c`` = ``data[count_scale_key]``) or ``scale`` when
-    ``count_scale_key`` is ``None`` (module docstring).  k_x is stored under ``f"{key}_scale"``; :meth:`inverse`
-    gives x = x' · k_x."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        *,
-        scale: float,
-        count_scale_key: str | None = Keys.COUNT_SCALE,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.scale = _check_scale(scale, "scale")
-        self.count_scale_key = count_scale_key
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            x = _check_channel_first_2d(d[key], key)
-            divisor = _image_divisor(self.scale, self.count_scale_key, d)
-            d[key] = x / divisor
-            d[f"{key}_scale"] = divisor
-        return d
-
-    def inverse(self, data: Mapping[Hashable, object]) -> dict:
-        """x = x' · k_x with the stored ``f"{key}_scale"``."""
-        return _multiply_by_stored_scale(self, data)
-
-
-class NetworkUnitsToImaged(MapTransform):
-    """x = x' · k_x for images that were produced in network units (predictions): the same k_x as
-    :class:`ImageToNetworkUnitsd` with the same ``scale`` / ``count_scale_key``, computed from the sample's data."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        *,
-        scale: float,
-        count_scale_key: str | None = Keys.COUNT_SCALE,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.scale = _check_scale(scale, "scale")
-        self.count_scale_key = count_scale_key
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            x = _check_channel_first_2d(d[key], key)
-            d[key] = x * _image_divisor(self.scale, self.count_scale_key, d)
         return d

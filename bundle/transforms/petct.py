@@ -13,10 +13,10 @@ optionally overlapping 96³ training patches.  Stages, in order:
    bad input raises :class:`PETCTInputError` (a ``ValueError``), which the pipeline re-raises as such
    instead of MONAI's ``RuntimeError("applying transform ...")`` wrapper.
 3. ``Spacingd`` to ``pixdim_mm`` (bilinear for PET and CT).
-4. :class:`PETMinMaxScaled`: x ↦ (x − min)/(max − min); (min, max) in the file's units (e.g. Bq/ml for DICOM
-   PET, kBq/ml for our phantoms) go into the data dict under ``"<pet_key>_scale"`` (a float64 tensor (2,))
-   and into the PET's ``applied_operations``, so :func:`invert_petct_preprocessing` / MONAI ``Invertd``
-   restore the original units.
+4. :class:`~bundle.transforms.scaling.ToNetworkUnitsd` with ``statistic="min_max"``: x ↦ (x − min)/(max − min)
+   in float64; (min, max) in the file's units (e.g. Bq/ml for DICOM PET, kBq/ml for our phantoms) go into the
+   data dict under ``"<pet_key>_scale"`` (a float64 tensor (2,)) and into the PET's ``applied_operations``, so
+   :func:`invert_petct_preprocessing` / MONAI ``Invertd`` restore the original units.
 5. :class:`CTWindowd`: HU window [lo, hi] (default [−1000, 1000]) ↦ [0, 1]; values outside the window are
    clipped *on purpose* (that is what a window is), so air and everything below lo map to 0.
 6. ``ResizeWithPadOrCropd`` to ``spatial_size`` (symmetric; padding with 0 = zero activity for PET and the
@@ -42,7 +42,6 @@ from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
     Invertd,
-    InvertibleTransform,
     LoadImaged,
     MapTransform,
     Orientationd,
@@ -51,19 +50,17 @@ from monai.transforms import (
     ScaleIntensityRanged,
     Spacingd,
 )
-from monai.utils import TraceKeys
 
 from ..keys import Keys
+from .scaling import ScaleStatistic, ToNetworkUnitsd
 
 __all__ = [
     "CT_WINDOW_HU",
     "PATCH_SIZE",
     "PIXDIM_MM",
-    "SCALE_KEY_POSTFIX",
     "SPATIAL_SIZE",
     "CTWindowd",
     "PETCTInputError",
-    "PETMinMaxScaled",
     "ValidatePETCTd",
     "invert_petct_preprocessing",
     "petct_preprocessing",
@@ -78,8 +75,6 @@ PATCH_SIZE: tuple[int, int, int] = (96, 96, 96)
 CT_WINDOW_HU: tuple[float, float] = (-1000.0, 1000.0)
 """Default CT window (HU) mapped to [0, 1]."""
 _ORIENTATION_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axcodes letters mean RAS-world directions
-SCALE_KEY_POSTFIX = "_scale"
-"""The PET's (min, max) are stored under ``f"{pet_key}{SCALE_KEY_POSTFIX}"``, e.g. ``"pet_scale"``."""
 
 
 class PETCTInputError(ValueError):
@@ -193,58 +188,6 @@ class ValidatePETCTd(MapTransform):
             )
 
 
-class PETMinMaxScaled(MapTransform, InvertibleTransform):
-    """Min-max scaling to [0, 1] that keeps its scale: x' = (x − min) / (max − min), computed in float64.
-
-    (min, max) of each key's volume, in the input's units, are stored in the data dict under
-    ``f"{key}{scale_key_postfix}"`` (float64 tensor ``[min, max]``, shape (2,)) and in the MetaTensor's
-    ``applied_operations``; :meth:`inverse` (directly or through MONAI ``Invertd``) maps x' back with
-    x = x' (max − min) + min, exact up to the rounding of the volume's dtype (float32: relative 1e-7).
-    A constant volume (max = min) is shifted to 0 and restored to the constant.  min and max are taken over the
-    whole array (all channels); integer input gives float32 output.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = Keys.PET,
-        *,
-        scale_key_postfix: str = SCALE_KEY_POSTFIX,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.keys = _plain_keys(self.keys)
-        _check_key(scale_key_postfix, "scale_key_postfix")
-        self.scale_key_postfix = scale_key_postfix
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            if not isinstance(image, torch.Tensor):
-                image = MetaTensor(torch.as_tensor(image))
-            values = image.as_tensor() if isinstance(image, MetaTensor) else image
-            if values.numel() == 0 or not bool(torch.isfinite(values).all()):
-                raise PETCTInputError(f"{key!r} must be a non-empty volume of finite values for min-max scaling")
-            lo, hi = (float(v) for v in torch.aminmax(values.double()))
-            span = hi - lo if hi > lo else 1.0
-            dtype = image.dtype if image.is_floating_point() else torch.float32  # integer input -> float32
-            d[key] = ((image.double() - lo) / span).to(dtype)
-            self.push_transform(d, key, extra_info={"min": lo, "max": hi})
-            d[f"{key}{self.scale_key_postfix}"] = torch.tensor([lo, hi], dtype=torch.float64)
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            info = self.get_most_recent_transform(d, key)[TraceKeys.EXTRA_INFO]
-            lo, hi = float(info["min"]), float(info["max"])
-            span = hi - lo if hi > lo else 1.0
-            image = d[key]
-            d[key] = (image.double() * span + lo).to(image.dtype)
-            self.pop_transform(d, key)
-        return d
-
-
 class CTWindowd(ScaleIntensityRanged):
     """CT window: HU in [lo, hi] ↦ [0, 1] linearly, values outside the window clipped to 0 or 1 (float32).
 
@@ -335,7 +278,7 @@ def petct_preprocessing(
             pet_key=pet_key, ct_key=ct_key, require_ct=require_ct, grid_tolerance_mm=grid_tolerance_mm
         ),
         Spacingd(keys, pixdim=pixdim, mode=["bilinear"] * len(keys), allow_missing_keys=True),
-        PETMinMaxScaled(pet_key),
+        ToNetworkUnitsd(pet_key, statistic=ScaleStatistic.MIN_MAX),
     ]
     if ct_key is not None:
         stages.append(CTWindowd(ct_key, window_hu=ct_window_hu, allow_missing_keys=True))

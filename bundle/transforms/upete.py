@@ -1,15 +1,11 @@
-"""uPETe intensity scaling: PET divided by a multiple of its own mean, invertible, the scale kept with the data.
+"""uPETe transforms: the dose-reduction forward process; the intensity scaling is :mod:`bundle.transforms.scaling`.
 
+uPETe puts PET in network units with ``ToNetworkUnitsd(statistic="mean", scale=m)``: x' = x / (m · mean(x)).
 Why not the paper's per-volume min-max?  The maximum of a low-dose reconstruction is set by its noise: at 10 %
 dose the hottest voxels are far above the standard-dose maximum, so min-max puts an LPET and its SPET on
 different scales, and a model trained on min-max-scaled SPET sees a darker LPET than any training image.  The
-mean of a reconstruction is (nearly) dose-invariant (OSEM keeps the counts), so::
-
-    x' = x / (m · mean(x))          (m = ``mean_multiple``; x in the file's units, e.g. kBq/ml)
-
-puts every dose of a subject on the same scale.  The divisor m · mean(x) is stored under ``"<key>_scale"`` (a
-float64 tensor (1,)) and in the MetaTensor's ``applied_operations``; :meth:`PETMeanScaled.inverse` (directly
-or through MONAI ``Invertd``) restores the units.  ``petct_preprocessing``'s min-max scaling remains available.
+mean of a reconstruction is (nearly) dose-invariant (OSEM keeps the counts), so the mean scaling puts every dose
+of a subject on the same scale (m = 10: the mean maps to 0.1).
 
 :class:`RandDoseReductiond` is uPETe's Poisson forward process in the sinogram domain, for patch training: it draws
 a step t of a :class:`~bundle.diffusion.poisson.PoissonDoseSchedule`, thins the subject's measured standard-dose
@@ -25,71 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, Randomizable
-from monai.utils import TraceKeys
+from monai.transforms import MapTransform, Randomizable
 
 from .._checks import check_int
 from ..keys import Keys
 
-__all__ = ["PETMeanScaled", "RandDoseReductiond", "mean_scale"]
-
-
-def mean_scale(image: torch.Tensor, *, mean_multiple: float) -> float:
-    """m · mean(x) for a non-negative volume with a positive mean (``ValueError`` otherwise)."""
-    values = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-    if values.numel() == 0 or not bool(torch.isfinite(values).all()):
-        raise ValueError("the PET volume must be non-empty and finite for mean scaling")
-    mean = float(values.double().mean())
-    if not mean > 0:
-        raise ValueError(f"the PET volume must have a positive mean for mean scaling, got mean {mean}")
-    return float(mean_multiple) * mean
-
-
-class PETMeanScaled(MapTransform, InvertibleTransform):
-    """x' = x / (m · mean(x)) per key (module docstring); inverse x = x' · m · mean(x).
-
-    Args:
-        keys: PET keys; each gets its own scale.
-        mean_multiple: m > 0 (default 10: the mean maps to 0.1).
-        scale_key_postfix: the divisor goes to ``f"{key}{postfix}"``.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = Keys.PET,
-        *,
-        mean_multiple: float = 10.0,
-        scale_key_postfix: str = "_scale",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if isinstance(mean_multiple, bool) or not isinstance(mean_multiple, int | float) or not mean_multiple > 0:
-            raise ValueError(f"mean_multiple must be a number > 0, got {mean_multiple!r}")
-        self.mean_multiple = float(mean_multiple)
-        self.scale_key_postfix = scale_key_postfix
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            if not isinstance(image, torch.Tensor):
-                image = MetaTensor(torch.as_tensor(image, dtype=torch.float32))
-            scale = mean_scale(image, mean_multiple=self.mean_multiple)
-            d[key] = (image.double() / scale).to(image.dtype if image.is_floating_point() else torch.float32)
-            self.push_transform(d, key, extra_info={"scale": scale})
-            d[f"{key}{self.scale_key_postfix}"] = torch.tensor([scale], dtype=torch.float64)
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            scale = float(self.get_most_recent_transform(d, key)[TraceKeys.EXTRA_INFO]["scale"])
-            image = d[key]
-            d[key] = (image.double() * scale).to(image.dtype)
-            self.pop_transform(d, key)
-        return d
+__all__ = ["RandDoseReductiond"]
 
 
 class RandDoseReductiond(Randomizable, MapTransform):
@@ -99,7 +37,8 @@ class RandDoseReductiond(Randomizable, MapTransform):
     (``schedule``), thins its counts y with survival probability d_t and reconstructs them with
     OSEM(``num_subsets`` × ``num_iterations``) against the scan's forward model with the background scaled by d_t;
     the image (activity units) is divided by the SPET's network-unit divisor ``data[f"{pet_key}_scale"]``
-    (:class:`PETMeanScaled`) and stored under ``output_key`` as a MetaTensor with ``data[pet_key]``'s meta data
+    (``ToNetworkUnitsd(statistic="mean")``) and stored under ``output_key`` as a MetaTensor with ``data[pet_key]``'s
+    meta data
     (channel-first, the NIfTI's (x, y, z) axes); t goes to ``timestep_key`` (int64 scalar tensor).  t = 0 (d = 1)
     returns the SPET's own counts' reconstruction.  Loaded scans are kept in memory per file.
 
@@ -151,7 +90,7 @@ class RandDoseReductiond(Randomizable, MapTransform):
         d = dict(data)
         for key in (self.scan_key, self.pet_key, f"{self.pet_key}_scale"):
             if key not in d:
-                raise ValueError(f"data must hold {key!r} (scan file, SPET and its PETMeanScaled divisor); "
+                raise ValueError(f"data must hold {key!r} (scan file, SPET and its mean-scaling divisor); "
                                  f"got keys {sorted(map(str, d))}")
         scan, image = self._scan(d[self.scan_key])
         pet = d[self.pet_key]

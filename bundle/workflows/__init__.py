@@ -5,22 +5,18 @@ from __future__ import annotations
 
 from .petdds import (
     METHODS,
-    PETDDSCase,
     bias_variance_study,
     evaluate_petdds,
     load_network_weights,
-    load_petdds_case,
     reconstruct_petdds_file,
     uncertainty_study,
 )
 
 __all__ = [
     "METHODS",
-    "PETDDSCase",
     "bias_variance_study",
     "evaluate_petdds",
     "load_network_weights",
-    "load_petdds_case",
     "reconstruct_petdds_file",
     "uncertainty_study",
 ]

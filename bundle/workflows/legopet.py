@@ -5,12 +5,13 @@ the paper's Fig. 3 ablation), the DDIM-vs-DDPM sampling cost and the guidance-we
 Conventions
 -----------
 
-- Samples: the entries of one datalist split (default ``test``, subjects held out of training).  The network input
-  is the measured sinogram s ``(1, views, radial)`` in network units (s / k_s, k_s = :func:`manifest_counts_per_bin`)
-  zero-padded to ``pad_size × pad_size`` (:class:`~bundle.transforms.legopet.PadToSquared`), exactly as in training.
+- Samples (:func:`bundle.data.legopet.load_samples`): the entries of one datalist split (default ``test``, subjects
+  held out of training).  The network input is the measured sinogram s ``(1, views, radial)`` in network units
+  (s / k_s, k_s = :func:`~bundle.transforms.legopet.manifest_counts_per_bin`) zero-padded to ``pad_size × pad_size``
+  (:class:`~bundle.transforms.legopet.PadToSquared`), exactly as in training.
 - Predictions come back in network units on the unpadded ``(h, w)`` image and are converted to activity units with
   the training scaling x = x' · k_x, k_x = ``image_scale / c`` (c = the entry's ``count_scale``;
-  :class:`~bundle.transforms.legopet.ImageToNetworkUnitsd`).  Nothing is clipped (diffusion samples may hold small
+  :class:`~bundle.transforms.scaling.ToNetworkUnitsd`).  Nothing is clipped (diffusion samples may hold small
   negative values; they count as they are).
 - Reference r: the entry's ``reference`` (OSEM of the high-count sinogram); OSEM row: the entry's ``osem`` (OSEM of
   the measured sinogram, made by the dataset builder with the manifest's subsets × iterations).
@@ -34,31 +35,23 @@ sinogram, reference, each method, squared-error maps).  Importing this module ru
 from __future__ import annotations
 
 import copy
-import json
 import math
 import numbers
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bundle.data.legopet import LegoPETSample, load_samples
 from bundle.evaluation import mean_std, metric_curves, metrics_table, slice_figure, write_csv, write_json
 from bundle.inferers.legopet import LegoPETInferer
-from bundle.keys import Keys
 from bundle.metrics import image_metrics
 from bundle.transforms.legopet import (
-    CountsToNetworkUnitsd,
-    LoadImageZYXd,
-    LoadSinogramd,
-    PadToSquared,
     crop_box,
-    manifest_counts_per_bin,
     padding_offsets,
-    reference_max,
 )
 
 from .._checks import check_int
@@ -69,7 +62,6 @@ __all__ = [
     "METRICS",
     "CountingNetwork",
     "DiffusionPredictor",
-    "LegoPETSample",
     "RegressionPredictor",
     "checkpoint_weights",
     "default_crop",
@@ -77,7 +69,6 @@ __all__ = [
     "gan_predictors",
     "guidance_sweep",
     "list_checkpoints",
-    "load_samples",
     "load_weights",
     "sampling_cost",
     "training_progress",
@@ -135,84 +126,6 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.search(p.name))]
     return sorted(found)
-
-
-# ---------------------------------------------------------------------------------------------------- samples
-@dataclass(frozen=True)
-class LegoPETSample:
-    """One evaluation slice."""
-
-    id: str
-    sinogram: torch.Tensor
-    """Network input: ``(1, S, S)`` measured sinogram / k_s, zero-padded to the square grid."""
-    counts: torch.Tensor
-    """Measured counts ``(views, radial)`` (for the figure)."""
-    reference: torch.Tensor
-    """High-count OSEM reference ``(h, w)``, activity units."""
-    osem: torch.Tensor | None
-    """OSEM of the measured sinogram ``(h, w)``, activity units (``None`` when the entry has none)."""
-    image_divisor: float
-    """k_x: activity = network units · k_x."""
-
-
-def _datalist(dataset_dir: Path, split: str) -> list[dict]:
-    path = dataset_dir / "datalist.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; build the dataset first: "
-            f"python -m bundle.data build legopet --output {dataset_dir}"
-        )
-    entries = json.loads(path.read_text(encoding="utf-8")).get(split)
-    if not entries:
-        raise ValueError(f"split must name a non-empty split of {path}, got {split!r}")
-    return entries
-
-
-def load_samples(
-    dataset_dir: str | Path,
-    *,
-    split: str = "test",
-    pad_size: int = 256,
-    limit: int | None = None,
-    count_scale_key: str | None = Keys.COUNT_SCALE,
-) -> list[LegoPETSample]:
-    """The slices of ``split`` with network inputs prepared as in training (module docstring).
-
-    Args:
-        dataset_dir: a legopet dataset folder (``datalist.json``, ``manifest.json``).
-        split: datalist split.
-        pad_size: side of the square grid S (≥ every sinogram/image side; 256 as the paper).
-        limit: first ``limit`` entries only (``None`` = all).
-        count_scale_key: entry key of c in k_x = image_scale / c (``None``: k_x = image_scale).
-    """
-    root = Path(dataset_dir)
-    pad_size = check_int(pad_size, "pad_size", minimum=1)
-    entries = _datalist(root, split)
-    if limit is not None:
-        entries = entries[: check_int(limit, "limit", minimum=1)]
-    image_scale = reference_max(root, count_scale_key=count_scale_key)
-    load = LoadSinogramd(keys=Keys.SINOGRAM)
-    to_units = CountsToNetworkUnitsd(keys=Keys.SINOGRAM, scale=manifest_counts_per_bin(root))
-    pad = PadToSquared(keys=Keys.SINOGRAM, size=pad_size)
-    images = LoadImageZYXd(keys=[Keys.REFERENCE, Keys.OSEM], allow_missing_keys=True)
-    samples = []
-    for index, entry in enumerate(entries):
-        d = {k: (str(root / v) if k in (Keys.SINOGRAM, Keys.REFERENCE, Keys.OSEM) else v) for k, v in entry.items()}
-        d = load(d)
-        counts = d[Keys.SINOGRAM][0].clone()
-        d = pad(to_units(d))
-        d = images(d)
-        c = 1.0 if count_scale_key is None else float(entry[count_scale_key])
-        osem = d.get(Keys.OSEM)
-        samples.append(LegoPETSample(
-            id=str(entry.get("id", index)),
-            sinogram=torch.as_tensor(d[Keys.SINOGRAM]).float(),
-            counts=counts,
-            reference=torch.as_tensor(d[Keys.REFERENCE])[0].float(),
-            osem=None if osem is None else torch.as_tensor(osem)[0].float(),
-            image_divisor=image_scale / c,
-        ))
-    return samples
 
 
 # ---------------------------------------------------------------------------------------------------- predictors
@@ -378,7 +291,7 @@ def evaluate_legopet(
             :class:`DiffusionPredictor` or any callable with the :data:`Predictor` contract); rows follow
             :data:`METHODS` order.
         include_osem: add the OSEM row (needs ``osem`` in every entry).
-        split, pad_size, limit: as :func:`load_samples`.
+        split, pad_size, limit: as :func:`bundle.data.legopet.load_samples`.
         batch_size: slices per predictor call.
         figure_index: which slice the figure shows.
         device: where predictors run (``None``: CPU).

@@ -1,18 +1,8 @@
 """PET-DDS-δ reconstruction and evaluation workflows on a ``petdds`` dataset (``python -m bundle.data build petdds``).
 
-Forward model rebuilt from the stored factors (:func:`load_petdds_case`)
------------------------------------------------------------------------
-
-The builder simulated ȳ_full = c · n ⊙ a ⊙ A(G x) + s_full (``bundle.data.simulate``; c = ``count_scale_full``,
-s_full = ``background_full.npy`` in count units of the full scan) and drew the low-count realisations from
-f · ȳ_full (f = ``low_count_fraction``).  The rebuilt model therefore is::
-
-    ȳ = (f c n ⊙ a) ⊙ A(G x) + f s_full        (f = 1 for the full-count sinogram)
-
-with A the ``SinogramProjector`` of the manifest's ``config.scanner_preset``, G the ``GaussianResolution`` with the
-manifest's ``config.fwhm_mm``, and f·c·(n ⊙ a) passed as ``PETForwardModel(normalisation=...)`` (attenuation
-``None``: the stored factors already hold a).  So x is in the activity units of ``activity.nii.gz`` /
-``reference.nii.gz`` and every reconstruction (OSEM, MAP-EM, PET-DDS-δ) is directly comparable with the reference.
+Cases (counts, forward model rebuilt from the stored factors, reference, head mask) are read by
+:class:`bundle.data.petdds.PETDDSDataset` (module docstring there: ȳ = (f c n ⊙ a) ⊙ A(G x) + f s_full, x in the
+activity units of the reference, so every reconstruction is directly comparable with it).
 
 Evaluation conventions (:func:`evaluate_petdds`)
 ------------------------------------------------
@@ -47,52 +37,43 @@ Evaluation conventions (:func:`evaluate_petdds`)
 from __future__ import annotations
 
 import copy
-import json
-import math
 import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
-from bundle.data.io import load_image, save_image
+from bundle.data.io import save_image
+from bundle.data.petdds import PETDDSCase, PETDDSDataset
 from bundle.evaluation import bias_variance_figure, mean_std, metrics_table, volume_panel, write_csv, write_json
 from bundle.inferers.petdds import PETDDSInferer, reconstruct_many, uncertainty_from_samples
 from bundle.metrics import MetricConvention, bias_variance, image_metrics, ssim_kernel_size, units
 from bundle.physics import (
-    GaussianResolution,
     ImageGeometry,
     Neighbourhood,
-    PETForwardModel,
     PoissonDataModel,
     RelativeDifferencePrior,
-    ScannerPreset,
-    SinogramProjector,
     map_em,
-    preset,
     select_views,
     view_subsets,
 )
 from bundle.physics import osem as osem_reconstruction
 
-from .._checks import check_choice
+from .._checks import check_choice, check_nonnegative, check_sequence
 from .._checks import check_int as _check_int
 
 __all__ = [
     "METHODS",
     "METRICS",
-    "PETDDSCase",
     "bias_variance_study",
     "default_inferer",
     "evaluate_petdds",
     "every_n_events",
     "latest_checkpoint",
     "load_network_weights",
-    "load_petdds_case",
     "reconstruct_petdds_file",
     "uncertainty_study",
 ]
@@ -107,34 +88,7 @@ _CSV_FIELDS = ("subject", "realisation", "method", *METRICS, "time_s", "network_
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class PETDDSCase(NamedTuple):
-    """One sinogram of a petdds dataset with its rebuilt forward model, reference and evaluation mask."""
-
-    counts: torch.Tensor
-    """Measured counts, ``(n_planes, n_views, n_radial)``, float32."""
-    model: PETForwardModel
-    """ȳ = (f c n ⊙ a) ⊙ A(G x) + f s_full, x in activity units (module docstring)."""
-    reference: torch.Tensor
-    """Full-count OSEM reference, ``(n_z, n_y, n_x)``, activity units."""
-    mask: torch.Tensor
-    """Head mask μ > 0, ``torch.bool``, image shape."""
-
-
 # ----------------------------------------------------------------------------------------------- argument checks
-
-
-def _check_nonnegative(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not math.isfinite(float(value)) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_sequence(values: object, name: str, check: Callable[[object, str], Any]) -> list:
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) == 0:
-        raise TypeError(f"{name} must be a non-empty sequence, got {values!r}")
-    return [check(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 
 def _check_osem(value: object) -> tuple[int, int]:
@@ -171,134 +125,6 @@ def _check_inferer(inferer: object) -> PETDDSInferer | None:
 
 
 # ----------------------------------------------------------------------------------------------------- dataset
-
-
-@dataclass(frozen=True)
-class _Dataset:
-    root: Path
-    manifest: dict
-    datalist: dict
-    scanner: ScannerPreset
-    projector: SinogramProjector
-
-    @property
-    def image(self) -> ImageGeometry:
-        return self.scanner.image
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.scanner.layout.shape
-
-
-def _open_dataset(dataset_dir: object) -> _Dataset:
-    if not isinstance(dataset_dir, str | Path):
-        raise TypeError(f"dataset_dir must be a str or Path, got {type(dataset_dir).__name__}")
-    root = Path(dataset_dir)
-    paths = {name: root / f"{name}.json" for name in ("manifest", "datalist")}
-    for path in paths.values():
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist; build the dataset first: python -m bundle.data build petdds --output {root}"
-            )
-    manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
-    if manifest.get("kind") != "petdds":
-        raise ValueError(f"{root} holds a {manifest.get('kind')!r} dataset, expected 'petdds'")
-    if not manifest.get("complete", False):
-        raise ValueError(f"{root} holds an unfinished build (manifest 'complete' is false); rerun the build")
-    scanner = preset(manifest["config"]["scanner_preset"])
-    stored = manifest.get("sinogram_layout", {}).get("shape_planes_views_radial")
-    if stored is not None and tuple(stored) != scanner.layout.shape:
-        raise ValueError(
-            f"manifest sinogram shape {tuple(stored)} differs from preset {scanner.name!r} shape {scanner.layout.shape}"
-        )
-    projector = SinogramProjector(layout=scanner.layout, image=scanner.image)
-    return _Dataset(root, manifest, json.loads(paths["datalist"].read_text(encoding="utf-8")), scanner, projector)
-
-
-def _find_entry(ds: _Dataset, entry: object) -> dict:
-    if isinstance(entry, Mapping):
-        return dict(entry)
-    if not isinstance(entry, str):
-        raise TypeError(f"entry must be a datalist entry (mapping) or a sample id (str), got {type(entry).__name__}")
-    for items in ds.datalist.values():
-        for item in items:
-            if item.get("id") == entry:
-                return item
-    ids = [item.get("id") for items in ds.datalist.values() for item in items]
-    raise ValueError(f"no sample with id {entry!r} in {ds.root / 'datalist.json'}; ids are {ids}")
-
-
-def _load_array(ds: _Dataset, relative: str, what: str) -> torch.Tensor:
-    path = ds.root / relative
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path} does not exist")
-    array = np.load(path, allow_pickle=False)
-    if tuple(array.shape) != ds.shape:
-        raise ValueError(
-            f"{what} {path} has shape {tuple(array.shape)}, but the dataset's sinogram layout "
-            f"({ds.scanner.name}: planes, views, radial) has shape {ds.shape}"
-        )
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-
-
-def _model(ds: _Dataset, entry: Mapping, fraction: float) -> PETForwardModel:
-    factors = _load_array(ds, entry["multiplicative_factors"], "multiplicative factors (n ⊙ a)")
-    background = _load_array(ds, entry["background_full"], "background")
-    scale = float(entry["count_scale_full"]) * fraction
-    fwhm_mm = float(ds.manifest["config"]["fwhm_mm"])
-    resolution = GaussianResolution(image_shape=ds.image.shape, fwhm_mm=fwhm_mm, voxel_size_mm=ds.image.voxel_size_mm)
-    return PETForwardModel(
-        projector=ds.projector, normalisation=factors * scale, resolution=resolution, background=background * fraction
-    )
-
-
-def _reference_and_mask(ds: _Dataset, entry: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
-    reference, _ = load_image(ds.root / entry["reference"])
-    mu, _ = load_image(ds.root / entry["mu_map"])
-    for name, image in (("reference", reference), ("mu_map", mu)):
-        if tuple(image.shape) != ds.image.shape:
-            raise ValueError(f"{name} of {entry.get('id')} has shape {tuple(image.shape)}, expected {ds.image.shape}")
-    mask = mu > 0
-    if not bool(mask.any()):
-        raise ValueError(f"the μ-map of {entry.get('id')} has no voxel > 0: empty head mask")
-    return reference, mask
-
-
-def _low_fraction(entry: Mapping, low_index: int | None) -> tuple[str, float]:
-    if low_index is None:
-        return entry["sinogram_high"], 1.0
-    lows = entry["sinogram_low"]
-    index = _check_int(low_index, "low_index", minimum=0)
-    if index >= len(lows):
-        raise ValueError(f"low_index must be < {len(lows)} (realisations of {entry.get('id')}), got {index}")
-    return lows[index], float(entry["low_count_fraction"])
-
-
-def _case(ds: _Dataset, entry: Mapping, low_index: int | None) -> PETDDSCase:
-    sinogram, fraction = _low_fraction(entry, low_index)
-    counts = _load_array(ds, sinogram, "sinogram")
-    reference, mask = _reference_and_mask(ds, entry)
-    return PETDDSCase(counts, _model(ds, entry, fraction), reference, mask)
-
-
-def load_petdds_case(dataset_dir: str | Path, entry: Mapping | str, *, low_index: int | None = None) -> PETDDSCase:
-    """Load one sinogram of a petdds dataset and rebuild its forward model (module docstring).
-
-    Args:
-        dataset_dir: the dataset folder (``manifest.json``, ``datalist.json``, ``samples/``).
-        entry: a datalist entry (as in ``datalist.json``) or its sample id.
-        low_index: index of the low-count realisation (``sinogram_low_XX.npy``); ``None`` = the full-count sinogram.
-
-    Returns:
-        :class:`PETDDSCase` ``(counts, model, reference, mask)``.
-
-    Raises:
-        ValueError: a sinogram, factor or background file whose shape is not the layout's (both shapes named), an
-            unknown id, ``low_index`` out of range, a dataset of another kind or an unfinished build.
-        TypeError: ``low_index`` not an int or ``None``, ``entry`` neither a mapping nor a str.
-    """
-    ds = _open_dataset(dataset_dir)
-    return _case(ds, _find_entry(ds, entry), low_index)
 
 
 # ------------------------------------------------------------------------------------------------ reconstruction
@@ -426,14 +252,14 @@ def evaluate_petdds(
     inferer = _check_inferer(inferer)
     chosen = _check_methods(methods, network)
     n_subsets, n_iterations = _check_osem(osem)
-    beta_relative = _check_nonnegative(map_em_beta, "map_em_beta")
+    beta_relative = check_nonnegative(map_em_beta, "map_em_beta")
     map_iterations = _check_int(map_em_iterations, "map_em_iterations", minimum=1)
     seed = _check_int(seed, "seed", minimum=0)
     convention = check_choice(metric_convention, MetricConvention, "metric_convention")
     metric_units = units(convention)
     percent = metric_units["SSIM"] == "%"
     out = _output_dir(output_dir)
-    ds = _open_dataset(dataset_dir)
+    ds = PETDDSDataset.open(dataset_dir)
     if split not in ds.datalist or not ds.datalist[split]:
         raise ValueError(f"split {split!r} of {ds.root} holds no subjects (splits: {sorted(ds.datalist)})")
     entries = ds.datalist[split]
@@ -450,7 +276,7 @@ def evaluate_petdds(
     from tqdm.auto import tqdm
 
     for entry, r in tqdm(pairs, disable=not progress, desc="evaluate petdds"):
-        case = _case(ds, entry, r)
+        case = ds.case(entry, r)
         models, data = _subsets(case, n_subsets)
         images: dict[str, torch.Tensor] = {}
         timings: dict[str, dict[str, float]] = {}
@@ -525,9 +351,9 @@ def evaluate_petdds(
     return {"rows": rows, "summary": summary, "table": table, "files": files, "settings": settings}
 
 
-def _first_test_entry(ds: _Dataset, case: Mapping | str | None) -> dict:
+def _first_test_entry(ds: PETDDSDataset, case: Mapping | str | None) -> dict:
     if case is not None:
-        return _find_entry(ds, case)
+        return ds.find_entry(case)
     if not ds.datalist.get("test"):
         raise ValueError(f"{ds.root} has no test subjects; pass case=")
     return ds.datalist["test"][0]
@@ -561,10 +387,10 @@ def bias_variance_study(
         ``{"points": [{"method", "beta" | "delta", ..., "normalised_bias", "normalised_std"}], "files": {...}}``;
         writes ``bias_variance.json`` and ``bias_variance.png`` into ``output_dir``.
     """
-    beta_list = _check_sequence(betas, "betas", _check_nonnegative)
-    iteration_list = sorted(set(_check_sequence(map_em_iterations, "map_em_iterations",
+    beta_list = check_sequence(betas, "betas", check_nonnegative)
+    iteration_list = sorted(set(check_sequence(map_em_iterations, "map_em_iterations",
                                                 lambda v, n: _check_int(v, n, minimum=1))))
-    delta_list = _check_sequence(deltas, "deltas", _check_nonnegative)
+    delta_list = check_sequence(deltas, "deltas", check_nonnegative)
     if any(d == 0 for d in delta_list):
         raise ValueError(f"deltas must be > 0, got {list(deltas)}")
     num_subsets = _check_int(num_subsets, "num_subsets", minimum=1)
@@ -572,7 +398,7 @@ def bias_variance_study(
     inferer = _check_inferer(inferer)
     seed = _check_int(seed, "seed", minimum=0)
     out = _output_dir(output_dir)
-    ds = _open_dataset(dataset_dir)
+    ds = PETDDSDataset.open(dataset_dir)
     entry = _first_test_entry(ds, case)
     n_real = _realisation_count(entry, realisations)
     if n_real < 2:
@@ -587,7 +413,7 @@ def bias_variance_study(
     from tqdm.auto import tqdm
 
     for r in tqdm(range(n_real), disable=not progress, desc="bias-variance"):
-        loaded = _case(ds, entry, r)
+        loaded = ds.case(entry, r)
         reference, mask = loaded.reference, loaded.mask
         models, data = _subsets(loaded, num_subsets)
         unit = _absolute_beta(models, loaded.mask, 1.0)  # mean_M Aᵀ1, once per realisation
@@ -654,13 +480,13 @@ def uncertainty_study(
     if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         seed_list = list(range(_check_int(seeds, "seeds", minimum=2)))
     else:
-        seed_list = _check_sequence(seeds, "seeds", lambda v, n: _check_int(v, n, minimum=0))
+        seed_list = check_sequence(seeds, "seeds", lambda v, n: _check_int(v, n, minimum=0))
         if len(seed_list) < 2:
             raise ValueError(f"seeds must hold >= 2 seeds, got {seed_list}")
     out = _output_dir(output_dir)
-    ds = _open_dataset(dataset_dir)
+    ds = PETDDSDataset.open(dataset_dir)
     entry = _first_test_entry(ds, case)
-    loaded = _case(ds, entry, low_index)
+    loaded = ds.case(entry, low_index)
     sampler = inferer or default_inferer()
     samples = reconstruct_many(sampler, loaded.counts, _prepare_network(network, torch.device(device)),
                                models=loaded.model, seeds=seed_list)
@@ -751,8 +577,8 @@ def reconstruct_petdds_file(
         raise ValueError("reconstruct_petdds_file needs a network")
     inferer = _check_inferer(inferer)
     seed = _check_int(seed, "seed", minimum=0)
-    ds = _open_dataset(dataset_dir)
-    entry = _find_entry(ds, case)
+    ds = PETDDSDataset.open(dataset_dir)
+    entry = ds.find_entry(case)
     path = Path(sinogram)
     if count_fraction is None:
         resolved = path.resolve()
@@ -762,11 +588,11 @@ def reconstruct_petdds_file(
             count_fraction = float(entry["low_count_fraction"])
         else:
             raise ValueError(f"{path} is not a sinogram of sample {entry.get('id')}; pass count_fraction")
-    fraction = _check_nonnegative(count_fraction, "count_fraction")
+    fraction = check_nonnegative(count_fraction, "count_fraction")
     if fraction == 0:
         raise ValueError("count_fraction must be > 0")
-    counts = _load_array(ds, str(path.resolve()), "sinogram")
-    model = _model(ds, entry, fraction)
+    counts = ds.load_array(str(path.resolve()), "sinogram")
+    model = ds.forward_model(entry, fraction)
     sampler = inferer or default_inferer()
     image = sampler(counts, _prepare_network(network, torch.device(device)), models=model,
                     generator=torch.Generator().manual_seed(seed))

@@ -3,8 +3,9 @@ variance, dose estimator), model assembly per ablation variant, enhancement of a
 (PSNR/SSIM mean ± std per method at 10 % dose, dose-generalisation figure, axial/coronal panels).
 
 Array layout: MONAI's channel-first (1, x, y, z) as written by ``LoadImaged`` from the dataset's NIfTI files, batch
-added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x)) (:class:`PETMeanScaled`, each volume its
-own scale); CT is windowed to [0, 1].  Outputs are mapped back with the *input's* scale, i.e. to kBq/ml.
+added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x))
+(:class:`~bundle.transforms.scaling.ToNetworkUnitsd`, each volume its own scale); CT is windowed to [0, 1].
+Outputs are mapped back with the *input's* scale, i.e. to kBq/ml.
 
 Metrics: :func:`bundle.metrics.image_metrics` on the whole volume in kBq/ml against the standard-dose OSEM (SPET),
 in the project's convention (docs/metrics.md: L = max of the SPET, 3D SSIM with an 11-tap Gaussian window) or,
@@ -27,6 +28,7 @@ import torch
 
 from bundle._checks import check_choice
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
+from bundle.data.upete import Case, load_split
 from bundle.diffusion.latent import (
     DoseEstimator,
     GaussianLatentDiffusion,
@@ -45,7 +47,6 @@ __all__ = [
     "ABLATIONS",
     "BASELINES",
     "Calibration",
-    "Case",
     "PoissonDomain",
     "build_upete",
     "calibrate",
@@ -53,7 +54,6 @@ __all__ = [
     "enhance_file",
     "evaluate_upete",
     "load_calibration",
-    "load_split",
     "load_trained_variants",
     "load_weights",
     "make_process",
@@ -62,17 +62,6 @@ __all__ = [
 
 BASELINES = ("LPET", "Gaussian", "NLM", "U-Net")
 ABLATIONS = tuple(v.value for v in LDMVariant)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One subject: SPET, CT and LPETs in network units ``(1, 1, X, Y, Z)`` and their scales (kBq/ml per unit)."""
-
-    case_id: str
-    spet: torch.Tensor
-    spet_scale: float
-    ct: torch.Tensor
-    low: Mapping[float, tuple[torch.Tensor, float]]
 
 
 @dataclass(frozen=True)
@@ -90,53 +79,6 @@ class Calibration:
         est = DoseEstimator()
         est.a, est.b = self.dose_estimator_a, self.dose_estimator_b
         return est
-
-
-def _transforms(keys: Sequence[str], mean_multiple: float, ct_window_hu: Sequence[float]):
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
-
-    from bundle.transforms.petct import CTWindowd
-    from bundle.transforms.upete import PETMeanScaled
-
-    pet_keys = [k for k in keys if k != "ct"]
-    return Compose([
-        LoadImaged(keys=list(keys), image_only=True),
-        EnsureChannelFirstd(keys=list(keys)),
-        PETMeanScaled(keys=pet_keys, mean_multiple=mean_multiple),
-        CTWindowd(keys="ct", window_hu=ct_window_hu),
-    ])
-
-
-def load_split(
-    dataset_dir: str | Path,
-    split: str,
-    *,
-    doses: Sequence[float] | None = None,
-    mean_multiple: float = 10.0,
-    ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
-) -> list[Case]:
-    """The cases of ``split`` (``training``/``validation``/``test``) with the LPETs of ``doses`` (default: all)."""
-    root = Path(dataset_dir)
-    listing = root / "datalist.json"
-    if not listing.is_file():
-        raise ValueError(
-            f"dataset_dir must hold a datalist.json (python -m bundle.data build upete), got {str(root)!r}"
-        )
-    entries = json.loads(listing.read_text(encoding="utf-8")).get(split)
-    if not entries:
-        raise ValueError(f"split {split!r} of {listing} is empty or missing")
-    cases = []
-    for entry in entries:
-        by_dose = {float(k): v for k, v in entry.get("pet_low_by_dose", {}).items()}
-        wanted = sorted(by_dose) if doses is None else [float(d) for d in doses if float(d) in by_dose]
-        data = {"pet": str(root / entry["pet"]), "ct": str(root / entry["ct"])}
-        data.update({f"pet_low_{i}": str(root / by_dose[d]) for i, d in enumerate(wanted)})
-        out = _transforms(list(data), mean_multiple, ct_window_hu)(data)
-        low = {d: (out[f"pet_low_{i}"].as_tensor()[None].float(), float(out[f"pet_low_{i}_scale"][0]))
-               for i, d in enumerate(wanted)}
-        cases.append(Case(entry.get("id", Path(entry["pet"]).parent.name), out["pet"].as_tensor()[None].float(),
-                          float(out["pet_scale"][0]), out["ct"].as_tensor()[None].float(), low))
-    return cases
 
 
 def load_weights(network: torch.nn.Module, checkpoint: str | Path, *, key: str = "network") -> torch.nn.Module:
@@ -491,7 +433,7 @@ def enhance_file(
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from bundle.transforms.petct import CTWindowd, ValidatePETCTd
-    from bundle.transforms.upete import PETMeanScaled
+    from bundle.transforms.scaling import ToNetworkUnitsd
 
     keys = ["pet"] + (["ct"] if ct_file is not None else [])
     if network.uses_ct and ct_file is None:
@@ -500,7 +442,7 @@ def enhance_file(
     steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
              ValidatePETCTd(pet_key="pet", ct_key="ct" if ct_file is not None else None,
                             require_ct=ct_file is not None),
-             PETMeanScaled(keys="pet", mean_multiple=mean_multiple)]
+             ToNetworkUnitsd(keys="pet", statistic="mean", scale=mean_multiple)]
     if ct_file is not None:
         steps.append(CTWindowd(keys="ct", window_hu=ct_window_hu))
     d = Compose(steps)(data)

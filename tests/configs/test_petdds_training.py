@@ -12,7 +12,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from bundle.data.build import build_dataset
-from bundle.data.slices import LoadVolumeSliced, NormaliseByPositiveMeand, slice_datalist
+from bundle.data.slices import LoadVolumeSliced, slice_datalist
+from bundle.transforms.scaling import ToNetworkUnitsd
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = f"['{ROOT / 'configs/common.json'}','{ROOT / 'configs/petdds/train.json'}']"
@@ -31,7 +32,8 @@ def test_slice_datalist_and_normalisation(tmp_path):
     dataset = _dataset(tmp_path)
     entries = slice_datalist(dataset, "training")
     assert entries and all(Path(e["image"]).is_file() for e in entries)
-    item = NormaliseByPositiveMeand(keys="image")(LoadVolumeSliced(keys="image")(entries[0]))
+    normalise = ToNetworkUnitsd(keys="image", statistic="positive_mean", arithmetic="input")
+    item = normalise(LoadVolumeSliced(keys="image")(entries[0]))
     image = item["image"]
     assert image.shape == (1, 64, 64)
     assert abs(float(image[image > 0].mean()) - 1.0) < 1e-5  # divided by its mean over positive voxels

@@ -19,7 +19,7 @@ def test_rotation_angles():
     assert rotation_angles_deg(5, 15.0, seed=np.random.default_rng(0)) == angles
     assert rotation_angles_deg(1, seed=3) == (0.0,)
     assert all(abs(a) <= 2.0 for a in rotation_angles_deg(50, 2.0, seed=4))
-    with pytest.raises(ValueError, match="n_rotations must be a positive integer"):
+    with pytest.raises(ValueError, match="n_rotations must be >= 1"):
         rotation_angles_deg(0, seed=0)
     with pytest.raises(ValueError, match="max_deg must be"):
         rotation_angles_deg(5, -1.0, seed=0)
@@ -51,7 +51,7 @@ def test_axial_slice_indices_errors():
         axial_slice_indices(np.ones((10, 2)))
     with pytest.raises(TypeError, match="mask_zyx must be a numpy array or torch tensor"):
         axial_slice_indices([[[1]]])
-    with pytest.raises(ValueError, match="step must be a positive integer"):
+    with pytest.raises(ValueError, match="step must be >= 1"):
         axial_slice_indices(mask, 5, 0)
 
 

@@ -8,7 +8,6 @@ from bundle.inferers import (
     PETDDSInferer,
     Preconditioner,
     reconstruct_many,
-    slice_scale_from_volume,
     uncertainty_from_samples,
 )
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
@@ -240,15 +239,6 @@ def test_full_sampler_is_non_negative_and_seeded():
     assert not torch.equal(a, c)
     default_seed = inferer(y, net, models=model)  # generator None -> Generator().manual_seed(seed=0)
     torch.testing.assert_close(default_seed, inferer(y, net, models=model, generator=_gen(0)), rtol=0, atol=0)
-
-
-def test_slice_scale_from_volume_uses_positive_voxels_and_falls_back_for_empty_slices():
-    volume = torch.zeros(3, 2, 2)
-    volume[0] = torch.tensor([[2.0, 0.0], [4.0, 0.0]])
-    volume[2] = torch.tensor([[6.0, 6.0], [6.0, 6.0]])
-    torch.testing.assert_close(slice_scale_from_volume(volume), torch.tensor([3.0, 5.0, 6.0]))
-    with pytest.raises(ValueError, match="at least one voxel > 0"):
-        slice_scale_from_volume(torch.zeros(2, 2, 2))
 
 
 # ---------------------------------------------------------------- uncertainty

@@ -1,4 +1,4 @@
-"""LegoPET transforms: loading, centred padding and its exact crop back, invertible intensity scalings, errors."""
+"""LegoPET transforms: loading, centred padding and its exact crop back, dataset scales, errors."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from bundle.inferers.legopet import LegoPETInferer
 from bundle.keys import Keys
 from bundle.physics import preset
 from bundle.transforms.legopet import (
-    CountsToNetworkUnitsd,
     CropFromSquared,
-    ImageToNetworkUnitsd,
     LoadImageZYXd,
     LoadSinogramd,
-    NetworkUnitsToImaged,
     PadToSquared,
     SaveImageZYXd,
     crop_box,
@@ -82,45 +79,6 @@ def test_padding_errors():
         PadToSquared(keys="x").inverse({"x": torch.zeros(1, 256, 256)})
     with pytest.raises(ValueError, match="square"):
         CropFromSquared(keys="x", shape=(172, 172))({"x": torch.zeros(1, 256, 255)})
-
-
-def test_intensity_scalings_invert_exactly():
-    generator = torch.Generator().manual_seed(1)
-    counts = torch.poisson(torch.full((1, 252, 172), 7.0), generator=generator)
-    image = torch.rand(1, 172, 172, generator=generator) * 3.7
-    data = {Keys.SINOGRAM: counts, Keys.REFERENCE: image, Keys.COUNT_SCALE: 0.237}
-    for counts_scale in (6.92, None):
-        forward = CountsToNetworkUnitsd(keys=Keys.SINOGRAM, scale=counts_scale)
-        out = forward(data)
-        expected = 6.92 if counts_scale is not None else float(counts.double().mean())
-        assert out["sinogram_scale"] == expected
-        torch.testing.assert_close(out[Keys.SINOGRAM], counts / expected)
-        torch.testing.assert_close(forward.inverse(out)[Keys.SINOGRAM], counts, rtol=1e-6, atol=0)
-    for count_scale_key in (Keys.COUNT_SCALE, None):
-        forward = ImageToNetworkUnitsd(keys=Keys.REFERENCE, scale=0.9, count_scale_key=count_scale_key)
-        out = forward(data)
-        divisor = 0.9 / 0.237 if count_scale_key else 0.9
-        assert out["reference_scale"] == pytest.approx(divisor, rel=1e-15)
-        torch.testing.assert_close(out[Keys.REFERENCE], image / divisor)
-        torch.testing.assert_close(forward.inverse(out)[Keys.REFERENCE], image, rtol=1e-6, atol=0)
-        # a prediction in network units goes back with the same scale, from the sample's data only
-        back = NetworkUnitsToImaged(keys="pred", scale=0.9, count_scale_key=count_scale_key)(
-            {"pred": out[Keys.REFERENCE], Keys.COUNT_SCALE: torch.tensor(0.237, dtype=torch.float64)}
-        )
-        torch.testing.assert_close(back["pred"], image, rtol=1e-6, atol=0)
-
-
-def test_intensity_errors():
-    with pytest.raises(ValueError, match="must be finite and > 0"):
-        ImageToNetworkUnitsd(keys="x", scale=0.0)
-    with pytest.raises(KeyError, match="count scale"):
-        ImageToNetworkUnitsd(keys="x", scale=1.0)({"x": torch.ones(1, 4, 4)})
-    with pytest.raises(ValueError, match="no counts"):
-        CountsToNetworkUnitsd(keys="x")({"x": torch.zeros(1, 4, 4)})
-    with pytest.raises(TypeError, match="load it first"):
-        CountsToNetworkUnitsd(keys="x", scale=1.0)({"x": "sinogram.npy"})
-    with pytest.raises(KeyError, match="was not scaled"):
-        CountsToNetworkUnitsd(keys="x", scale=1.0).inverse({"x": torch.ones(1, 4, 4)})
 
 
 def test_loading_saving_and_dataset_scales(tmp_path):

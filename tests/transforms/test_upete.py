@@ -1,4 +1,4 @@
-"""PETMeanScaled: x / (m · mean x), scale kept, exact inverse."""
+"""RandDoseReductiond: the sinogram-domain Poisson degradation of uPETe patch training."""
 
 from __future__ import annotations
 
@@ -6,30 +6,13 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from bundle.transforms.upete import PETMeanScaled
-
-
-def test_mean_scaling_and_inverse_round_trip():
-    x = MetaTensor(torch.rand(1, 6, 5, 4, dtype=torch.float64) * 7.0)
-    t = PETMeanScaled(keys="pet", mean_multiple=10.0)
-    out = t({"pet": x})
-    assert float(out["pet"].mean()) == pytest.approx(0.1)
-    assert float(out["pet_scale"][0]) == pytest.approx(10.0 * float(x.mean()))
-    torch.testing.assert_close(t.inverse(out)["pet"].as_tensor(), x.as_tensor())
-
-
-def test_rejects_zero_mean_and_bad_multiple():
-    with pytest.raises(ValueError, match="positive mean"):
-        PETMeanScaled(keys="pet")({"pet": torch.zeros(1, 2, 2, 2)})
-    with pytest.raises(ValueError, match="mean_multiple must be a number > 0"):
-        PETMeanScaled(keys="pet", mean_multiple=0)
-
+from bundle.transforms.scaling import ToNetworkUnitsd
 
 # --- RandDoseReductiond: sinogram-domain Poisson degradation -------------------------------------------------------
 
 
 def _subject(tmp_path):
-    """A saved slice-wise scan, its SPET in network units as LoadImaged + PETMeanScaled give it, and the SPET kBq/ml."""
+    """A saved slice-wise scan, its SPET in network units as LoadImaged + mean scaling give it, and the SPET kBq/ml."""
     from bundle.data.io import save_image
     from bundle.data.simulate import save_scan
     from tests.data.test_simulate import IMAGE, _scan
@@ -41,7 +24,7 @@ def _subject(tmp_path):
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     load = Compose([LoadImaged(keys="pet", image_only=True), EnsureChannelFirstd(keys="pet"),
-                    PETMeanScaled(keys="pet")])
+                    ToNetworkUnitsd(keys="pet", statistic="mean", scale=10.0)])
     return scan, load({"pet": str(tmp_path / "pet.nii.gz"), "scan": str(tmp_path / "scan.npz")})
 
 

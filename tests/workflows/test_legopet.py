@@ -19,6 +19,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from bundle.data.io import load_image, save_image, save_sinogram
+from bundle.data.legopet import load_samples
 from bundle.inferers.legopet import LegoPETInferer
 from bundle.keys import Keys
 from bundle.physics import preset
@@ -32,7 +33,6 @@ from bundle.workflows.legopet import (
     gan_predictors,
     guidance_sweep,
     list_checkpoints,
-    load_samples,
     load_weights,
     sampling_cost,
     training_progress,
@@ -125,18 +125,6 @@ def test_list_checkpoints_sorted_by_epoch(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- samples
-def test_load_samples_matches_training_scaling(dataset):
-    samples = load_samples(dataset, split="test")
-    entries = _entries(dataset, "test")
-    assert [s.id for s in samples] == [e["id"] for e in entries]
-    for s, e in zip(samples, entries, strict=True):
-        counts = np.load(dataset / e[Keys.SINOGRAM])[0]
-        assert s.sinogram.shape == (1, 256, 256)
-        np.testing.assert_allclose(s.sinogram[0, 2:254, 42:214].numpy(), counts / (3e5 / (252 * 172)), rtol=1e-6)
-        assert float(s.sinogram[0, :2].abs().sum()) == 0.0
-        assert s.image_divisor == pytest.approx(_image_divisor(dataset, e))
-
-
 # ---------------------------------------------------------------------------------------------------- evaluation
 class _Constant(torch.nn.Module):
     """A 'DeepPET' that outputs ``value`` (network units) on the padded grid, whatever the input."""

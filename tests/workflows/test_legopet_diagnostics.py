@@ -9,8 +9,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
+from bundle.data.legopet import load_samples
 from bundle.inferers.legopet import LegoPETInferer
-from bundle.workflows.legopet import load_samples
 from bundle.workflows.legopet_diagnostics import denoising_loss, restart_from_reference
 from tests.workflows.test_legopet import _Bias, write_dataset
 

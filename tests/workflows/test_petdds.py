@@ -21,14 +21,13 @@ from monai.networks.nets import DiffusionModelUNet
 
 from bundle.data.build import build_dataset
 from bundle.data.io import load_image
+from bundle.data.petdds import PETDDSCase, load_petdds_case
 from bundle.workflows.petdds import (
     METHODS,
-    PETDDSCase,
     bias_variance_study,
     default_inferer,
     evaluate_petdds,
     load_network_weights,
-    load_petdds_case,
     uncertainty_study,
 )
 
