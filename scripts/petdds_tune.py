@@ -15,7 +15,7 @@ every pass count in ``--map_em_iterations``; writes ``tune_map_em.md`` (OSEM row
 
 Usage::
 
-    OMP_NUM_THREADS=1 python scripts/petdds_tune.py --dataset_dir DS --checkpoint CKPT --output DIR \
+    OMP_NUM_THREADS=1 python -m scripts.petdds_tune --dataset_dir DS --checkpoint CKPT --output DIR \
         --lambda_dds 0.3 1 3 --delta 0.2 0.5 --steps 25 --p 5 [--realisations 1] [--shard 0/2]
 """
 
@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.physics import osem, select_views, view_subsets
 from bundle.workflows.petdds import (
