@@ -159,7 +159,7 @@ def build_task(
     Args:
         method: ``"legopet"``, ``"petdds"`` or ``"upete"``.
         checkpoint: weights file (loaded with ``weights_only=True``).
-        config_files: the layered configs (default: :data:`bundle.app.config.CONFIG_FILES`).
+        config_files: the layered configs (default: :data:`bundle.app.config.INFERENCE_RECIPES`).
         overrides: config id -> value (e.g. ``{"network_def#channels": [8, 8], "dataset_dir": "data/legopet"}``).
         device: where the network runs (default: the config's ``device``).
     """
