@@ -1,10 +1,11 @@
 """The recipes: which config files, layered left to right, make each workflow (``configs/recipes.json``).
 
 A recipe is one ``python -m monai.bundle run <run> --config_file "[...]"`` command's config stack, e.g.
-``petdds/train`` = ``common.json`` + ``petdds/train.json`` run with ``training``.  The table is the only place
-that says which files layer together; the main job (:mod:`bundle.story`), the studies (:mod:`bundle.study`), the
-infer tasks (:mod:`bundle.app`), the model-zoo export and the tests all read it here.  Optional overlays (a preset
-such as ``legopet/tiny.json``, a ``resume.json``) are appended after the recipe's files by the caller.
+``petdds/train`` = ``common.json`` + ``petdds/network.json`` + ``petdds/train.json`` run with ``training``.  The
+table is the only place that says which files layer together; the main job (:mod:`bundle.story`), the studies
+(:mod:`bundle.study`), the infer tasks (:mod:`bundle.app`), the model-zoo export and the tests all read it here.
+Optional overlays (a preset such as ``legopet/tiny.json``, a ``resume.json``) are appended after the recipe's files
+by the caller.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from bundle.physics import osem, select_views, view_subsets
+from bundle.recipes import recipe
 from bundle.workflows.petdds import (
     default_inferer,
     evaluate_petdds,
@@ -36,8 +37,6 @@ from bundle.workflows.petdds import (
     load_network_weights,
     load_petdds_case,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def trained_network(checkpoint: Path, configs: list[str]) -> torch.nn.Module:
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--configs", nargs="+",
-                        default=[str(ROOT / "configs/common.json"), str(ROOT / "configs/petdds/train.json")])
+                        default=[str(path) for path in recipe("petdds/train").paths()])
     parser.add_argument("--split", default="validation")
     parser.add_argument("--realisations", type=int, default=1)
     parser.add_argument("--lambda_dds", type=float, nargs="+", default=[1.0])

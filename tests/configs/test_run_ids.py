@@ -32,27 +32,27 @@ EVALUATION_IDS = {
 # overlays layered after a recipe's files (presets, resume.json), which inherit the recipe's id (resume.json
 # redefines `training`)
 STACKS = [
-    ("petdds", ("train.json", "resume.json"), "training"),
-    ("petdds", ("train.json", "resume.json", "multi_gpu_train.json"), "training"),
-    ("petdds", ("train.json", "paper.json"), "training"),
+    ("petdds", ("network.json", "train.json", "resume.json"), "training"),
+    ("petdds", ("network.json", "train.json", "resume.json", "../multi_gpu.json", "multi_gpu_train.json"), "training"),
+    ("petdds", ("network.json", "train.json", "paper.json"), "training"),
     ("legopet", ("train_pnpnet.json", "tiny.json"), "training"),
     ("legopet", ("train_legopet.json", "tiny.json", "resume.json"), "training"),
     ("legopet", ("train_pnpnet.json", "resume.json"), "training"),
-    ("legopet", ("train_pnpnet.json", "tiny.json", "multi_gpu_regression.json"), "training"),
-    ("legopet", ("train_pnpnet.json", "multi_gpu_regression.json", "resume.json"), "training"),
+    ("legopet", ("train_pnpnet.json", "tiny.json", "../multi_gpu.json", "multi_gpu_regression.json"), "training"),
+    ("legopet", ("train_pnpnet.json", "../multi_gpu.json", "multi_gpu_regression.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_unet.json", "paper.json"), "training"),
     ("upete", ("train_autoencoder.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_ldm.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_unet.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_unet.json", "paper.json", "resume.json"), "training"),
-    ("upete", ("train_autoencoder.json", "multi_gpu_train.json", "resume.json"), "training"),
-    ("upete", ("train_autoencoder.json", "train_ldm.json", "multi_gpu_train.json", "multi_gpu_ldm.json", "resume.json"),
-     "training"),
+    ("upete", ("train_autoencoder.json", "../multi_gpu.json", "multi_gpu_train.json", "resume.json"), "training"),
+    ("upete", ("train_autoencoder.json", "train_ldm.json", "../multi_gpu.json", "multi_gpu_train.json",
+               "multi_gpu_ldm.json", "resume.json"), "training"),
 ]
 
 
 def _role(name: str) -> str | None:
-    if name.startswith("train") or name in ("resume.json", "multi_gpu_train.json"):
+    if name.startswith("train") or name in ("resume.json", "../multi_gpu.json", "multi_gpu_train.json"):
         return "training"
     return {"evaluate.json": "evaluating", "inference.json": "inferring"}.get(name)
 
