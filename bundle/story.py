@@ -2,8 +2,9 @@
 
     python -m bundle.story --output results [--methods physics,petdds,legopet,upete] [--budget demo]
 
-Stages, each one command that a user can also run by hand (all printed and written to
-``OUTPUT/story_commands.sh``):
+Stages, each one command that a user can also run by hand (all printed and appended to
+``OUTPUT/story_commands.sh``; the config files of every ``monai.bundle run`` are a recipe of configs/recipes.json,
+and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.study`):
 
 1. physics: a head-phantom scan reconstructed with OSEM and MAP-EM (:mod:`bundle.demo`);
 2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``),

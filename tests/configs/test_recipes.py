@@ -4,6 +4,7 @@ method config file that is not an optional overlay belongs to some recipe."""
 from __future__ import annotations
 
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -48,3 +49,10 @@ def test_unknown_recipe_names_the_known_ones():
     with pytest.raises(ValueError, match=r"recipe must be one of \[.*'petdds/train'.*\] \(configs/recipes.json\), "
                                          r"got 'petdds/nope'"):
         recipe("petdds/nope")
+
+
+def test_only_common_json_defines_imports():
+    """Every other file names its imports ``<name>_imports``: a layered ``imports`` would replace common.json's."""
+    offenders = [p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.json")
+                 if p.name != "common.json" and "imports" in json.loads(p.read_text(encoding="utf-8"))]
+    assert offenders == []
