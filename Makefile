@@ -28,7 +28,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) scripts/bench_projector.py
+	$(PY) -m scripts.bench_projector
 
 clean:
 	rm -rf $(VENV) $(RESULTS)

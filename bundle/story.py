@@ -2,8 +2,9 @@
 
     python -m bundle.story --output results [--methods physics,petdds,legopet,upete] [--budget demo]
 
-Stages, each one command that a user can also run by hand (all printed and written to
-``OUTPUT/story_commands.sh``):
+Stages, each one command that a user can also run by hand (all printed and appended to
+``OUTPUT/story_commands.sh``; the config files of every ``monai.bundle run`` are a recipe of configs/recipes.json,
+and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.study`):
 
 1. physics: a head-phantom scan reconstructed with OSEM and MAP-EM (:mod:`bundle.demo`);
 2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``),
@@ -30,7 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["METHODS", "Stage", "main", "plan", "run_story", "write_report"]
+from bundle.recipes import recipe
+
+__all__ = ["METHODS", "Stage", "main", "plan", "run_stages", "write_report"]
 
 METHODS = ("physics", "petdds", "legopet", "upete")
 UPETE_VARIANTS = ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
@@ -58,14 +61,6 @@ class Stage:
     results: tuple[str, ...] = field(default=())  # folders (relative to OUTPUT) whose *.md / *.png go to the report
 
 
-def _config(*files: str) -> str:
-    return "[" + ",".join(f"'configs/{f}'" for f in ("common.json", *files)) + "]"
-
-
-def _bundle_run(run_id: str, configs: str, *args: str) -> tuple[str, ...]:
-    return (sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", configs, *args)
-
-
 def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Stage]:
     """The stages of the main job for ``methods`` (subset of :data:`METHODS`) with the named ``budget``."""
     unknown = sorted(set(methods) - set(METHODS))
@@ -83,16 +78,13 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Sta
     if "petdds" in methods:
         data, res = f"{out}/data/petdds", f"{out}/petdds_run"
         common = ("--dataset_dir", data, "--output_dir", res)
-        train = _config("petdds/train.json")
-        evaluate = _config("petdds/train.json", "petdds/evaluate.json")
         stages += [
             Stage("petdds", "build dataset", (py, "-m", "bundle.data", "build", "petdds", "--output", data,
                                               "--preset", "tiny")),
-            Stage("petdds", "train score model", _bundle_run("training", train, *common,
-                                                             "--max_epochs", str(b["petdds_epochs"]))),
-            Stage("petdds", "evaluate OSEM, MAP-EM, PET-DDS-δ",
-                  _bundle_run("evaluating", evaluate, *common, "--num_inference_steps", str(b["petdds_steps"]),
-                              *PETDDS_MAP_EM, "--progress", "True"),
+            Stage("petdds", "train score model", recipe("petdds/train").command(
+                *common, "--max_epochs", str(b["petdds_epochs"]))),
+            Stage("petdds", "evaluate OSEM, MAP-EM, PET-DDS-δ", recipe("petdds/evaluate").command(
+                *common, "--num_inference_steps", str(b["petdds_steps"]), *PETDDS_MAP_EM, "--progress", "True"),
                   ("petdds_run/petdds/evaluation",)),
         ]
     if "legopet" in methods:
@@ -104,42 +96,33 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo") -> list[Sta
         stages += [
             Stage("legopet", "build dataset", (py, "-m", "bundle.data", "build", "legopet", "--output", data,
                                                "--preset", "tiny")),
-            Stage("legopet", "train PnPNet", _bundle_run("training", _config("legopet/train_pnpnet.json", *preset),
-                                                         *common, *regression)),
-            Stage("legopet", "train DeepPET", _bundle_run(
-                "training", _config("legopet/train_pnpnet.json", "legopet/deeppet.json", "legopet/train_deeppet.json",
-                                    *preset), *common, *regression)),
-            Stage("legopet", "train cDPM", _bundle_run(
-                "training", _config("legopet/train_legopet.json", "legopet/cdpm.json", *preset), *common, *diffusion)),
-            Stage("legopet", "train LegoPET", _bundle_run(
-                "training", _config("legopet/train_legopet.json", *preset), *common, *diffusion)),
-            Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET", _bundle_run(
-                "evaluating", _config("legopet/train_legopet.json", "legopet/deeppet.json", "legopet/evaluate.json",
-                                      *preset),
-                *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit", str(b["legopet_slices"])),
-                ("legopet_run/legopet_evaluation",)),
+            Stage("legopet", "train PnPNet", recipe("legopet/pnpnet").command(*common, *regression, overlays=preset)),
+            Stage("legopet", "train DeepPET", recipe("legopet/deeppet").command(*common, *regression,
+                                                                                 overlays=preset)),
+            Stage("legopet", "train cDPM", recipe("legopet/cdpm").command(*common, *diffusion, overlays=preset)),
+            Stage("legopet", "train LegoPET", recipe("legopet/legopet").command(*common, *diffusion,
+                                                                                 overlays=preset)),
+            Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET", recipe("legopet/evaluate").command(
+                *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit", str(b["legopet_slices"]),
+                overlays=preset), ("legopet_run/legopet_evaluation",)),
         ]
     if "upete" in methods:
         data, res = f"{out}/data/upete", f"{out}/upete_run"
         common = ("--dataset_dir", data, "--output_dir", res)
-        ae = ("upete/train_autoencoder.json",)
         stages += [
             Stage("upete", "build dataset", (py, "-m", "bundle.data", "build", "upete", "--output", data,
                                              "--preset", "tiny")),
-            Stage("upete", "train autoencoder", _bundle_run("training", _config(*ae), *common,
-                                                            "--ae_max_epochs", str(b["upete_ae_epochs"]))),
-            *(Stage("upete", f"train {variant}", _bundle_run(
-                "training", _config(*ae, "upete/train_ldm.json"), *common, "--ldm_max_epochs",
-                str(b["upete_ldm_epochs"]), "--variant", variant)) for variant in UPETE_VARIANTS),
-            Stage("upete", "train U-Net baseline", _bundle_run(
-                "training", _config(*ae, "upete/train_unet.json"), *common, "--unet_max_epochs",
-                str(b["upete_unet_epochs"]))),
-            Stage("upete", "evaluate LPET, Gaussian, NLM, U-Net and the four LDM variants", _bundle_run(
-                "evaluating", _config(*ae, "upete/train_ldm.json", "upete/train_unet.json", "upete/evaluate.json"),
-                *common), ("upete_run/upete/evaluation",)),
-            Stage("upete", "combine LDM-P-CT into one checkpoint (bundle.app / model zoo)", _bundle_run(
-                "combining", _config(*ae, "upete/train_ldm.json", "upete/evaluate.json", "upete/inference.json"),
-                *common, "--variant", "LDM-P-CT")),
+            Stage("upete", "train autoencoder", recipe("upete/autoencoder").command(
+                *common, "--ae_max_epochs", str(b["upete_ae_epochs"]))),
+            *(Stage("upete", f"train {variant}", recipe("upete/ldm").command(
+                *common, "--ldm_max_epochs", str(b["upete_ldm_epochs"]), "--variant", variant))
+              for variant in UPETE_VARIANTS),
+            Stage("upete", "train U-Net baseline", recipe("upete/unet").command(
+                *common, "--unet_max_epochs", str(b["upete_unet_epochs"]))),
+            Stage("upete", "evaluate LPET, Gaussian, NLM, U-Net and the four LDM variants",
+                  recipe("upete/evaluate").command(*common), ("upete_run/upete/evaluation",)),
+            Stage("upete", "combine LDM-P-CT into one checkpoint (bundle.app / model zoo)",
+                  recipe("upete/combine").command(*common, "--variant", "LDM-P-CT")),
         ]
     return stages
 
@@ -152,18 +135,31 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def run_story(output: Path, stages: Sequence[Stage], *, cwd: Path | None = None) -> dict:
-    """Run ``stages`` in order (subprocesses in the repository root), recording commands, wall times and logs.
+def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd: Path | None = None) -> dict:
+    """Run ``stages`` in order (subprocesses in the repository root), recording their commands and wall times.
 
-    Returns the timings dict also written to ``OUTPUT/story_timings.json``.  Raises ``RuntimeError`` naming the
-    stage, its return code and the command when a stage fails.
+    Every command is appended to ``OUTPUT/<log>_commands.sh`` before it runs; ``OUTPUT/<log>_timings.json`` holds
+    the stages of earlier runs into the same OUTPUT followed by this run's (a study that reruns some stages keeps
+    the times of the others).  Returns this run's timings (``stages``, ``total_seconds``).  Raises
+    ``RuntimeError`` naming the stage, its return code and the command when a stage fails (its time is recorded).
     """
     cwd = cwd or Path(__file__).resolve().parents[1]
     output.mkdir(parents=True, exist_ok=True)
     timings: dict = {"stages": []}
+    timings_path = output / f"{log}_timings.json"
+    earlier = json.loads(timings_path.read_text(encoding="utf-8"))["stages"] if timings_path.is_file() else []
+
+    def record() -> None:
+        everything = [*earlier, *timings["stages"]]
+        total = round(sum(s["seconds"] for s in everything), 1)
+        timings_path.write_text(json.dumps({"stages": everything, "total_seconds": total}, indent=2) + "\n",
+                                encoding="utf-8")
+
     start_all = time.perf_counter()
-    with (output / "story_commands.sh").open("w", encoding="utf-8") as script:
-        script.write("# commands of the main job, in order (run from the repository root)\n")
+    commands = output / f"{log}_commands.sh"
+    with commands.open("a", encoding="utf-8") as script:
+        if script.tell() == 0:
+            script.write("# commands, in order (run from the repository root)\n")
         for index, stage in enumerate(stages, 1):
             line = shlex.join(stage.argv)
             script.write(line + "\n")
@@ -174,13 +170,13 @@ def run_story(output: Path, stages: Sequence[Stage], *, cwd: Path | None = None)
             seconds = time.perf_counter() - start
             timings["stages"].append({"method": stage.method, "name": stage.name, "command": line,
                                       "seconds": round(seconds, 1), "returncode": result.returncode})
+            record()
             elapsed = time.perf_counter() - start_all
             print(f"[{index}/{len(stages)}] done in {seconds:.0f} s (total {elapsed / 60:.1f} min)", flush=True)
             if result.returncode != 0:
                 raise RuntimeError(f"stage {index} ({stage.method}: {stage.name}) failed with return code "
                                    f"{result.returncode}; command: {line}")
     timings["total_seconds"] = round(time.perf_counter() - start_all, 1)
-    (output / "story_timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
     return timings
 
 
@@ -237,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     try:
         stages = plan(args.output, methods, args.budget)
-        timings = run_story(args.output, stages)
+        timings = run_stages(args.output, stages)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

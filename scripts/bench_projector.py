@@ -10,7 +10,7 @@ runs after one warm-up (which includes numba's compilation); GPU times use CUDA 
 Before timing, each backend's output on the reference subset is compared with the reference
 (max |kernel - reference| / max |reference|), so a fast wrong kernel cannot pass unnoticed.
 
-Usage:  python scripts/bench_projector.py [--devices cpu cuda] [--repeats 5] [--json out.json]
+Usage:  python -m scripts.bench_projector [--devices cpu cuda] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.physics.geometry import preset
 from bundle.physics.joseph import ProjectorBackend, joseph_back, joseph_forward

@@ -15,7 +15,7 @@ every pass count in ``--map_em_iterations``; writes ``tune_map_em.md`` (OSEM row
 
 Usage::
 
-    OMP_NUM_THREADS=1 python scripts/petdds_tune.py --dataset_dir DS --checkpoint CKPT --output DIR \
+    OMP_NUM_THREADS=1 python -m scripts.petdds_tune --dataset_dir DS --checkpoint CKPT --output DIR \
         --lambda_dds 0.3 1 3 --delta 0.2 0.5 --steps 25 --p 5 [--realisations 1] [--shard 0/2]
 """
 
@@ -24,23 +24,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bundle.data.petdds import load_petdds_case
 from bundle.metrics import MetricConvention, image_metrics
 from bundle.physics import osem, select_views, view_subsets
+from bundle.recipes import recipe
 from bundle.workflows.petdds import (
     default_inferer,
     evaluate_petdds,
     load_network_weights,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def trained_network(checkpoint: Path, configs: list[str]) -> torch.nn.Module:
@@ -84,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--configs", nargs="+",
-                        default=[str(ROOT / "configs/common.json"), str(ROOT / "configs/petdds/train.json")])
+                        default=[str(path) for path in recipe("petdds/train").paths()])
     parser.add_argument("--split", default="validation")
     parser.add_argument("--realisations", type=int, default=1)
     parser.add_argument("--lambda_dds", type=float, nargs="+", default=[1.0])

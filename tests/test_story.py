@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser
 
-from bundle.story import BUDGETS, METHODS, Stage, plan, write_report
+from bundle.story import BUDGETS, METHODS, Stage, plan, run_stages, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +62,14 @@ def test_report_collects_tables_figures_and_times(tmp_path):
     assert "![fig](petdds_run/petdds/evaluation/fig.png)" in text
     assert "| 1 | petdds | evaluate | 90 |" in text
     assert json.dumps(BUDGETS["demo"]) in text
+
+
+def test_runner_appends_commands_keeps_earlier_times_and_stops_at_a_failure(tmp_path):
+    """The runner shared by the story and the studies: commands appended to <log>_commands.sh, the timings file
+    keeps an earlier run's stages, a failing stage raises naming it and its return code (and is recorded)."""
+    run_stages(tmp_path, [Stage("m", "first", ("true",))], log="study")
+    with pytest.raises(RuntimeError, match=r"stage 1 \(m: second\) failed with return code 1; command: false"):
+        run_stages(tmp_path, [Stage("m", "second", ("false",)), Stage("m", "never", ("true",))], log="study")
+    assert (tmp_path / "study_commands.sh").read_text(encoding="utf-8").splitlines()[1:] == ["true", "false"]
+    recorded = json.loads((tmp_path / "study_timings.json").read_text(encoding="utf-8"))["stages"]
+    assert [(s["name"], s["returncode"]) for s in recorded] == [("first", 0), ("second", 1)]

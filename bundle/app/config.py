@@ -1,9 +1,9 @@
 """The method configs an infer task is built from (the bundle configs are the one source of truth).
 
-Each method's task parses its layered configs (``configs/common.json`` + method files) with MONAI's
-``ConfigParser`` and takes the network, the inferer and the intensity scales from them; ``overrides`` (config id ->
-value, ``#`` for nested ids, as ``python -m monai.bundle run <id> --key value``) change any of them, e.g. a tiny
-network or the dataset folder the LegoPET scales are read from.
+Each method's task parses its layered configs (the ``<method>/inference`` recipe of ``configs/recipes.json``,
+:mod:`bundle.recipes`) with MONAI's ``ConfigParser`` and takes the network, the inferer and the intensity scales
+from them; ``overrides`` (config id -> value, ``#`` for nested ids, as ``python -m monai.bundle run <id> --key
+value``) change any of them, e.g. a tiny network or the dataset folder the LegoPET scales are read from.
 """
 
 from __future__ import annotations
@@ -12,20 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_FILES", "configs_dir", "method_parser"]
+from bundle.recipes import recipe
 
-CONFIG_FILES: dict[str, tuple[str, ...]] = {
-    "legopet": ("common.json", "legopet/train_legopet.json", "legopet/inference.json"),
-    "petdds": ("common.json", "petdds/train.json", "petdds/inference.json"),
-    "upete": ("common.json", "upete/train_autoencoder.json", "upete/train_ldm.json", "upete/evaluate.json",
-              "upete/inference.json"),
-}
-"""Config files per method, relative to the configs folder, layered left to right."""
+__all__ = ["INFERENCE_RECIPES", "method_parser"]
 
-
-def configs_dir() -> Path:
-    """``configs/`` of the repository (or of an exported model-zoo bundle) that holds this package."""
-    return Path(__file__).resolve().parents[2] / "configs"
+INFERENCE_RECIPES = {"legopet": "legopet/inference", "petdds": "petdds/inference", "upete": "upete/inference"}
+"""The recipe (configs/recipes.json) each method's infer task is built from."""
 
 
 def method_parser(
@@ -42,10 +34,9 @@ def method_parser(
     """
     from monai.bundle import ConfigParser
 
-    if method not in CONFIG_FILES:
-        raise ValueError(f"method must be one of {sorted(CONFIG_FILES)}, got {method!r}")
-    files = [configs_dir() / f for f in CONFIG_FILES[method]] if config_files is None else [Path(f) for f in
-                                                                                            config_files]
+    if method not in INFERENCE_RECIPES:
+        raise ValueError(f"method must be one of {sorted(INFERENCE_RECIPES)}, got {method!r}")
+    files = recipe(INFERENCE_RECIPES[method]).paths() if config_files is None else [Path(f) for f in config_files]
     if not files:
         raise ValueError("config_files must name at least one config file, got an empty list")
     missing = [str(f) for f in files if not f.is_file()]

@@ -4,11 +4,11 @@ Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.engines.checkpoint
 
 * petdds: ``{"network": state_dict}`` (training's ``network_final.pt``); default: the config's ``checkpoint``.
 * legopet: ``{"network": denoiser, "pnpnet": PnPNet}`` in one file (the model-zoo ``models/model.pt``), or, when
-  ``checkpoint`` is ``None``, the training files ``network_ckpt`` and ``pnpnet_ckpt`` of the config; the cDPM
+  ``checkpoint`` is ``None``, the config's ``checkpoint`` and ``pnpnet_ckpt`` (training's files); the cDPM
   (``pnpnet`` null in the config) needs only ``network``.
 * upete: the combined checkpoint ``{"network": state_dict of upete_network, "calibration": {...}, "variant": ...,
   "settings": {...}}`` (:mod:`bundle.workflows.upete_export`; written by the config id ``combining``); default: the
-  config's ``upete_checkpoint`` (``<upete_dir>/<variant>/upete_model.pt``).  The file decides ``variant``, the
+  config's ``checkpoint`` (``<upete_dir>/<variant>/upete_model.pt``).  The file decides ``variant``, the
   calibration (``upete_calibration``) and the stored training settings (layouts, process, intensity scaling); an
   override that contradicts them is a ``ValueError``.  configs/upete/inference.json must define ``upete_network``,
   ``upete_inferer`` and ``upete_calibration``.
@@ -63,7 +63,7 @@ def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> Infer
     if checkpoint is not None:
         _load(objects, checkpoint)
     else:
-        checkpoint = parser.get_parsed_content("network_ckpt")
+        checkpoint = parser.get_parsed_content("checkpoint")
         _load({"network": network}, checkpoint)
         if guided:
             _load({"network": objects["pnpnet"]}, parser.get_parsed_content("pnpnet_ckpt"))
@@ -116,16 +116,16 @@ def _upete(parser, checkpoint: str | Path | None, device: str | None,
         if key not in parser:
             raise ValueError(f"the uPETe inference config must define {key!r} (configs/upete/inference.json)")
     if checkpoint is None:
-        if "upete_checkpoint" not in parser:
-            raise ValueError("the uPETe inference config must define 'upete_checkpoint' (configs/upete/inference.json)"
+        if "checkpoint" not in parser:
+            raise ValueError("the uPETe inference config must define 'checkpoint' (configs/upete/inference.json)"
                              " or a checkpoint must be given")
-        checkpoint = parser.get_parsed_content("upete_checkpoint")
+        checkpoint = parser.get_parsed_content("checkpoint")
     combined = read_combined(checkpoint)
     fixed = {"variant": combined["variant"], **combined["settings"]}
     _check_overrides(overrides or {}, fixed, checkpoint)
     for key, value in fixed.items():
         parser[key] = value
-    parser["upete_checkpoint"] = str(checkpoint)
+    parser["checkpoint"] = str(checkpoint)
     parser["upete_calibration"] = combined["calibration"]  # read once, above
     network = parser.get_parsed_content("upete_network")
     try:
@@ -159,7 +159,7 @@ def build_task(
     Args:
         method: ``"legopet"``, ``"petdds"`` or ``"upete"``.
         checkpoint: weights file (loaded with ``weights_only=True``).
-        config_files: the layered configs (default: :data:`bundle.app.config.CONFIG_FILES`).
+        config_files: the layered configs (default: :data:`bundle.app.config.INFERENCE_RECIPES`).
         overrides: config id -> value (e.g. ``{"network_def#channels": [8, 8], "dataset_dir": "data/legopet"}``).
         device: where the network runs (default: the config's ``device``).
     """

@@ -1,9 +1,11 @@
 """Command line: ``python -m bundle.data build {legopet,petdds,upete} --output DIR [--preset tiny|small|paper]``.
 
 ``--subjects N --split TRAIN,VAL,TEST`` (and, for LegoPET, ``--rotations`` / ``--slices`` per subject) override the
-preset; the manifest records the resulting configuration, e.g. a 64 × 64 study with 16 subjects::
+preset, ``--full-counts`` its standard-dose total counts (hence how noisy every dose is); the manifest records the
+resulting configuration, e.g. a 64 × 64 study with 16 subjects, or the uPETe study's 16 torsos at 5e6 counts::
 
     python -m bundle.data build legopet --output data/legopet_16 --preset small --subjects 16 --split 12,2,2
+    python -m bundle.data build upete --output data/upete_16 --subjects 16 --split 10,2,4 --full-counts 5e6
 """
 
 from __future__ import annotations
@@ -31,11 +33,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="subjects per split, adding up to --subjects (default: the preset's)")
     build.add_argument("--rotations", type=int, default=None, help="legopet: rotations per subject")
     build.add_argument("--slices", type=int, default=None, help="legopet: axial slices per rotation")
+    build.add_argument("--full-counts", type=float, default=None,
+                       help="standard-dose total counts (default: the preset's)")
     args = parser.parse_args(argv)
     overrides = {name: getattr(args, name) for name in ("subjects", "rotations", "slices")
                  if getattr(args, name) is not None}
     if any(value < 1 for value in overrides.values()):
         parser.error(f"--subjects, --rotations and --slices must be >= 1, got {overrides}")
+    if args.full_counts is not None:
+        if not args.full_counts > 0:
+            parser.error(f"--full-counts must be > 0, got {args.full_counts}")
+        overrides["full_counts"] = args.full_counts
     if args.split is not None:
         try:
             split = tuple(int(v) for v in args.split.split(","))

@@ -22,7 +22,7 @@ inferer needs it (the dose schedule uses κ_0, the sampler starts at the step of
 settings make the file self-describing: :func:`bundle.app.build_task` sets ``variant`` and the settings' config ids
 from the file, so a combined checkpoint needs no architecture overrides.
 
-Config ids (configs/upete/inference.json): ``combining`` writes the file, ``upete_checkpoint`` names it,
+Config ids (configs/upete/inference.json): ``combining`` writes the file, ``checkpoint`` names it,
 ``upete_calibration`` reads its calibration, ``upete_settings`` lists what is stored.  Importing runs nothing.
 """
 

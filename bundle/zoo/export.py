@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bundle.recipes import configs_dir, recipe
+
 from .archive import sha256_file, write_checksums
 
 __all__ = ["LARGE_FILE_BYTES", "export_bundle"]
@@ -163,7 +165,7 @@ def export_bundle(
         name: bundle folder name (default ``<method>_bundle``).
         make_zip: also write the zip.
     """
-    from bundle.app.config import CONFIG_FILES, configs_dir
+    from bundle.app.config import INFERENCE_RECIPES
     from bundle.app.registry import METHODS, build_task
     from bundle.engines.checkpoints import save_checkpoint
 
@@ -181,7 +183,7 @@ def export_bundle(
     _validate_metadata(metadata)
 
     (root / "configs").mkdir(parents=True, exist_ok=True)
-    files = list(CONFIG_FILES[method])
+    files = list(recipe(INFERENCE_RECIPES[method]).files)
     for rel in files:
         (root / "configs" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(configs_dir() / rel, root / "configs" / rel)

@@ -136,7 +136,7 @@ def export_torchscript(
     ``ckpt_export`` does); load it with ``torch.jit.load(path)``.  Returns the written path.
     """
     from bundle.app import build_task
-    from bundle.app.config import configs_dir
+    from bundle.recipes import configs_dir
 
     task = build_task(method, checkpoint=checkpoint, overrides=dict(overrides or {}), device="cpu")
     network, (height, width), extra = _method_network(method, task)

@@ -1,4 +1,5 @@
-"""Multi-GPU overlay: two CPU processes on gloo under torchrun train two steps and end with identical weights."""
+"""Multi-GPU overlay (configs/multi_gpu.json + the method layer, the *_multi_gpu recipes): two CPU processes on gloo
+under torchrun train two steps and end with identical weights."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from bundle.recipes import recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--network_def#channels", "[8,16,16]", "--network_def#num_head_channels", "8",
@@ -26,8 +29,7 @@ def test_petdds_ddp_overlay_two_gloo_ranks_end_identical(tmp_path):
                      "$torch.save({'network': @network.module.state_dict(), 'iteration': @trainer.state.iteration}, "
                      "@bundle_root + '/rank' + str(dist.get_rank()) + '.pt')"],
     }), encoding="utf-8")
-    files = [ROOT / "configs/common.json", ROOT / "configs/petdds/train.json",
-             ROOT / "configs/petdds/multi_gpu_train.json", layer]
+    files = [*recipe("petdds/train_multi_gpu").paths(), layer]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "monai.bundle", "run", "training", "--config_file",
                "[" + ",".join(f"'{f}'" for f in files) + "]",
@@ -61,8 +63,7 @@ def test_legopet_ddp_overlay_two_gloo_ranks_end_identical(tmp_path):
                      "'generator_seed': @prepare_batch.generator.initial_seed()}, "
                      "@bundle_root + '/rank' + str(dist.get_rank()) + '.pt')"],
     }), encoding="utf-8")
-    files = [ROOT / "configs/common.json", ROOT / "configs/legopet/train_legopet.json",
-             ROOT / "configs/legopet/multi_gpu_train.json", layer]
+    files = [*recipe("legopet/legopet_multi_gpu").paths(), layer]
     tiny = ["--layout#channels", "[8,16,16,16]", "--layout#num_res_blocks", "1", "--layout#norm_num_groups", "8",
             "--layout#num_head_channels", "8", "--layout#attention_levels", "[false,false,false,false]"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -125,9 +126,7 @@ def test_legopet_regression_ddp_overlay_two_gloo_ranks_end_identical(tmp_path, m
         "val_interval": 1, "ckpt_interval": 1, "image_log_interval": 1, "image_log_samples": 1,
         "training": ["$@trainer.run()", save.replace("RESUMED", "None")],
     }), encoding="utf-8")
-    stack = ["train_pnpnet.json", *(["deeppet.json", "train_deeppet.json"] if model == "deeppet" else []),
-             "multi_gpu_regression.json"]
-    files = [ROOT / "configs/common.json", *(ROOT / "configs/legopet" / f for f in stack), layer]
+    files = [*recipe(f"legopet/{model}_multi_gpu").paths(), layer]
     _torchrun(files, "--bundle_root", str(tmp_path), "--max_epochs", "1", "--batch_size", "2")
     ranks = [torch.load(tmp_path / f"rank{r}_1.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["iteration"] == ranks[1]["iteration"] == 2  # 8 pairs / 2 ranks / batch 2

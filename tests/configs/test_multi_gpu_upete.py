@@ -12,20 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundle.recipes import recipe
 from tests.upete_fixtures import write_dataset
 from tests.upete_trained import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-UPETE = ROOT / "configs" / "upete"
-STAGES = {  # stack between common.json and the test layer; the trainer; what each rank saves; the stage's seed id
-    "autoencoder": (["train_autoencoder.json", "multi_gpu_train.json"], "ae_trainer",
+STAGES = {  # recipe under the test layer; the trainer; what each rank saves; the stage's seed id
+    "autoencoder": ("upete/autoencoder_multi_gpu", "ae_trainer",
                     "{'autoencoder': @autoencoder.module.state_dict(), "
                     "'discriminator': @discriminator.module.state_dict()}", "rank_seed"),
-    "ldm": (["train_autoencoder.json", "train_ldm.json", "multi_gpu_train.json", "multi_gpu_ldm.json"], "ldm_trainer",
+    "ldm": ("upete/ldm_multi_gpu", "ldm_trainer",
             "{'network': @ldm.state_dict(), 'batch_seed': @ldm_prepare_batch.generator.initial_seed(), "
             "'loader_seed': @ldm_train_loader.generator.initial_seed()}", "seed"),
-    "unet": (["train_autoencoder.json", "train_unet.json", "multi_gpu_train.json", "multi_gpu_unet.json"],
-             "unet_trainer", "{'network': @unet.module.state_dict()}", "rank_seed"),
+    "unet": ("upete/unet_multi_gpu", "unet_trainer", "{'network': @unet.module.state_dict()}", "rank_seed"),
 }
 
 
@@ -36,7 +35,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _run_two_ranks(tmp_path: Path, data: Path, stage: str, extra: dict) -> list[dict]:
-    files, trainer, saved, seed = STAGES[stage]
+    name, trainer, saved, seed = STAGES[stage]
     layer = tmp_path / f"{stage}_test_layer.json"
     layer.write_text(json.dumps({  # 2 training subjects: one per rank, one patch per step, two epochs = two steps
         **TINY, "dataset_dir": str(data), "output_dir": str(tmp_path / "out"), "ae_max_epochs": 2,
@@ -47,7 +46,7 @@ def _run_two_ranks(tmp_path: Path, data: Path, stage: str, extra: dict) -> list[
                      "'global_seed': torch.initial_seed()}, "
                      "@output_dir + '/rank' + str(dist.get_rank()) + '.pt')"],
     }), encoding="utf-8")
-    stack = [ROOT / "configs" / "common.json", *(UPETE / f for f in files), layer]
+    stack = [*recipe(name).paths(), layer]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "monai.bundle", "run", "training", "--config_file",
                "[" + ",".join(f"'{f}'" for f in stack) + "]"]

@@ -13,10 +13,11 @@ from monai.bundle import ConfigParser
 
 from bundle.data.build import build_dataset
 from bundle.data.slices import LoadVolumeSliced, slice_datalist
+from bundle.recipes import recipe
 from bundle.transforms.scaling import ToNetworkUnitsd
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = f"['{ROOT / 'configs/common.json'}','{ROOT / 'configs/petdds/train.json'}']"
+CONFIGS = "[" + ",".join(f"'{p}'" for p in recipe("petdds/train").paths()) + "]"
 TINY_NET = ["--network_def#channels", "[8,16,16]", "--network_def#num_head_channels", "8",
             "--network_def#norm_num_groups", "8"]
 
@@ -53,7 +54,7 @@ def test_training_workflow_runs_and_writes_loadable_checkpoints(tmp_path):
     assert final.is_file()
     state = torch.load(final, weights_only=True)
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs/common.json"), str(ROOT / "configs/petdds/train.json")])
+    parser.read_config([str(p) for p in recipe("petdds/train").paths()])
     parser["network_def"]["channels"] = [8, 16, 16]
     parser["network_def"]["num_head_channels"] = 8
     parser["network_def"]["norm_num_groups"] = 8
@@ -64,7 +65,7 @@ def test_training_workflow_runs_and_writes_loadable_checkpoints(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- resume from checkpoint
 
-RESUME_CONFIGS = [ROOT / "configs/common.json", ROOT / "configs/petdds/train.json"]
+RESUME_CONFIGS = recipe("petdds/train").paths()
 
 
 def _fabricated_dataset(root: Path) -> Path:
@@ -153,10 +154,8 @@ def test_paper_preset_layers_over_training_and_evaluation():
     """configs/petdds/paper.json: the published sampling sizes (N = 100, p = 5) and a GPU-scale U-Net that builds."""
     from bundle.physics import preset
 
-    root = Path(__file__).resolve().parents[2] / "configs"
     parser = ConfigParser()
-    parser.read_config([str(root / f) for f in ("common.json", "petdds/train.json", "petdds/evaluate.json",
-                                                "petdds/paper.json")])
+    parser.read_config([str(p) for p in recipe("petdds/evaluate").paths("petdds/paper.json")])
     assert parser.get_parsed_content("num_inference_steps") == 100
     assert parser.get_parsed_content("steps_per_diffusion_step") == 5
     network = parser.get_parsed_content("network_def")

@@ -28,51 +28,31 @@ EVALUATION_IDS = {
     "upete": {"evaluating"},
 }
 
-# the layered stacks of every workflow and the id each runs (overlays such as train_deeppet.json, cdpm.json and
-# LegoPET's multi_gpu_train.json / multi_gpu_regression.json define no id of their own and inherit `training` /
-# `inferring`; the resume.json overlays redefine `training`)
+# the layered stacks of the recipes (configs/recipes.json) are checked in test_recipes.py; these are the optional
+# overlays layered after a recipe's files (presets, resume.json), which inherit the recipe's id (resume.json
+# redefines `training`)
 STACKS = [
-    ("petdds", ("train.json",), "training"),
-    ("petdds", ("train.json", "resume.json"), "training"),
-    ("petdds", ("train.json", "multi_gpu_train.json"), "training"),
-    ("petdds", ("train.json", "resume.json", "multi_gpu_train.json"), "training"),
-    ("petdds", ("train.json", "paper.json"), "training"),
-    ("petdds", ("train.json", "evaluate.json"), "evaluating"),
-    ("petdds", ("train.json", "inference.json"), "inferring"),
+    ("petdds", ("network.json", "train.json", "resume.json"), "training"),
+    ("petdds", ("network.json", "train.json", "resume.json", "../multi_gpu.json", "multi_gpu_train.json"), "training"),
+    ("petdds", ("network.json", "train.json", "paper.json"), "training"),
     ("legopet", ("train_pnpnet.json", "tiny.json"), "training"),
-    ("legopet", ("train_pnpnet.json", "deeppet.json", "train_deeppet.json"), "training"),
-    ("legopet", ("train_legopet.json",), "training"),
-    ("legopet", ("train_legopet.json", "cdpm.json"), "training"),
-    ("legopet", ("train_legopet.json", "multi_gpu_train.json"), "training"),
     ("legopet", ("train_legopet.json", "tiny.json", "resume.json"), "training"),
     ("legopet", ("train_pnpnet.json", "resume.json"), "training"),
-    ("legopet", ("train_pnpnet.json", "tiny.json", "multi_gpu_regression.json"), "training"),
-    ("legopet", ("train_pnpnet.json", "deeppet.json", "train_deeppet.json", "multi_gpu_regression.json"), "training"),
-    ("legopet", ("train_pnpnet.json", "multi_gpu_regression.json", "resume.json"), "training"),
-    ("legopet", ("train_legopet.json", "deeppet.json", "evaluate.json"), "evaluating"),
-    ("legopet", ("train_legopet.json", "inference.json"), "inferring"),
-    ("legopet", ("train_legopet.json", "cdpm.json", "inference.json"), "inferring"),
-    ("upete", ("train_autoencoder.json",), "training"),
+    ("legopet", ("train_pnpnet.json", "tiny.json", "../multi_gpu.json", "multi_gpu_regression.json"), "training"),
+    ("legopet", ("train_pnpnet.json", "../multi_gpu.json", "multi_gpu_regression.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_unet.json", "paper.json"), "training"),
-    ("upete", ("train_autoencoder.json", "train_ldm.json"), "training"),
-    ("upete", ("train_autoencoder.json", "multi_gpu_train.json"), "training"),
-    ("upete", ("train_autoencoder.json", "train_ldm.json", "multi_gpu_train.json", "multi_gpu_ldm.json"), "training"),
-    ("upete", ("train_autoencoder.json", "train_unet.json", "multi_gpu_train.json", "multi_gpu_unet.json"), "training"),
-    ("upete", ("train_autoencoder.json", "train_unet.json"), "training"),
     ("upete", ("train_autoencoder.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_ldm.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_unet.json", "resume.json"), "training"),
     ("upete", ("train_autoencoder.json", "train_unet.json", "paper.json", "resume.json"), "training"),
-    ("upete", ("train_autoencoder.json", "multi_gpu_train.json", "resume.json"), "training"),
-    ("upete", ("train_autoencoder.json", "train_ldm.json", "multi_gpu_train.json", "multi_gpu_ldm.json", "resume.json"),
-     "training"),
-    ("upete", ("train_autoencoder.json", "train_ldm.json", "train_unet.json", "evaluate.json"), "evaluating"),
-    ("upete", ("train_autoencoder.json", "train_ldm.json", "evaluate.json", "inference.json"), "inferring"),
+    ("upete", ("train_autoencoder.json", "../multi_gpu.json", "multi_gpu_train.json", "resume.json"), "training"),
+    ("upete", ("train_autoencoder.json", "train_ldm.json", "../multi_gpu.json", "multi_gpu_train.json",
+               "multi_gpu_ldm.json", "resume.json"), "training"),
 ]
 
 
 def _role(name: str) -> str | None:
-    if name.startswith("train") or name in ("resume.json", "multi_gpu_train.json"):
+    if name.startswith("train") or name in ("resume.json", "../multi_gpu.json", "multi_gpu_train.json"):
         return "training"
     return {"evaluate.json": "evaluating", "inference.json": "inferring"}.get(name)
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import run
 
+from bundle.recipes import recipe
 from tests.upete_fixtures import write_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE = [str(ROOT / "configs" / "common.json"), str(ROOT / "configs" / "upete" / "train_autoencoder.json")]
-LDM = [*BASE, str(ROOT / "configs" / "upete" / "train_ldm.json")]
-UNET = [*BASE, str(ROOT / "configs" / "upete" / "train_unet.json")]
-EVAL = [*LDM, str(ROOT / "configs" / "upete" / "train_unet.json"), str(ROOT / "configs" / "upete" / "evaluate.json")]
+BASE, LDM, UNET, EVAL = ([str(p) for p in recipe(f"upete/{name}").paths()]
+                         for name in ("autoencoder", "ldm", "unet", "evaluate"))
 TINY = {
     "patch_size": [16, 16, 8],
     "samples_per_volume": 1,

@@ -159,7 +159,7 @@ def test_command_line_overrides_reach_the_manifest(tmp_path, head_brains):
 
 
 @pytest.mark.parametrize("bad", [["--split", "1,1"], ["--split", "a,b,c"], ["--subjects", "0"],
-                                 ["--subjects", "5"], ["--split", "2,1,-1"]])
+                                 ["--subjects", "5"], ["--split", "2,1,-1"], ["--full-counts", "0"]])
 def test_command_line_rejects_bad_overrides(tmp_path, bad, capsys):
     from bundle.data.__main__ import main
 
@@ -175,3 +175,6 @@ def test_command_line_rejects_options_a_kind_does_not_have(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["build", "petdds", "--output", str(tmp_path / "d"), "--rotations", "2"])
     assert "unknown petdds option(s) ['rotations']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", "legopet", "--output", str(tmp_path / "d"), "--full-counts", "1e6"])
+    assert "unknown legopet option(s) ['full_counts']" in capsys.readouterr().err

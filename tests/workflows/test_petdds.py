@@ -202,7 +202,7 @@ def test_inference_config_reconstructs_a_sinogram_with_a_checkpoint(dataset, tmp
     torch.save({"network": _tiny_network().state_dict()}, checkpoint)
     output = tmp_path / "recon.nii.gz"
     configs = "[" + ",".join(f"'{ROOT / 'configs' / f}'" for f in
-                             ("common.json", "petdds/train.json", "petdds/inference.json")) + "]"
+                             ("common.json", "petdds/network.json", "petdds/inference.json")) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", configs,
                "--dataset_dir", str(dataset), "--bundle_root", str(tmp_path), "--checkpoint", str(checkpoint),
                "--case_id", entry["id"],
@@ -219,7 +219,7 @@ def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    files = ("common.json", "petdds/train.json", "petdds/evaluate.json")
+    files = ("common.json", "petdds/network.json", "petdds/evaluate.json")
     parser.read_config([str(ROOT / "configs" / f) for f in files])
     assert "run" not in parser.config  # every id is named: `monai.bundle run` without one must fail, not guess
     assert "network=@trained_network" in parser["evaluating"][0] and "network=" not in parser["evaluating_baselines"][0]

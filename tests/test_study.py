@@ -1,20 +1,13 @@
-"""scripts/legopet_pipeline.py: the stage commands (equal cDPM/LegoPET budgets, config layering) and argument checks."""
+"""python -m bundle.study legopet: the stage commands (equal cDPM/LegoPET budgets, config layering) and argument
+checks."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("legopet_pipeline", ROOT / "scripts" / "legopet_pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines functions only (nothing runs on import)
-    return module
+import bundle.study as m
 
 
 def _value(command: list[str], flag: str) -> str:
@@ -22,8 +15,7 @@ def _value(command: list[str], flag: str) -> str:
 
 
 def test_equal_budgets_and_layering():
-    m = _module()
-    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o", "--diffusion-epochs", "7",
+    commands = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o", "--diffusion-epochs", "7",
                                         "--ckpt-interval", "3", "--no-ddpm", "--progress-slices", "2"]))
     assert set(commands) == set(m.STAGES)
     for stage in ("cdpm", "legopet"):
@@ -38,17 +30,15 @@ def test_equal_budgets_and_layering():
 
 
 def test_unknown_stage_is_rejected():
-    m = _module()
     with pytest.raises(SystemExit):
-        m.parse_args(["--dataset-dir", "d", "--output", "o", "--stages", "pnpnet,gan"])
+        m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o", "--stages", "pnpnet,gan"])
 
 
 def test_small_preset_ablation_and_sweep_options():
     """Several presets layer in order; --p-dp reaches both diffusion trainings, --guidance-scale the evaluations,
     --reuse-regression points trainings and evaluations at an earlier run's PnPNet / DeepPET."""
-    m = _module()
     commands = m.commands(m.parse_args([
-        "--dataset-dir", "d", "--output", "o2", "--preset", "tiny.json,small.json", "--p-dp", "0",
+        "legopet", "--dataset-dir", "d", "--output", "o2", "--preset", "tiny.json,small.json", "--p-dp", "0",
         "--guidance-scale", "0", "--reuse-regression", "o1", "--sweep-scales", "0,2", "--sweep-slices", "4"]))
     for stage in ("cdpm", "legopet", "evaluating", "training_progress", "guidance_sweep"):
         assert _value(commands[stage], "--config_file").endswith(
@@ -62,14 +52,13 @@ def test_small_preset_ablation_and_sweep_options():
     sweep = commands["guidance_sweep"]
     assert sweep[3:5] == ["run", "guidance_sweep"] and "--guidance_scale" not in sweep
     assert (_value(sweep, "--guidance_scales"), _value(sweep, "--eval_limit")) == ("[0.0,2.0]", "4")
-    plain = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o"]))
+    plain = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o"]))
     assert not any(flag in plain[s] for s in plain
                    for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt", "--learning_rate"))
 
 
 def test_diffusion_learning_rate_and_seed_reach_only_the_diffusion_trainings():
-    m = _module()
-    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o", "--diffusion-lr", "2e-4",
+    commands = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o", "--diffusion-lr", "2e-4",
                                         "--diffusion-seed", "3"]))
     assert _value(commands["cdpm"], "--learning_rate") == _value(commands["legopet"], "--learning_rate") == "0.0002"
     assert _value(commands["cdpm"], "--seed") == _value(commands["legopet"], "--seed") == "3"
@@ -81,9 +70,8 @@ def test_diffusion_learning_rate_and_seed_reach_only_the_diffusion_trainings():
                                  ["--sweep-scales", "a"], ["--diffusion-lr", "0"],
                                  ["--diffusion-seed", "-1"]])
 def test_bad_ablation_options_are_rejected(bad):
-    m = _module()
     with pytest.raises(SystemExit):
-        m.parse_args(["--dataset-dir", "d", "--output", "o", *bad])
+        m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o", *bad])
 
 
 def _touch_final(output: Path, model: str) -> Path:
@@ -96,8 +84,7 @@ def _touch_final(output: Path, model: str) -> Path:
 def test_gan_stages_train_like_deeppet_and_add_their_rows(tmp_path):
     """cgan / pix2pix: the regression workflow with gan.json and their own file, the regression budget; a run with
     them evaluates with gan.json layered after evaluate.json and both GAN rows (their default checkpoints)."""
-    m = _module()
-    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", str(tmp_path / "o"), "--preset",
+    commands = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", str(tmp_path / "o"), "--preset",
                                         "tiny.json,small.json", "--regression-epochs", "9", "--val-interval", "3"]))
     for model in ("cgan", "pix2pix"):
         command = commands[model]
@@ -119,8 +106,7 @@ def test_gan_stages_train_like_deeppet_and_add_their_rows(tmp_path):
 
 
 def test_evaluation_without_gans_is_unchanged(tmp_path):
-    m = _module()
-    commands = m.commands(m.parse_args(["--dataset-dir", "d", "--output", str(tmp_path / "o"), "--stages",
+    commands = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", str(tmp_path / "o"), "--stages",
                                         "pnpnet,deeppet,cdpm,legopet,evaluating"]))
     assert commands["evaluating"] == [
         *commands["evaluating"][:3], "run", "evaluating", "--config_file",
@@ -132,27 +118,25 @@ def test_evaluation_without_gans_is_unchanged(tmp_path):
 def test_gan_rows_come_from_the_reused_run_or_an_earlier_run_into_the_same_output(tmp_path):
     """Not trained in this run: a GAN of --reuse-regression (its checkpoint given explicitly) comes before one of
     OUTPUT (the default path); a GAN found nowhere is left out; a GAN stage of this run wins over both."""
-    m = _module()
     earlier, output = tmp_path / "earlier", tmp_path / "o"
     reused = _touch_final(earlier, "pix2pix")
     base = ["--dataset-dir", "d", "--output", str(output), "--reuse-regression", str(earlier)]
-    evaluating = m.commands(m.parse_args([*base, "--stages", "cdpm,legopet,evaluating"]))["evaluating"]
+    evaluating = m.commands(m.parse_args(["legopet", *base, "--stages", "cdpm,legopet,evaluating"]))["evaluating"]
     assert _value(evaluating, "--gan_rows") == "['Pix2Pix']"
     assert _value(evaluating, "--pix2pix_ckpt") == str(reused) and "--cgan_ckpt" not in evaluating
     assert _value(evaluating, "--deeppet_ckpt") == f"{earlier}/results/deeppet/checkpoints/deeppet_final.pt"
 
     _touch_final(output, "cgan")
     _touch_final(output, "pix2pix")
-    evaluating = m.commands(m.parse_args([*base, "--stages", "evaluating"]))["evaluating"]
+    evaluating = m.commands(m.parse_args(["legopet", *base, "--stages", "evaluating"]))["evaluating"]
     assert _value(evaluating, "--gan_rows") == "['cGAN','Pix2Pix']"
     assert "--cgan_ckpt" not in evaluating and _value(evaluating, "--pix2pix_ckpt") == str(reused)
-    evaluating = m.commands(m.parse_args([*base, "--stages", "pix2pix,evaluating"]))["evaluating"]
+    evaluating = m.commands(m.parse_args(["legopet", *base, "--stages", "pix2pix,evaluating"]))["evaluating"]
     assert "--pix2pix_ckpt" not in evaluating  # trained here: its own default checkpoint
 
 
 def test_denoising_loss_stage_scores_the_interval_checkpoints():
-    m = _module()
-    command = m.commands(m.parse_args(["--dataset-dir", "d", "--output", "o2", "--reuse-regression", "o1",
+    command = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o2", "--reuse-regression", "o1",
                                        "--progress-slices", "8"]))["denoising_loss"]
     assert command[3:5] == ["run", "denoising_loss"] and "evaluate.json" in _value(command, "--config_file")
     assert _value(command, "--pnpnet_ckpt") == "o1/results/pnpnet/checkpoints/pnpnet_final.pt"

@@ -10,7 +10,7 @@ Two ways to get the SASS:
   ``nvdisasm`` disassembles it (the CUDA toolkit's ``ptxas`` and the ``nvidia-cuda-nvdisasm`` wheel's ``nvdisasm``;
   give their paths or have them on PATH; numba finds libNVVM through ``CUDA_HOME``).
 
-Usage:  python scripts/inspect_cuda_sass.py [--offline --cc 9.0 --ptxas PATH --nvdisasm PATH] [--float64]
+Usage:  python -m scripts.device.inspect_cuda_sass [--offline --cc 9.0 --ptxas PATH --nvdisasm PATH] [--float64]
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ import argparse
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _ATOMIC = re.compile(r"\b((?:ATOM|ATOMG|ATOMS|RED|REDG)[.\w]*)")
 _PTX_ATOMIC = re.compile(r"\b((?:atom|red)\.[\w.]+)")
