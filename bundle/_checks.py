@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Callable
 from enum import Enum
 from typing import TypeVar
 
-__all__ = ["check_choice", "check_int"]
+__all__ = ["check_choice", "check_int", "check_real"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -26,3 +28,14 @@ def check_choice(value: object, choices: type[E], name: str) -> E:
         return choices(value)
     except ValueError:
         raise ValueError(f"{name} must be one of {[c.value for c in choices]}, got {value!r}") from None
+
+
+def check_real(value: object, name: str, expected: str, ok: Callable[[float], bool]) -> float:
+    """``value`` as a finite float with ``ok(value)``; ``TypeError`` for non-numbers (bool included), ``ValueError``
+    otherwise, both saying "``name`` must be a finite number ``expected``" (e.g. ``"in (0, 1]"``, ``"> 0"``)."""
+    message = f"{name} must be a finite number {expected}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(message)
+    if not (math.isfinite(float(value)) and ok(float(value))):
+        raise ValueError(message)
+    return float(value)

@@ -85,8 +85,7 @@ consistent iterate (initially ``initial_osem`` or ones), so the sampler runs N �
 
 from __future__ import annotations
 
-import math
-import numbers
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,13 +96,13 @@ import torch
 from monai.inferers import Inferer
 from tqdm.auto import tqdm
 
-from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
+from bundle.diffusion.ddim import DDIMStep, PredictionType, PreviousTimestep
+from bundle.diffusion.sampler import sample
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
 
-from .._checks import check_choice
-from .._checks import check_int as _check_int
+from .._checks import check_choice, check_int, check_real
 from ..metrics.bias_variance import ZeroMeanPolicy, coefficient_of_variation
 
 __all__ = [
@@ -128,16 +127,6 @@ class Preconditioner(StrEnum):
     """D = x / A_kᵀ1 with the current subset's sensitivity (with ``gradient_scale=1``, δ = 1: OSEM)."""
     NONE = "none"
     """D = 1 (plain gradient ascent)."""
-
-
-def _check_real(value: object, name: str, *, positive: bool = False, maximum: float | None = None) -> float:
-    expected = ("> 0" if positive else ">= 0") + ("" if maximum is None else f" and <= {maximum}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number {expected}, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
-    return value
 
 
 def _check_image(tensor: object, name: str, shape: tuple[int, ...], *, positive: bool = False) -> torch.Tensor:
@@ -204,8 +193,9 @@ class PETDDSInferer(Inferer):
     """PET-DDS-δ sampler; see the module docstring for the equations, notation and conventions.
 
     Args:
-        scheduler: a MONAI ``DDIMScheduler`` with ``prediction_type="epsilon"`` (its ``alphas_cumprod`` define
-            γ_t, ν_t; ``set_timesteps(num_inference_steps)`` is called on every reconstruction).
+        scheduler: a MONAI ``DDIMScheduler`` (its ``alphas_cumprod`` define γ_t, ν_t;
+            ``set_timesteps(num_inference_steps)`` is called on every reconstruction); its ``prediction_type`` (ε by
+            default, v or x̂0) says what the network outputs (:func:`bundle.diffusion.ddim.split_prediction`).
         num_inference_steps: N diffusion steps (100).
         num_subsets: n_sub view subsets (21).
         steps_per_diffusion_step: p DC steps per diffusion step (5); 0 switches data consistency off.
@@ -259,41 +249,40 @@ class PETDDSInferer(Inferer):
                 raise TypeError(
                     f"scheduler must be a MONAI DDIMScheduler (needs {attribute!r}), got {type(scheduler).__name__}"
                 )
-        if getattr(scheduler, "prediction_type", None) != "epsilon":
-            raise ValueError(
-                f"scheduler.prediction_type must be 'epsilon', got {getattr(scheduler, 'prediction_type', None)!r}"
-            )
+        self.prediction_type = check_choice(
+            getattr(scheduler, "prediction_type", None), PredictionType, "scheduler.prediction_type"
+        )
         self.scheduler = scheduler
-        self.num_inference_steps = _check_int(num_inference_steps, "num_inference_steps", minimum=1)
+        self.num_inference_steps = check_int(num_inference_steps, "num_inference_steps", minimum=1)
         if self.num_inference_steps > scheduler.num_train_timesteps:
             raise ValueError(
                 f"num_inference_steps must be <= scheduler.num_train_timesteps ({scheduler.num_train_timesteps}), "
                 f"got {num_inference_steps}"
             )
-        self.num_subsets = _check_int(num_subsets, "num_subsets", minimum=1)
-        self.steps_per_diffusion_step = _check_int(steps_per_diffusion_step, "steps_per_diffusion_step", minimum=0)
-        self.delta = _check_real(delta, "delta", positive=True)
-        self.lambda_rdp = _check_real(lambda_rdp, "lambda_rdp")
-        self.lambda_dds = _check_real(lambda_dds, "lambda_dds")
-        self.eta = _check_real(eta, "eta", maximum=1.0)
+        self.num_subsets = check_int(num_subsets, "num_subsets", minimum=1)
+        self.steps_per_diffusion_step = check_int(steps_per_diffusion_step, "steps_per_diffusion_step", minimum=0)
+        self.delta = check_real(delta, "delta", "> 0", lambda v: v > 0)
+        self.lambda_rdp = check_real(lambda_rdp, "lambda_rdp", ">= 0", lambda v: v >= 0)
+        self.lambda_dds = check_real(lambda_dds, "lambda_dds", ">= 0", lambda v: v >= 0)
+        self.eta = check_real(eta, "eta", ">= 0 and <= 1.0", lambda v: 0 <= v <= 1)
         self.preconditioner = check_choice(preconditioner, Preconditioner, "preconditioner")
         self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
         self.gradient_scale = (
             float(self.num_subsets)
             if gradient_scale is None
-            else _check_real(gradient_scale, "gradient_scale", positive=True)
+            else check_real(gradient_scale, "gradient_scale", "> 0", lambda v: v > 0)
         )
         self.prior = RelativeDifferencePrior(neighbourhood=Neighbourhood.AXIAL) if prior is None else prior
         if not callable(getattr(self.prior, "gradient", None)):
             raise TypeError(f"prior must have a gradient(x) method, got {type(self.prior).__name__}")
-        self.osem_iterations = _check_int(osem_iterations, "osem_iterations", minimum=1)
-        self.chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
+        self.osem_iterations = check_int(osem_iterations, "osem_iterations", minimum=1)
+        self.chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
         for name, flag in (("prior_enabled", prior_enabled), ("progress", progress)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.prior_enabled = prior_enabled
         self.progress = progress
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.seed = check_int(seed, "seed", minimum=0)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable(step, x0_hat) or None, got {type(callback).__name__}")
         self.callback = callback
@@ -470,38 +459,47 @@ class PETDDSInferer(Inferer):
                 self.timings["osem_s"] += self._clock(device) - start
                 slice_scale = slice_scale_from_volume(volume.to(dtype=dtype, device=device))
             scale = slice_scale.to(dtype=dtype, device=device).reshape(-1, 1, 1)
-            x_t = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
         else:
             scale = torch.ones((shape[0], 1, 1), dtype=dtype, device=device)
-            x_t = None
-            start = initial_osem if initial_osem is not None else torch.ones(shape, dtype=dtype, device=device)
-            x = torch.where(problem.in_fov, start, torch.zeros_like(start))
 
         self.scheduler.set_timesteps(self.num_inference_steps)
-        subset_counter = 0
         timesteps = [int(t) for t in self.scheduler.timesteps.tolist()]
-        for step, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="PET-DDS")):
-            alpha_t, alpha_prev = (
-                a.to(dtype=dtype, device=device)
-                for a in ddim_alphas(self.scheduler, timesteps, step, previous_timestep=self.previous_timestep)
-            )
-            if self.prior_enabled:
-                start = self._clock(device)
-                eps = self.predict_noise(network, x_t, int(t))  # type: ignore[arg-type]
-                self.timings["network_s"] += self._clock(device) - start
-                x0_norm = (x_t - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
-                x0_hat = torch.clamp(x0_norm, min=0.0) * scale
-                x0_hat = torch.where(problem.in_fov, x0_hat, torch.zeros_like(x0_hat))
-            else:
-                x0_hat = x
+        subsets = itertools.count()
+        consistent: list[torch.Tensor] = []  # the last consistent x (activity units)
+
+        def consistency(x0_norm: torch.Tensor, step: int) -> torch.Tensor:
+            """x̂0 ⊙ c_z (0 outside the FOV), p DC steps, back to normalised units."""
+            x0_hat = x0_norm * scale
+            x0_hat = torch.where(problem.in_fov, x0_hat, torch.zeros_like(x0_hat))
             x = x0_hat
             for _ in range(self.steps_per_diffusion_step):
-                x = self.data_consistency_step(x, x0_hat, problem, subset_counter % self.num_subsets)
-                subset_counter += 1
+                x = self.data_consistency_step(x, x0_hat, problem, next(subsets) % self.num_subsets)
+            consistent[:] = [x]
             if self.callback is not None:
                 self.callback(step, x.clone())
-            if self.prior_enabled:
-                x_t = ddim_update(x / scale, eps, alpha_t, alpha_prev, eta=self.eta, generator=generator)
+            return x / scale
+
+        if not self.prior_enabled:  # N · p DC steps, x̂0 = the current iterate
+            x = initial_osem if initial_osem is not None else torch.ones(shape, dtype=dtype, device=device)
+            x = torch.where(problem.in_fov, x, torch.zeros_like(x))
+            for step in tqdm(range(len(timesteps)), disable=not self.progress, desc="PET-DDS"):
+                x = consistency(x, step)
+        else:
+
+            def model(x_t: torch.Tensor, t: int) -> torch.Tensor:
+                start = self._clock(device)
+                eps = self.predict_noise(network, x_t, t)  # type: ignore[arg-type]
+                self.timings["network_s"] += self._clock(device) - start
+                return eps
+
+            x_t = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+            rule = DDIMStep(
+                scheduler=self.scheduler, timesteps=timesteps, eta=self.eta, previous_timestep=self.previous_timestep
+            )
+            sample(x_t, timesteps, model=model, step_rule=rule, prediction_type=self.prediction_type,
+                   x0_transform=lambda x0: torch.clamp(x0, min=0.0), consistency=consistency, generator=generator,
+                   progress=self.progress, desc="PET-DDS")
+        x = consistent[0]
         total = self._clock(device) - call_start
         parts = self.timings["network_s"] + self.timings["projector_s"] + self.timings["osem_s"]
         self.timings.update(other_s=total - parts, total_s=total)
@@ -529,7 +527,7 @@ def reconstruct_many(
         raise TypeError(f"inferer must be a PETDDSInferer, got {type(inferer).__name__}")
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise TypeError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
-    seeds = [_check_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds)]
+    seeds = [check_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds)]
     if inferer.prior_enabled and slice_scale is None and initial_osem is None:
         initial_osem = inferer.osem_volume(inputs, models)
     results = []

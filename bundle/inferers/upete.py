@@ -6,9 +6,11 @@ For one window x ``(B, 1, D, H, W)`` (network units) with CT c on the same grid:
     t*  = process.step_for_dose(d)                    d given, or estimated by a DoseEstimator
     z   = process.start(z, t*)
     for τ in process.set_timesteps(K, start_step=t*):  K = num_reverse_steps, τ descending
-        ẑ0 = f_θ(z, τ, E_CT(c))                        (UPETe.forward)
-        z  = process.step(ẑ0, τ, z, prev_timestep=next τ)   (not after the last τ)
+        ẑ0 = f_θ(z, τ, E_CT(c))                        (UPETe.forward, ẑ0-prediction)
+        z  = process.step(ẑ0, ε̂, τ, prev_timestep=next τ)   (not after the last τ)
     x̂   = D(ẑ0 / s)
+
+The loop is :func:`bundle.diffusion.sampler.sample` with a :class:`~bundle.diffusion.latent.LatentStep`.
 
 Whole volumes go through MONAI's ``SlidingWindowInferer`` (``roi_size``, ``overlap``, Gaussian blending); PET and
 CT travel as two channels of one tensor so every window gets its own CT.  A volume no larger than ``roi_size``
@@ -26,10 +28,12 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
-from bundle.diffusion.latent import DoseEstimator, LatentDiffusionProcess
+from bundle.diffusion.ddim import PredictionType
+from bundle.diffusion.latent import DoseEstimator, LatentDiffusionProcess, LatentStep
+from bundle.diffusion.sampler import sample
 from bundle.networks.upete import UPETe
 
-from .._checks import check_int as _check_int
+from .._checks import check_int
 
 __all__ = ["LatentEnhancementInferer"]
 
@@ -66,18 +70,18 @@ class LatentEnhancementInferer(Inferer):
         if not isinstance(process, LatentDiffusionProcess):
             raise TypeError(f"process must be a LatentDiffusionProcess, got {type(process).__name__}")
         self.process = process
-        self.num_reverse_steps = _check_int(num_reverse_steps, "num_reverse_steps", minimum=1)
-        self.roi_size = None if roi_size is None else tuple(_check_int(r, "roi_size", minimum=1) for r in roi_size)
+        self.num_reverse_steps = check_int(num_reverse_steps, "num_reverse_steps", minimum=1)
+        self.roi_size = None if roi_size is None else tuple(check_int(r, "roi_size", minimum=1) for r in roi_size)
         if not (isinstance(overlap, int | float) and 0 <= overlap < 1):
             raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
         self.overlap = float(overlap)
-        self.sw_batch_size = _check_int(sw_batch_size, "sw_batch_size", minimum=1)
+        self.sw_batch_size = check_int(sw_batch_size, "sw_batch_size", minimum=1)
         self.mode = mode
         if dose is not None and not (isinstance(dose, int | float) and 0 < dose <= 1):
             raise ValueError(f"dose must be in (0, 1] or None, got {dose!r}")
         self.dose = dose
         self.dose_estimator = dose_estimator
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.seed = check_int(seed, "seed", minimum=0)
 
     def resolve_dose(self, inputs: torch.Tensor, dose: float | None) -> float:
         """The given dose, else ``self.dose``, else the estimator's d̂ (``ValueError`` if none is available)."""
@@ -96,19 +100,16 @@ class LatentEnhancementInferer(Inferer):
     ) -> torch.Tensor:
         """One window (module docstring): ``(B, 1, D, H, W)`` -> ``(B, 1, D, H, W)``."""
         process = self.process
-        z = network.encode(x)
         start = process.step_for_dose(dose)
-        z = process.start(z, start)
+        z = process.start(network.encode(x), start)
         steps = process.set_timesteps(self.num_reverse_steps, start_step=start)
-        z0_hat = z
-        for i, tau in enumerate(steps):
-            t = torch.full((x.shape[0],), tau, dtype=torch.long, device=x.device)
-            z0_hat = network(z, t, ct)
-            if i + 1 < len(steps):
-                z = process.step(
-                    z0_hat, tau, z, prev_timestep=steps[i + 1], encode=network.encode, decode=network.decode,
-                    generator=generator,
-                )
+
+        def model(z_t: torch.Tensor, tau: int) -> torch.Tensor:
+            return network(z_t, torch.full((x.shape[0],), tau, dtype=torch.long, device=x.device), ct)
+
+        rule = LatentStep(process=process, timesteps=steps, encode=network.encode, decode=network.decode)
+        _, z0_hat = sample(z, steps, model=model, step_rule=rule, prediction_type=PredictionType.SAMPLE,
+                           generator=generator)
         return network.decode(z0_hat)
 
     def __call__(  # type: ignore[override]

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from bundle._checks import check_int
-from bundle.diffusion.ddim import ddim_alphas, ddim_update
-from bundle.inferers.legopet import LegoPETInferer, _slice_condition
+from bundle.diffusion.ddim import DDIMStep
+from bundle.inferers.legopet import LegoPETInferer, slice_condition
 from bundle.transforms.legopet import padding_offsets
 from bundle.workflows.legopet import _write_csv, _write_json, list_checkpoints, load_samples, load_weights
 
@@ -131,7 +131,7 @@ def denoising_loss(
                             stop = start + batch_size
                             eps = noise[ti, k, start:stop].to(device)
                             x_t = abar.sqrt() * x0[start:stop].to(device) + (1 - abar).sqrt() * eps
-                            part = _slice_condition(condition, start, stop)
+                            part = slice_condition(condition, start, stop)
                             with torch.no_grad():
                                 eps_hat = conditional.guided_noise(net, x_t, t, part)
                             sq_err += float(((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).sum())
@@ -244,14 +244,8 @@ def restart_from_reference(
             abar = scheduler.alphas_cumprod[t0].to(device)
             x = abar.sqrt() * x0 + (1 - abar).sqrt() * noise.to(device)
             with torch.no_grad():
-                for index, t in enumerate(times):
-                    eps = sampler.guided_noise(network, x, t, condition)
-                    alpha_t, alpha_prev = ddim_alphas(scheduler, times, index)
-                    alpha_t = alpha_t.to(device)
-                    x_hat = (x - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()
-                    if scheduler.clip_sample:
-                        x_hat = x_hat.clamp(*scheduler.clip_sample_values)
-                    x = ddim_update(x_hat, eps, alpha_t, alpha_prev)
+                x, _ = sampler.sample(x, network, condition, times,
+                                      step_rule=DDIMStep(scheduler=scheduler, timesteps=times))
             ratios = [float(x[i][head[i]].mean() / x0[i][head[i]].mean()) for i in range(x0.shape[0])]
             rmse = ((x - x0) ** 2).mean(dim=(1, 2, 3)).sqrt()
             rows.append({"method": name, "t0": t0, "steps": len(times),
