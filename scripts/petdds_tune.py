@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundle.inferers.petdds import default_inferer
 from bundle.physics import osem, select_views, view_subsets
 from bundle.workflows.petdds import (
-    default_inferer,
     evaluate_petdds,
     image_metrics,
     load_network_weights,

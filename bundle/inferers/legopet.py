@@ -31,6 +31,7 @@ returns ε_θ(x_t, t, C).
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,8 +44,9 @@ from bundle._checks import check_choice, check_int, check_real
 from bundle.diffusion.ddim import DDIMStep, DDPMStep, PredictionType, PreviousTimestep
 from bundle.diffusion.sampler import StepRule, classifier_free_guidance, sample
 from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition
+from bundle.transforms.legopet import padding_offsets
 
-__all__ = ["LegoPETInferer", "LegoPETTrainingInferer", "slice_condition"]
+__all__ = ["LegoPETInferer", "LegoPETTrainingInferer", "default_crop", "slice_condition"]
 
 Network = Callable[..., torch.Tensor]
 
@@ -163,6 +165,12 @@ class LegoPETInferer(Inferer):
         self.chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
         self.seed = check_int(seed, "seed", minimum=0)
         self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
+
+    def with_guidance(self, guidance_scale: float, *, name: str = "guidance_scale (λ2)") -> LegoPETInferer:
+        """A shallow copy with λ2 = ``guidance_scale`` (same scheduler, steps, PnPNet, crop, η); ``name`` in errors."""
+        copied = copy.copy(self)
+        copied.guidance_scale = check_real(guidance_scale, name, ">= 0", lambda v: v >= 0)
+        return copied
 
     @staticmethod
     def _check_crop(crop: Sequence[int] | None) -> tuple[int, int, int, int] | None:
@@ -345,3 +353,8 @@ class LegoPETTrainingInferer(Inferer):
         x_t = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         cond = LegoPETCondition(condition, None if down_residuals is None else tuple(down_residuals), mid_residual)
         return _call_network(network, x_t, timesteps, cond)
+
+
+def default_crop(image_shape: Sequence[int], pad_size: int) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of the unpadded image in the padded grid (:func:`padding_offsets`)."""
+    return tuple(padding_offsets(image_shape, pad_size))  # type: ignore[return-value]

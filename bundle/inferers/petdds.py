@@ -94,6 +94,7 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer
+from monai.networks.schedulers import DDIMScheduler
 from tqdm.auto import tqdm
 
 from bundle.diffusion.ddim import DDIMStep, PredictionType, PreviousTimestep
@@ -109,6 +110,7 @@ __all__ = [
     "PETDDSInferer",
     "Preconditioner",
     "PreviousTimestep",
+    "default_inferer",
     "reconstruct_many",
     "slice_scale_from_volume",
     "uncertainty_from_samples",
@@ -504,6 +506,13 @@ class PETDDSInferer(Inferer):
         parts = self.timings["network_s"] + self.timings["projector_s"] + self.timings["osem_s"]
         self.timings.update(other_s=total - parts, total_s=total)
         return x
+
+
+def default_inferer(*, num_subsets: int = 21, num_train_timesteps: int = 1000, **options: Any) -> PETDDSInferer:
+    """A :class:`PETDDSInferer` with a MONAI ``DDIMScheduler(num_train_timesteps)`` (linear β schedule, as the
+    training config's ``DDPMScheduler``) and the paper's defaults; ``options`` are further constructor arguments."""
+    scheduler = DDIMScheduler(num_train_timesteps=check_int(num_train_timesteps, "num_train_timesteps", minimum=1))
+    return PETDDSInferer(scheduler=scheduler, num_subsets=num_subsets, **options)
 
 
 def reconstruct_many(

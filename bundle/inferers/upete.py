@@ -23,19 +23,27 @@ through the ``generator`` / ``seed``: same seed -> same output.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
 from bundle.diffusion.ddim import PredictionType
-from bundle.diffusion.latent import DoseEstimator, LatentDiffusionProcess, LatentStep
+from bundle.diffusion.latent import (
+    DoseEstimator,
+    GaussianLatentDiffusion,
+    LatentDiffusionProcess,
+    LatentStep,
+    PoissonLatentDiffusion,
+)
+from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
 from bundle.diffusion.sampler import sample
-from bundle.networks.upete import UPETe
+from bundle.networks.upete import LDMVariant, UPETe
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 
-__all__ = ["LatentEnhancementInferer"]
+__all__ = ["LatentEnhancementInferer", "PoissonDomain", "make_process"]
 
 
 class LatentEnhancementInferer(Inferer):
@@ -154,3 +162,43 @@ class LatentEnhancementInferer(Inferer):
             roi_size=self.roi_size, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode=self.mode,
         )
         return sliding(stacked, window)
+
+
+class PoissonDomain(StrEnum):
+    """Where the Poisson variants' training degradation x_0 -> x_t happens."""
+
+    SINOGRAM = "sinogram"
+    """The paper's way (default): the subject's measured counts thinned to d_t and reconstructed by OSEM
+    (:class:`~bundle.transforms.upete.RandDoseReductiond`, before the patch crop); x_t is an exact scan at d_t of
+    the standard dose, so an LPET of dose d starts at the step of dose d."""
+    IMAGE = "image"
+    """Voxel-wise Poisson(κ_0 d_t x_0)/(κ_0 d_t) on the SPET patches (white noise added to the SPET's own noise);
+    an LPET of dose d starts at the step of dose d_eff(d) (:class:`PoissonLatentDiffusion`)."""
+
+
+def make_process(
+    variant: LDMVariant | str,
+    *,
+    calibration: Any,
+    num_train_timesteps: int = 400,
+    min_dose: float = 0.005,
+    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
+) -> LatentDiffusionProcess:
+    """Gaussian (LDM, LDM-CT) or Poisson (LDM-P, LDM-P-CT) process; ``calibration`` has ``count_scale``,
+    ``latent_noise_variance`` and ``reference_dose`` (:class:`bundle.workflows.upete.Calibration`).
+
+    The Poisson process's own degradation is image-space at the calibrated κ_0 in both domains: it draws x_t in
+    training with ``poisson_domain="image"`` and re-degrades D(ẑ0) between reverse steps in either domain.
+    ``poisson_domain`` also sets the start step of an LPET: dose d_eff(d) for ``"image"`` (noise added to the
+    noisy SPET), d itself for ``"sinogram"`` (x_t is an exact dose-d_t scan nested in the SPET's counts).
+    """
+    v = LDMVariant.parse(variant)
+    domain = check_choice(poisson_domain, PoissonDomain, "poisson_domain")
+    if v.uses_poisson:
+        schedule = PoissonDoseSchedule(num_steps=num_train_timesteps, min_dose=min_dose)
+        degradation = PoissonDegradation(schedule=schedule, count_scale=calibration.count_scale, image_space=True)
+        reference = calibration.reference_dose if domain is PoissonDomain.IMAGE else None
+        return PoissonLatentDiffusion(degradation=degradation, reference_dose=reference)
+    return GaussianLatentDiffusion(num_train_timesteps=num_train_timesteps,
+                                   latent_noise_variance=calibration.latent_noise_variance,
+                                   reference_dose=calibration.reference_dose)

@@ -113,8 +113,7 @@ def denoising_loss(
         grid = [check_int(t, "timesteps entries", minimum=0) for t in timesteps]
         if max(grid) >= total:
             raise ValueError(f"timesteps must be < num_train_timesteps ({total}), got {max(grid)}")
-        conditional = copy.copy(inferer)
-        conditional.guidance_scale = 0.0  # ε_θ(x_t, t, C): the conditional branch only
+        conditional = inferer.with_guidance(0.0)  # ε_θ(x_t, t, C): the conditional branch only
         checkpoints = list_checkpoints(ckpt_dir)
         if not checkpoints:
             raise ValueError(f"runs[{name!r}]: no checkpoint_epoch=N.pt in {ckpt_dir} (set ckpt_interval/ckpt_keep)")
@@ -230,8 +229,7 @@ def restart_from_reference(
     for name, (network, inferer) in runs.items():
         if not isinstance(inferer, LegoPETInferer):
             raise TypeError(f"runs[{name!r}] must hold a LegoPETInferer, got {type(inferer).__name__}")
-        sampler = copy.copy(inferer)
-        sampler.guidance_scale = float(guidance_scale)
+        sampler = inferer.with_guidance(guidance_scale, name="guidance_scale")
         scheduler = sampler.scheduler
         total = int(scheduler.num_train_timesteps)
         condition = sampler.condition(sinogram)

@@ -10,6 +10,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from bundle.inferers import LegoPETInferer
+from bundle.inferers.legopet import default_crop
 from bundle.networks import LegoPETCondition, LegoPETDenoiser, PnPNet
 
 LAYOUT = {
@@ -263,3 +264,7 @@ def test_prediction_types_sample_as_epsilon_with_the_exact_denoiser(kind, make, 
                    else GaussianPosteriorOutput(scheduler.alphas_cumprod, sigma, kind))
         samples[prediction] = inferer(s, network, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(samples[kind], samples["epsilon"], rtol=1e-9, atol=1e-9)
+
+
+def test_default_crop():
+    assert default_crop((172, 172), 256) == (42, 42, 172, 172)  # (256 − 172) / 2 on each side

@@ -21,11 +21,11 @@ from monai.networks.nets import DiffusionModelUNet
 
 from bundle.data.build import build_dataset
 from bundle.data.io import load_image
+from bundle.inferers.petdds import default_inferer
 from bundle.workflows.petdds import (
     METHODS,
     PETDDSCase,
     bias_variance_study,
-    default_inferer,
     evaluate_petdds,
     load_network_weights,
     load_petdds_case,
