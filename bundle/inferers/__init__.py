@@ -6,7 +6,7 @@ from .legopet import LegoPETInferer, LegoPETTrainingInferer
 from .petdds import (
     PETDDSInferer,
     Preconditioner,
-    PreviousTimestep,
+    default_inferer,
     reconstruct_many,
     slice_scale_from_volume,
     uncertainty_from_samples,
@@ -17,7 +17,7 @@ __all__ = [
     "LegoPETTrainingInferer",
     "PETDDSInferer",
     "Preconditioner",
-    "PreviousTimestep",
+    "default_inferer",
     "reconstruct_many",
     "slice_scale_from_volume",
     "uncertainty_from_samples",

@@ -8,8 +8,13 @@ For a batch of sinograms s ``(B, 1, H, W)`` (already on the padded image grid, e
 3. For every t of the scheduler's ``timesteps`` (DDPM: all T = 1000 as the paper; DDIM: k steps)::
 
        ε̃ = (1 + λ2) ε_θ(x_t, t, C) − λ2 ε_θ(x_t, t, ∅)         (paper §2.3, Ho & Salimans 2022)
-       x_{t−1} = scheduler.step(ε̃, t, x_t)                     (DDPM: paper eqs. (4)-(5); noise from the generator)
-       x_{t'}  = DDIM update of ε̃ from t to the next t' of the schedule   (DDIM: :mod:`bundle.diffusion.ddim`)
+       x_{t−1} = DDPM step of ε̃ from t to t − 1                (DDPM: paper eqs. (4)-(5); noise from the generator)
+       x_{t'}  = DDIM update of ε̃ from t to the next t' of the schedule   (DDIM)
+
+   The loop is :func:`bundle.diffusion.sampler.sample` with :class:`~bundle.diffusion.ddim.DDPMStep` (the numbers of
+   MONAI's ``DDPMScheduler.step``) or :class:`~bundle.diffusion.ddim.DDIMStep`.  The network may also predict v or
+   x_0 (the scheduler's ``prediction_type``); guidance then mixes those outputs the same way and
+   :func:`~bundle.diffusion.ddim.split_prediction` turns them into (x̂_0, ε̂).
 
    With λ2 = 0 the unconditional branch is not evaluated and ε̃ = ε_θ(x_t, t, C) exactly.  Otherwise the
    conditional and unconditional inputs of a chunk go through the network as one batch of 2 × ``chunk_size``.
@@ -104,7 +109,8 @@ class LegoPETInferer(Inferer):
 
     Args (keyword-only):
         scheduler: MONAI ``DDPMScheduler`` (ancestral sampling over all ``num_train_timesteps``, the paper's T = 1000)
-            or ``DDIMScheduler`` (``num_inference_steps`` = k steps, stochasticity ``eta``); ε-prediction.
+            or ``DDIMScheduler`` (``num_inference_steps`` = k steps, stochasticity ``eta``); its ``prediction_type``
+            says what the network outputs (ε, v or x_0).
         num_inference_steps: number of sampling steps; ``None`` = ``scheduler.num_train_timesteps``.  A DDPM scheduler
             needs every step (MONAI's ``DDPMScheduler.step`` always goes from t to t − 1).
         guidance_scale: λ2 >= 0 (default 1.0); 0 = plain conditional sampling.
@@ -258,7 +264,7 @@ class LegoPETInferer(Inferer):
 
         Args:
             inputs: sinograms s ``(B, 1, H, W)`` on the (padded) image grid, finite.
-            network: ε-predictor (module docstring contract).
+            network: ε- (v-, x_0-) predictor (module docstring contract).
             generator: source of x_T and of the DDPM / DDIM (η > 0) noise; must be on the device of ``inputs``
                 (MONAI's schedulers draw their noise there); ``None`` = ``torch.Generator(inputs.device)`` seeded with
                 ``seed``.

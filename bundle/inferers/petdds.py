@@ -17,7 +17,10 @@ The sampler alternates, for each of N DDIM steps t → t_prev of a MONAI ``DDIMS
        x_{t_prev} = γ_prev x̂0' + sqrt(ν_prev² − σ²) ε̂ + σ z,   z ~ N(0, I),
        σ = η · sqrt((1 − ᾱ_prev) / (1 − ᾱ_t)) · sqrt(1 − ᾱ_t / ᾱ_prev)      (Song et al. 2021, eq. 16).
 
-The output is the last consistent x (activity units, ``(n_z, n_y, n_x)``).
+The output is the last consistent x (activity units, ``(n_z, n_y, n_x)``).  The loop is
+:func:`bundle.diffusion.sampler.sample`: x̂0 ≥ 0 is its ``x0_transform``, steps 1-2 after the network call its
+``consistency`` and step 3 a :class:`~bundle.diffusion.ddim.DDIMStep`; the network may also predict v or x̂0
+(``scheduler.prediction_type``), converted to (x̂0, ε̂) before step 1's clamp.
 
 Notation (code ↔ paper, Webber et al. "Generative-model-based fully 3D PET image reconstruction by conditional
 diffusion sampling"; the paper writes the forward process x_t = γ_t x_0 + ν_t z):
@@ -59,7 +62,7 @@ Conventions the paper leaves open (all are constructor options; METHODS.md "PET-
 - Tweedie x̂0 is clamped at 0 before DC (PET activities are non-negative), the scheduler's own ``clip_sample`` is
   not used.  DC needs ȳ_k > 0 wherever y_k > 0 (true with a positive randoms/scatter background); otherwise
   :meth:`PoissonDataModel.gradient` raises a ``ValueError`` (nothing is clipped).
-- Timesteps (:class:`PreviousTimestep`): t runs over the scheduler's ``timesteps`` after
+- Timesteps (:class:`~bundle.diffusion.ddim.PreviousTimestep`): t runs over the scheduler's ``timesteps`` after
   ``set_timesteps(num_inference_steps)``.  Default ``NEXT_IN_SCHEDULE``: t_prev is the next entry of that list
   (ᾱ_prev = ``final_alpha_cumprod`` after the last), so the image is re-noised to exactly the time the network sees
   next.  ``DDIM_STEP``: t_prev = t − T // N as MONAI's ``DDIMScheduler.step`` does; its ``timesteps`` are
@@ -109,7 +112,6 @@ from ..metrics.bias_variance import ZeroMeanPolicy, coefficient_of_variation
 __all__ = [
     "PETDDSInferer",
     "Preconditioner",
-    "PreviousTimestep",
     "default_inferer",
     "reconstruct_many",
     "slice_scale_from_volume",
@@ -207,7 +209,7 @@ class PETDDSInferer(Inferer):
         eta: DDIM η in [0, 1] (0.0).
         preconditioner: :class:`Preconditioner` (``EM``).
         gradient_scale: s_L > 0 multiplying ∇ℓ_k; ``None`` = ``num_subsets``.
-        previous_timestep: :class:`PreviousTimestep` (``NEXT_IN_SCHEDULE``).
+        previous_timestep: :class:`~bundle.diffusion.ddim.PreviousTimestep` (``NEXT_IN_SCHEDULE``).
         prior: object with ``gradient(x)`` for RDP_z; default ``RelativeDifferencePrior(neighbourhood=AXIAL)``
             (γ = 2, reflective ends).
         osem_iterations: OSEM passes for the slice scale when neither ``slice_scale`` nor ``initial_osem`` is given.
@@ -422,8 +424,9 @@ class PETDDSInferer(Inferer):
 
         Args:
             inputs: measured counts y (see :meth:`prepare` for the two accepted forms), finite and >= 0.
-            network: ε-predictor ``network(x: (B, 1, n_y, n_x), t: (B,) long) -> (B, 1, n_y, n_x)`` (e.g. MONAI
-                ``DiffusionModelUNet``); may be ``None`` only with ``prior_enabled=False``.
+            network: ε-predictor (v or x̂0 per ``scheduler.prediction_type``) ``network(x: (B, 1, n_y, n_x),
+                t: (B,) long) -> (B, 1, n_y, n_x)`` (e.g. MONAI ``DiffusionModelUNet``); may be ``None`` only with
+                ``prior_enabled=False``.
             models: a :class:`PETForwardModel` or ``num_subsets`` subset :class:`PoissonDataModel`.
             slice_scale: c_z, ``(n_z,)``, finite and > 0; ``None`` = :func:`slice_scale_from_volume` of
                 ``initial_osem`` (computed with :meth:`osem_volume` when also ``None``).
