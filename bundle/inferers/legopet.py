@@ -327,9 +327,9 @@ class LegoPETTrainingInferer(Inferer):
     """Training forward of the LegoPET denoiser / cDPM for MONAI's ``SupervisedTrainer``.
 
     Called as ``inferer(x_0, network, noise=ε, timesteps=t, condition=s[, down_residuals=b_d, mid_residual=b_m])``
-    with the kwargs of :class:`bundle.engines.LegoPETPrepareBatch`; returns ε_θ(x_t, t, C) with
-    x_t = ``scheduler.add_noise(x_0, ε, t)`` = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε.  The loss (MSE against the
-    target ε) is the trainer's.
+    with the kwargs of :class:`bundle.engines.LegoPETPrepareBatch`; returns ε_θ(x_t, t, C) (v or x_0 for a
+    scheduler with that ``prediction_type``) with x_t = ``scheduler.add_noise(x_0, ε, t)`` = sqrt(ᾱ_t) x_0 +
+    sqrt(1 − ᾱ_t) ε.  The loss (MSE against the prepare-batch target) is the trainer's.
 
     Args (keyword-only):
         scheduler: the MONAI scheduler defining ᾱ_t (the sampler's, T = 1000 in the paper).

@@ -41,7 +41,7 @@ from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
 from bundle.diffusion.sampler import sample
 from bundle.networks.upete import LDMVariant, UPETe
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, check_real
 
 __all__ = ["LatentEnhancementInferer", "PoissonDomain", "make_process"]
 
@@ -80,14 +80,10 @@ class LatentEnhancementInferer(Inferer):
         self.process = process
         self.num_reverse_steps = check_int(num_reverse_steps, "num_reverse_steps", minimum=1)
         self.roi_size = None if roi_size is None else tuple(check_int(r, "roi_size", minimum=1) for r in roi_size)
-        if not (isinstance(overlap, int | float) and 0 <= overlap < 1):
-            raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-        self.overlap = float(overlap)
+        self.overlap = check_real(overlap, "overlap", "in [0, 1)", lambda v: 0 <= v < 1)
         self.sw_batch_size = check_int(sw_batch_size, "sw_batch_size", minimum=1)
         self.mode = mode
-        if dose is not None and not (isinstance(dose, int | float) and 0 < dose <= 1):
-            raise ValueError(f"dose must be in (0, 1] or None, got {dose!r}")
-        self.dose = dose
+        self.dose = None if dose is None else check_real(dose, "dose", "in (0, 1]", lambda v: 0 < v <= 1)
         self.dose_estimator = dose_estimator
         self.seed = check_int(seed, "seed", minimum=0)
 
@@ -95,9 +91,7 @@ class LatentEnhancementInferer(Inferer):
         """The given dose, else ``self.dose``, else the estimator's d̂ (``ValueError`` if none is available)."""
         d = self.dose if dose is None else dose
         if d is not None:
-            if not (isinstance(d, int | float) and 0 < d <= 1):
-                raise ValueError(f"dose must be in (0, 1], got {d!r}")
-            return float(d)
+            return check_real(d, "dose", "in (0, 1]", lambda v: 0 < v <= 1)
         if self.dose_estimator is None:
             raise ValueError("dose is required (the input's dose fraction in (0, 1]) unless a dose_estimator is given")
         return self.dose_estimator(inputs)

@@ -78,7 +78,7 @@ def test_missing_or_misplaced_ct_and_missing_dose_raise():
         inferer(x, model, ct=ct[..., :4], dose=0.1)
     with pytest.raises(ValueError, match="dose is required"):
         inferer(x, model, ct=ct)
-    with pytest.raises(ValueError, match=r"dose must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"dose must be a finite number in \(0, 1\], got 1.5"):
         inferer(x, model, ct=ct, dose=1.5)
 
 
