@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["check_choice", "check_int", "check_nonnegative", "check_positive", "check_sequence"]
+__all__ = ["check_choice", "check_int", "check_nonnegative", "check_positive", "check_real", "check_sequence"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -57,3 +57,12 @@ def check_sequence(values: object, name: str, check: Callable[[object, str], Any
     if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) == 0:
         raise TypeError(f"{name} must be a non-empty sequence, got {values!r}")
     return [check(v, f"{name}[{i}]") for i, v in enumerate(values)]
+def check_real(value: object, name: str, expected: str, ok: Callable[[float], bool]) -> float:
+    """``value`` as a finite float with ``ok(value)``; ``TypeError`` for non-numbers (bool included), ``ValueError``
+    otherwise, both saying "``name`` must be a finite number ``expected``" (e.g. ``"in (0, 1]"``, ``"> 0"``)."""
+    message = f"{name} must be a finite number {expected}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(message)
+    if not (math.isfinite(float(value)) and ok(float(value))):
+        raise ValueError(message)
+    return float(value)

@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from bundle.data.petdds import load_petdds_case
+from bundle.inferers.petdds import default_inferer
 from bundle.metrics import MetricConvention, image_metrics
 from bundle.physics import osem, select_views, view_subsets
 from bundle.recipes import recipe
 from bundle.workflows.petdds import (
-    default_inferer,
     evaluate_petdds,
     load_network_weights,
 )

@@ -1,7 +1,8 @@
 """Latent forward/reverse processes of uPETe's ablations, with one scheduler-like interface (MONAI style:
-``num_train_timesteps``, ``set_timesteps``, ``timesteps``, ``step``) so that training
+``num_train_timesteps``, ``set_timesteps``, ``timesteps``, ``alpha``, ``step``) so that training
 (:class:`~bundle.engines.upete.LatentDiffusionPrepareBatch`) and enhancement
-(:class:`~bundle.inferers.upete.LatentEnhancementInferer`) share it.
+(:class:`~bundle.inferers.upete.LatentEnhancementInferer`, through :func:`bundle.diffusion.sampler.sample` with a
+:class:`LatentStep`) share it.
 
 Notation: x_0 SPET (network units), z_0 = s·E(x_0), ẑ0 the denoiser's prediction, d_t the dose of step t
 (:class:`~bundle.diffusion.poisson.PoissonDoseSchedule`), T = ``num_train_timesteps`` (paper: 400).
@@ -10,7 +11,8 @@ Gaussian (LDM, LDM-CT; MONAI ``DDPMScheduler`` with ``prediction_type="sample"``
 
     training   z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε                                   (DDPM, in latent space)
     start      z_{t*} = √ᾱ_{t*} z_LPET,  t* = argmin_t |(1 − ᾱ_t)/ᾱ_t − σ²(d)|  (LPET latent noise as the noise)
-    reverse    ε̂ = (z_t − √ᾱ_t ẑ0)/√(1 − ᾱ_t),  z_{t'} = √ᾱ_{t'} ẑ0 + √(1 − ᾱ_{t'}) ε̂   (DDIM, η = 0)
+    reverse    ε̂ = (z_t − √ᾱ_t ẑ0)/√(1 − ᾱ_t),  z_{t'} = √ᾱ_{t'} ẑ0 + √(1 − ᾱ_{t'}) ε̂   (DDIM, η = 0, ᾱ as floats;
+               :func:`~bundle.diffusion.ddim.ddim_update`)
 
 σ²(d) = σ²_ref (1/d − 1)/(1/d_ref − 1) is the latent noise variance of an LPET at dose d, from
 σ²_ref = mean((z_LPET − z_SPET)²) measured at d_ref (:func:`latent_noise_variance`).  (1/d − 1) is exact for
@@ -39,13 +41,15 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from .._checks import check_int as _check_int
-from .poisson import PoissonDegradation, _check_real
+from .._checks import check_int, check_real
+from .ddim import ddim_update
+from .poisson import PoissonDegradation
 
 __all__ = [
     "DoseEstimator",
     "GaussianLatentDiffusion",
     "LatentDiffusionProcess",
+    "LatentStep",
     "PoissonLatentDiffusion",
     "calibrate_count_scale",
     "latent_noise_variance",
@@ -55,7 +59,7 @@ Codec = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _check_dose(dose: object) -> float:
-    return _check_real(dose, "dose", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
+    return check_real(dose, "dose", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
 
 
 def _spaced(start_step: int, num_steps: int) -> list[int]:
@@ -74,8 +78,8 @@ class LatentDiffusionProcess(ABC):
 
     def set_timesteps(self, num_inference_steps: int, *, start_step: int) -> list[int]:
         """The reverse chain: ``num_inference_steps`` steps from ``start_step`` down (``self.timesteps``)."""
-        k = _check_int(num_inference_steps, "num_inference_steps", minimum=1)
-        start = _check_int(start_step, "start_step", minimum=0)
+        k = check_int(num_inference_steps, "num_inference_steps", minimum=1)
+        start = check_int(start_step, "start_step", minimum=0)
         if start >= self.num_train_timesteps:
             raise ValueError(f"start_step must lie in [0, {self.num_train_timesteps - 1}], got {start}")
         self.timesteps = _spaced(start, k)
@@ -97,11 +101,39 @@ class LatentDiffusionProcess(ABC):
         """z_{t*} from the encoded input z_LPET."""
 
     @abstractmethod
+    def alpha(self, timestep: int) -> float | None:
+        """ᾱ_t of a Gaussian process (ẑ0 → ε̂ conversion), ``None`` for a process without one."""
+
+    @abstractmethod
     def step(
-        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, *, prev_timestep: int,
-        encode: Codec, decode: Codec, generator: torch.Generator,
+        self, x0: torch.Tensor, eps: torch.Tensor | None, timestep: int, *, prev_timestep: int,
+        encode: Codec, decode: Codec, generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """z_{t'} (t' = ``prev_timestep`` < t) from ẑ0 = ``model_output`` and z_t = ``sample``."""
+        """z_{t'} (t' = ``prev_timestep`` < t = ``timestep``) from ẑ0 = ``x0`` and ε̂ = ``eps``."""
+
+
+class LatentStep:
+    """Step rule of :func:`bundle.diffusion.sampler.sample` for a :class:`LatentDiffusionProcess` over the chain
+    ``timesteps``: ``process.step`` to the next entry; after the last entry the chain ends at ẑ0 (no step)."""
+
+    def __init__(
+        self, *, process: LatentDiffusionProcess, timesteps: Sequence[int], encode: Codec, decode: Codec
+    ) -> None:
+        self.process, self.timesteps, self.encode, self.decode = process, list(timesteps), encode, decode
+
+    def alpha(self, index: int) -> float | None:
+        return self.process.alpha(self.timesteps[index])
+
+    def step(
+        self, *, x0: torch.Tensor, eps: torch.Tensor | None, sample: torch.Tensor, index: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        if index + 1 >= len(self.timesteps):
+            return x0
+        return self.process.step(
+            x0, eps, self.timesteps[index], prev_timestep=self.timesteps[index + 1], encode=self.encode,
+            decode=self.decode, generator=generator,
+        )
 
 
 class GaussianLatentDiffusion(LatentDiffusionProcess):
@@ -125,14 +157,14 @@ class GaussianLatentDiffusion(LatentDiffusionProcess):
         latent_noise_variance: float = 0.1,
         reference_dose: float = 0.1,
     ) -> None:
-        self.num_train_timesteps = _check_int(num_train_timesteps, "num_train_timesteps", minimum=2)
+        self.num_train_timesteps = check_int(num_train_timesteps, "num_train_timesteps", minimum=2)
         self.scheduler = DDPMScheduler(
             num_train_timesteps=self.num_train_timesteps, schedule=schedule, beta_start=beta_start,
             beta_end=beta_end, prediction_type="sample",
         )
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)
-        self.latent_noise_variance = _check_real(latent_noise_variance, "latent_noise_variance", "> 0", lambda v: v > 0)
-        self.reference_dose = _check_real(reference_dose, "reference_dose", "in (0, 1)", lambda v: 0 < v < 1)
+        self.latent_noise_variance = check_real(latent_noise_variance, "latent_noise_variance", "> 0", lambda v: v > 0)
+        self.reference_dose = check_real(reference_dose, "reference_dose", "in (0, 1)", lambda v: 0 < v < 1)
         self.timesteps = []
 
     def noise_variance_at(self, dose: float) -> float:
@@ -152,10 +184,11 @@ class GaussianLatentDiffusion(LatentDiffusionProcess):
     def start(self, z_input: torch.Tensor, step: int) -> torch.Tensor:
         return math.sqrt(float(self.alphas_cumprod[step])) * z_input
 
-    def step(self, model_output, timestep, sample, *, prev_timestep, encode, decode, generator):
-        a_t, a_p = float(self.alphas_cumprod[timestep]), float(self.alphas_cumprod[prev_timestep])
-        eps = (sample - math.sqrt(a_t) * model_output) / math.sqrt(1.0 - a_t)
-        return math.sqrt(a_p) * model_output + math.sqrt(1.0 - a_p) * eps
+    def alpha(self, timestep: int) -> float:
+        return float(self.alphas_cumprod[timestep])
+
+    def step(self, x0, eps, timestep, *, prev_timestep, encode, decode, generator):
+        return ddim_update(x0, eps, self.alpha(timestep), self.alpha(prev_timestep))
 
 
 class PoissonLatentDiffusion(LatentDiffusionProcess):
@@ -174,7 +207,7 @@ class PoissonLatentDiffusion(LatentDiffusionProcess):
         self.num_train_timesteps = self.schedule.num_steps
         self.reference_dose = (
             None if reference_dose is None
-            else _check_real(reference_dose, "reference_dose", "in (0, 1)", lambda v: 0 < v < 1)
+            else check_real(reference_dose, "reference_dose", "in (0, 1)", lambda v: 0 < v < 1)
         )
         self.timesteps = []
 
@@ -202,14 +235,17 @@ class PoissonLatentDiffusion(LatentDiffusionProcess):
     def start(self, z_input: torch.Tensor, step: int) -> torch.Tensor:
         return z_input
 
-    def step(self, model_output, timestep, sample, *, prev_timestep, encode, decode, generator):
-        return encode(self._degrade(decode(model_output), int(prev_timestep), generator))
+    def alpha(self, timestep: int) -> None:
+        return None
+
+    def step(self, x0, eps, timestep, *, prev_timestep, encode, decode, generator):
+        return encode(self._degrade(decode(x0), int(prev_timestep), generator))
 
 
 def calibrate_count_scale(standard: torch.Tensor, low: torch.Tensor, *, dose: float) -> float:
     """κ_0 (counts per network unit per voxel) so that image-space degradation of ``standard`` to ``dose`` has the
     squared error of ``low``: κ_0 = Σ x_SPET / (d Σ (x_LPET − x_SPET)²)  (E‖Poisson(κ d x)/(κ d) − x‖² = Σx / (κ d))."""
-    d = _check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
+    d = check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
     if standard.shape != low.shape:
         raise ValueError(f"standard and low must have the same shape, got {tuple(standard.shape)}, {tuple(low.shape)}")
     err = float(((low.double() - standard.double()) ** 2).sum())
@@ -258,8 +294,8 @@ class DoseEstimator:
     """
 
     def __init__(self, *, mask_fraction: float = 0.2, min_dose: float = 1e-3) -> None:
-        self.mask_fraction = _check_real(mask_fraction, "mask_fraction", "in [0, 1)", lambda v: 0 <= v < 1)
-        self.min_dose = _check_real(min_dose, "min_dose", "in (0, 1)", lambda v: 0 < v < 1)
+        self.mask_fraction = check_real(mask_fraction, "mask_fraction", "in [0, 1)", lambda v: 0 <= v < 1)
+        self.min_dose = check_real(min_dose, "min_dose", "in (0, 1)", lambda v: 0 < v < 1)
         self.a: float | None = None
         self.b: float | None = None
 
@@ -275,7 +311,7 @@ class DoseEstimator:
         dose: float,
     ) -> DoseEstimator:
         """Fit a, b from SPET volume(s) ``standard`` (d = 1) and the paired LPET(s) ``low`` at ``dose``."""
-        d = _check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
+        d = check_real(dose, "dose", "in (0, 1)", lambda v: 0 < v < 1)
         standard = [standard] if isinstance(standard, torch.Tensor) else list(standard)
         low = [low] if isinstance(low, torch.Tensor) else list(low)
         if not standard or len(standard) != len(low):

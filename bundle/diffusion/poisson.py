@@ -64,7 +64,7 @@ from bundle.physics.noise import poisson_noise
 from bundle.physics.operators import LinearOperator
 from bundle.physics.recon import osem
 
-from .._checks import check_int as _check_int
+from .._checks import check_int, check_real
 
 __all__ = [
     "DoseScheduleKind",
@@ -88,15 +88,6 @@ class DoseScheduleKind(StrEnum):
     """d_t = 1 − (1 − d_min) · t / (T − 1)."""
 
 
-def _check_real(value: object, name: str, expected: str, ok: Callable[[float], bool]) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number {expected}, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return value
-
-
 class PoissonDoseSchedule:
     """Dose fractions d_0 = 1 > d_1 > … > d_{T−1} = d_min of the Poisson forward process.
 
@@ -116,8 +107,8 @@ class PoissonDoseSchedule:
         min_dose: float = 0.01,
         kind: DoseScheduleKind | str = DoseScheduleKind.GEOMETRIC,
     ) -> None:
-        self.num_steps = _check_int(num_steps, "num_steps", minimum=2)
-        self.min_dose = _check_real(min_dose, "min_dose", "in (0, 1)", lambda v: 0.0 < v < 1.0)
+        self.num_steps = check_int(num_steps, "num_steps", minimum=2)
+        self.min_dose = check_real(min_dose, "min_dose", "in (0, 1)", lambda v: 0.0 < v < 1.0)
         try:
             self.kind = DoseScheduleKind(kind)
         except ValueError:
@@ -157,7 +148,7 @@ class PoissonDoseSchedule:
         Closeness is measured in log dose for ``GEOMETRIC`` (the schedule's own spacing) and in dose for ``LINEAR``;
         ties go to the smaller t.  Doses below d_min map to T − 1.  Inverts :meth:`dose_at` on the grid.
         """
-        d = _check_real(dose, "dose", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
+        d = check_real(dose, "dose", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
         if self.kind is DoseScheduleKind.GEOMETRIC:
             distance = (torch.log(self.doses) - math.log(d)).abs()
         else:
@@ -180,15 +171,15 @@ class OSEMReconstruction:
     def __init__(self, *, forward_model: PETForwardModel, num_subsets: int = 4, num_iterations: int = 2) -> None:
         if not isinstance(forward_model, PETForwardModel):
             raise TypeError(f"forward_model must be a PETForwardModel, got {type(forward_model).__name__}")
-        self.num_subsets = _check_int(num_subsets, "num_subsets", minimum=1)
-        self.num_iterations = _check_int(num_iterations, "num_iterations", minimum=1)
+        self.num_subsets = check_int(num_subsets, "num_subsets", minimum=1)
+        self.num_iterations = check_int(num_iterations, "num_iterations", minimum=1)
         self.forward_model = forward_model
         self._views = view_subsets(forward_model.n_views, self.num_subsets)
         self._models = [forward_model.subset(v) for v in self._views]
 
     def __call__(self, counts: torch.Tensor, *, count_scale: float) -> torch.Tensor:
         """Image ``forward_model.projector.in_shape`` ≈ activity from ``counts`` (sinogram shape) at scale κ."""
-        kappa = _check_real(count_scale, "count_scale", "> 0", lambda v: v > 0)
+        kappa = check_real(count_scale, "count_scale", "> 0", lambda v: v > 0)
         models = [PoissonDataModel(operator=m.operator, background=m.background * kappa) for m in self._models]
         data = [select_views(counts, v) for v in self._views]
         return osem(models, data, num_iterations=self.num_iterations) / kappa
@@ -222,7 +213,7 @@ class PoissonDegradation:
         if not isinstance(image_space, bool):
             raise TypeError(f"image_space must be a bool, got {image_space!r}")
         self.schedule = schedule
-        self.count_scale = _check_real(count_scale, "count_scale", "> 0", lambda v: v > 0)
+        self.count_scale = check_real(count_scale, "count_scale", "> 0", lambda v: v > 0)
         self.image_space = image_space
         self.forward_model: PETForwardModel | None = None
         self.reconstruct: Reconstruction | None = None

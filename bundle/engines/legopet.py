@@ -11,9 +11,10 @@ computes b_d, b_m = PnPNet.features(s) once under ``torch.no_grad`` (PnPNet froz
 replaces {s, b_d, b_m} of every dropped sample jointly by the null condition ∅ (zeros, :func:`null_condition`).
 
 It returns MONAI's ``DiffusionPrepareBatch`` tuple ``(x_0, target, (), kwargs)`` with target = ε (paper eq. (6):
-‖ε − ε_θ(x_t, t, C)‖²) and ``kwargs = {"noise", "timesteps", "condition", "down_residuals", "mid_residual"}``
-(the last two only with a PnPNet; without one this prepares cDPM batches with sinogram dropout only).  The noisy
-image x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε (paper eq. (3)) is formed by the training inferer from ``noise`` and
+‖ε − ε_θ(x_t, t, C)‖²; x_0 or v for a scheduler with that ``prediction_type``) and
+``kwargs = {"noise", "timesteps", "condition", "down_residuals", "mid_residual"}`` (the last two only with a PnPNet;
+without one this prepares cDPM batches with sinogram dropout only).  The noisy image
+x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε (paper eq. (3)) is formed by the training inferer from ``noise`` and
 ``timesteps``, as with MONAI's ``DiffusionInferer``.
 
 Exact resume (``configs/legopet/resume.json``) needs more than weights in a checkpoint; the training configs save
@@ -46,6 +47,8 @@ import torch
 from ignite.engine import Engine
 from monai.engines.utils import DiffusionPrepareBatch
 
+from bundle._checks import check_choice
+from bundle.diffusion.ddim import PredictionType
 from bundle.engines.checkpoints import RandomStates, ResumeTraining, TrainerState, resumable_checkpoint
 from bundle.keys import Keys
 from bundle.networks.legopet import LegoPETCondition, PnPNet, null_condition
@@ -71,6 +74,8 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
         condition_name: batch key of the sinogram s ``(B, 1, H, W)``.
         generator: source of the drop mask, timesteps and noise (on the device the draws are made on; the draws are
             moved to the batch device); ``None`` = ``torch.Generator().manual_seed(0)``.
+        scheduler: the training scheduler; its ``prediction_type`` sets the target (``epsilon``: ε, ``sample``: x_0,
+            ``v_prediction``: v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0 from ``scheduler.get_velocity``); ``None`` = ε.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
         image_key: str = Keys.REFERENCE,
         condition_name: str = Keys.SINOGRAM,
         generator: torch.Generator | None = None,
+        scheduler: object | None = None,
     ) -> None:
         if not isinstance(num_train_timesteps, numbers.Integral) or isinstance(num_train_timesteps, bool):
             raise TypeError(f"num_train_timesteps must be an int, got {num_train_timesteps!r}")
@@ -102,6 +108,11 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
         self.drop_probability = float(drop_probability)
         self.image_key = str(image_key)
         self.generator = generator
+        self.scheduler = scheduler
+        self.prediction_type = (
+            PredictionType.EPSILON if scheduler is None
+            else check_choice(getattr(scheduler, "prediction_type", None), PredictionType, "scheduler.prediction_type")
+        )
 
     # ------------------------------------------------------------------ MONAI hooks (explicit generator)
     def get_noise(self, images: torch.Tensor) -> torch.Tensor:
@@ -120,6 +131,14 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
         """``(B,)`` bool, True where the condition is replaced by ∅ (Bernoulli(p_dp), from :attr:`generator`)."""
         u = torch.rand(batch_size, generator=self.generator, device=self.generator.device)
         return u < self.drop_probability
+
+    def get_target(self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The regression target of the scheduler's ``prediction_type``: ε, x_0 or v."""
+        if self.prediction_type is PredictionType.SAMPLE:
+            return images
+        if self.prediction_type is PredictionType.V_PREDICTION:
+            return self.scheduler.get_velocity(images, noise, timesteps)  # type: ignore[union-attr]
+        return noise
 
     # ------------------------------------------------------------------ condition
     def condition(self, sinogram: torch.Tensor, drop_mask: torch.Tensor) -> LegoPETCondition:

@@ -6,7 +6,7 @@ from .legopet import LegoPETInferer, LegoPETTrainingInferer
 from .petdds import (
     PETDDSInferer,
     Preconditioner,
-    PreviousTimestep,
+    default_inferer,
     reconstruct_many,
     uncertainty_from_samples,
 )
@@ -16,7 +16,7 @@ __all__ = [
     "LegoPETTrainingInferer",
     "PETDDSInferer",
     "Preconditioner",
-    "PreviousTimestep",
+    "default_inferer",
     "reconstruct_many",
     "uncertainty_from_samples",
 ]

@@ -8,8 +8,13 @@ For a batch of sinograms s ``(B, 1, H, W)`` (already on the padded image grid, e
 3. For every t of the scheduler's ``timesteps`` (DDPM: all T = 1000 as the paper; DDIM: k steps)::
 
        ε̃ = (1 + λ2) ε_θ(x_t, t, C) − λ2 ε_θ(x_t, t, ∅)         (paper §2.3, Ho & Salimans 2022)
-       x_{t−1} = scheduler.step(ε̃, t, x_t)                     (DDPM: paper eqs. (4)-(5); noise from the generator)
-       x_{t'}  = DDIM update of ε̃ from t to the next t' of the schedule   (DDIM: :mod:`bundle.diffusion.ddim`)
+       x_{t−1} = DDPM step of ε̃ from t to t − 1                (DDPM: paper eqs. (4)-(5); noise from the generator)
+       x_{t'}  = DDIM update of ε̃ from t to the next t' of the schedule   (DDIM)
+
+   The loop is :func:`bundle.diffusion.sampler.sample` with :class:`~bundle.diffusion.ddim.DDPMStep` (the numbers of
+   MONAI's ``DDPMScheduler.step``) or :class:`~bundle.diffusion.ddim.DDIMStep`.  The network may also predict v or
+   x_0 (the scheduler's ``prediction_type``); guidance then mixes those outputs the same way and
+   :func:`~bundle.diffusion.ddim.split_prediction` turns them into (x̂_0, ε̂).
 
    With λ2 = 0 the unconditional branch is not evaluated and ε̃ = ε_θ(x_t, t, C) exactly.  Otherwise the
    conditional and unconditional inputs of a chunk go through the network as one batch of 2 × ``chunk_size``.
@@ -31,7 +36,7 @@ returns ε_θ(x_t, t, C).
 
 from __future__ import annotations
 
-import math
+import copy
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,23 +44,16 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
-from tqdm.auto import tqdm
 
-from bundle._checks import check_choice
-from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
+from bundle._checks import check_choice, check_int, check_real
+from bundle.diffusion.ddim import DDIMStep, DDPMStep, PredictionType, PreviousTimestep
+from bundle.diffusion.sampler import StepRule, classifier_free_guidance, sample
 from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition
+from bundle.transforms.legopet import padding_offsets
 
-__all__ = ["LegoPETInferer", "LegoPETTrainingInferer"]
+__all__ = ["LegoPETInferer", "LegoPETTrainingInferer", "default_crop", "slice_condition"]
 
 Network = Callable[..., torch.Tensor]
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_sinogram(sinogram: object) -> torch.Tensor:
@@ -85,7 +83,8 @@ def _call_network(network: Network, x_t: torch.Tensor, t: torch.Tensor, conditio
     return eps
 
 
-def _slice_condition(condition: LegoPETCondition, start: int, stop: int) -> LegoPETCondition:
+def slice_condition(condition: LegoPETCondition, start: int, stop: int) -> LegoPETCondition:
+    """Samples ``start:stop`` of every tensor of ``condition``."""
     if condition.down_residuals is None or condition.mid_residual is None:
         return LegoPETCondition(condition.sinogram[start:stop])
     return LegoPETCondition(
@@ -110,7 +109,8 @@ class LegoPETInferer(Inferer):
 
     Args (keyword-only):
         scheduler: MONAI ``DDPMScheduler`` (ancestral sampling over all ``num_train_timesteps``, the paper's T = 1000)
-            or ``DDIMScheduler`` (``num_inference_steps`` = k steps, stochasticity ``eta``); ε-prediction.
+            or ``DDIMScheduler`` (``num_inference_steps`` = k steps, stochasticity ``eta``); its ``prediction_type``
+            says what the network outputs (ε, v or x_0).
         num_inference_steps: number of sampling steps; ``None`` = ``scheduler.num_train_timesteps``.  A DDPM scheduler
             needs every step (MONAI's ``DDPMScheduler.step`` always goes from t to t − 1).
         guidance_scale: λ2 >= 0 (default 1.0); 0 = plain conditional sampling.
@@ -142,12 +142,11 @@ class LegoPETInferer(Inferer):
         super().__init__()
         if not isinstance(scheduler, DDPMScheduler | DDIMScheduler):
             raise TypeError(f"scheduler must be a MONAI DDPMScheduler or DDIMScheduler, got {type(scheduler).__name__}")
-        if scheduler.prediction_type != "epsilon":
-            raise ValueError(f"scheduler.prediction_type must be 'epsilon', got {scheduler.prediction_type!r}")
+        check_choice(scheduler.prediction_type, PredictionType, "scheduler.prediction_type")
         self.scheduler = scheduler
         total = int(scheduler.num_train_timesteps)
         steps = (
-            total if num_inference_steps is None else _check_int(num_inference_steps, "num_inference_steps", minimum=1)
+            total if num_inference_steps is None else check_int(num_inference_steps, "num_inference_steps", minimum=1)
         )
         if steps > total:
             raise ValueError(f"num_inference_steps must be <= scheduler.num_train_timesteps ({total}), got {steps}")
@@ -157,28 +156,27 @@ class LegoPETInferer(Inferer):
                 "(use a DDIMScheduler for fewer steps)"
             )
         self.num_inference_steps = steps
-        if not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale, bool):
-            raise TypeError(f"guidance_scale must be a real number, got {guidance_scale!r}")
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale (λ2) must be finite and >= 0, got {guidance_scale}")
-        self.guidance_scale = float(guidance_scale)
+        self.guidance_scale = check_real(guidance_scale, "guidance_scale (λ2)", ">= 0", lambda v: v >= 0)
         if pnpnet is not None and not isinstance(pnpnet, PnPNet):
             raise TypeError(f"pnpnet must be a PnPNet or None, got {type(pnpnet).__name__}")
         self.pnpnet = pnpnet
         self.crop = self._check_crop(crop)
-        if not isinstance(eta, numbers.Real) or isinstance(eta, bool):
-            raise TypeError(f"eta must be a real number, got {eta!r}")
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        eta = check_real(eta, "eta", "in [0, 1]", lambda v: 0 <= v <= 1)
         if isinstance(scheduler, DDPMScheduler) and eta != 0:
             raise ValueError(f"eta applies to a DDIMScheduler only; got eta={eta} with a DDPMScheduler")
-        self.eta = float(eta)
+        self.eta = eta
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {progress!r}")
         self.progress = progress
-        self.chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+        self.seed = check_int(seed, "seed", minimum=0)
         self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
+
+    def with_guidance(self, guidance_scale: float, *, name: str = "guidance_scale (λ2)") -> LegoPETInferer:
+        """A shallow copy with λ2 = ``guidance_scale`` (same scheduler, steps, PnPNet, crop, η); ``name`` in errors."""
+        copied = copy.copy(self)
+        copied.guidance_scale = check_real(guidance_scale, name, ">= 0", lambda v: v >= 0)
+        return copied
 
     @staticmethod
     def _check_crop(crop: Sequence[int] | None) -> tuple[int, int, int, int] | None:
@@ -230,15 +228,15 @@ class LegoPETInferer(Inferer):
         for start in range(0, x_t.shape[0], self.chunk_size):
             stop = start + self.chunk_size
             x = x_t[start:stop]
-            cond = _slice_condition(condition, start, stop)
+            cond = slice_condition(condition, start, stop)
             if null is None:
                 timesteps = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
                 outputs.append(_call_network(network, x, timesteps, cond))
                 continue
-            both = _cat_conditions(cond, _slice_condition(null, start, stop))
+            both = _cat_conditions(cond, slice_condition(null, start, stop))
             timesteps = torch.full((2 * x.shape[0],), int(t), dtype=torch.long, device=x.device)
             eps_c, eps_u = _call_network(network, torch.cat([x, x]), timesteps, both).chunk(2)
-            outputs.append((1 + self.guidance_scale) * eps_c - self.guidance_scale * eps_u)
+            outputs.append(classifier_free_guidance(eps_c, eps_u, self.guidance_scale))
         return torch.cat(outputs)
 
     def crop_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -266,7 +264,7 @@ class LegoPETInferer(Inferer):
 
         Args:
             inputs: sinograms s ``(B, 1, H, W)`` on the (padded) image grid, finite.
-            network: ε-predictor (module docstring contract).
+            network: ε- (v-, x_0-) predictor (module docstring contract).
             generator: source of x_T and of the DDPM / DDIM (η > 0) noise; must be on the device of ``inputs``
                 (MONAI's schedulers draw their noise there); ``None`` = ``torch.Generator(inputs.device)`` seeded with
                 ``seed``.
@@ -290,33 +288,48 @@ class LegoPETInferer(Inferer):
         x_t = torch.randn(sinogram.shape, generator=generator, dtype=sinogram.dtype, device=sinogram.device)
         self.scheduler.set_timesteps(self.num_inference_steps, device=sinogram.device)
         timesteps = [int(t) for t in self.scheduler.timesteps.tolist()]
-        for index, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="LegoPET")):
-            eps = self.guided_noise(network, x_t, t, condition)
-            if isinstance(self.scheduler, DDIMScheduler):
-                x_t = self._ddim_step(eps, x_t, timesteps, index, generator)
-            else:
-                x_t, _ = self.scheduler.step(eps, t, x_t, generator=generator)
+        if isinstance(self.scheduler, DDIMScheduler):
+            rule: DDIMStep | DDPMStep = DDIMStep(
+                scheduler=self.scheduler, timesteps=timesteps, eta=self.eta, previous_timestep=self.previous_timestep
+            )
+        else:
+            rule = DDPMStep(scheduler=self.scheduler, timesteps=timesteps)
+        x_t, _ = self.sample(x_t, network, condition, timesteps, step_rule=rule, generator=generator)
         return self.crop_image(x_t)
 
-    def _ddim_step(
-        self, eps: torch.Tensor, x_t: torch.Tensor, timesteps: list[int], index: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """x_t → x_{t'} (t' per ``previous_timestep``), x̂_0 clipped as the scheduler's ``clip_sample`` says."""
-        alpha_t, alpha_prev = ddim_alphas(self.scheduler, timesteps, index, previous_timestep=self.previous_timestep)
-        alpha_t = alpha_t.to(dtype=x_t.dtype, device=x_t.device)
-        x0 = (x_t - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
-        if self.scheduler.clip_sample:
-            x0 = x0.clamp(*self.scheduler.clip_sample_values)
-        return ddim_update(x0, eps, alpha_t, alpha_prev, eta=self.eta, generator=generator)
+    def sample(
+        self,
+        x_t: torch.Tensor,
+        network: Network,
+        condition: LegoPETCondition,
+        timesteps: Sequence[int],
+        *,
+        step_rule: StepRule,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`bundle.diffusion.sampler.sample` from ``x_t`` at ``timesteps[0]`` with the guided prediction, the
+        scheduler's ``prediction_type`` and its ``clip_sample``; returns (x after the last step, the last x̂_0)."""
+        clip = self.scheduler.clip_sample_values if self.scheduler.clip_sample else None
+        return sample(
+            x_t,
+            timesteps,
+            model=lambda x, t: self.guided_noise(network, x, t, condition),
+            step_rule=step_rule,
+            prediction_type=self.scheduler.prediction_type,
+            x0_transform=None if clip is None else lambda x0: x0.clamp(*clip),
+            generator=generator,
+            progress=self.progress,
+            desc="LegoPET",
+        )
 
 
 class LegoPETTrainingInferer(Inferer):
     """Training forward of the LegoPET denoiser / cDPM for MONAI's ``SupervisedTrainer``.
 
     Called as ``inferer(x_0, network, noise=ε, timesteps=t, condition=s[, down_residuals=b_d, mid_residual=b_m])``
-    with the kwargs of :class:`bundle.engines.LegoPETPrepareBatch`; returns ε_θ(x_t, t, C) with
-    x_t = ``scheduler.add_noise(x_0, ε, t)`` = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε.  The loss (MSE against the
-    target ε) is the trainer's.
+    with the kwargs of :class:`bundle.engines.LegoPETPrepareBatch`; returns ε_θ(x_t, t, C) (v or x_0 for a
+    scheduler with that ``prediction_type``) with x_t = ``scheduler.add_noise(x_0, ε, t)`` = sqrt(ᾱ_t) x_0 +
+    sqrt(1 − ᾱ_t) ε.  The loss (MSE against the prepare-batch target) is the trainer's.
 
     Args (keyword-only):
         scheduler: the MONAI scheduler defining ᾱ_t (the sampler's, T = 1000 in the paper).
@@ -346,3 +359,8 @@ class LegoPETTrainingInferer(Inferer):
         x_t = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         cond = LegoPETCondition(condition, None if down_residuals is None else tuple(down_residuals), mid_residual)
         return _call_network(network, x_t, timesteps, cond)
+
+
+def default_crop(image_shape: Sequence[int], pad_size: int) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of the unpadded image in the padded grid (:func:`padding_offsets`)."""
+    return tuple(padding_offsets(image_shape, pad_size))  # type: ignore[return-value]

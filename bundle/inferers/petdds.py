@@ -17,7 +17,10 @@ The sampler alternates, for each of N DDIM steps t → t_prev of a MONAI ``DDIMS
        x_{t_prev} = γ_prev x̂0' + sqrt(ν_prev² − σ²) ε̂ + σ z,   z ~ N(0, I),
        σ = η · sqrt((1 − ᾱ_prev) / (1 − ᾱ_t)) · sqrt(1 − ᾱ_t / ᾱ_prev)      (Song et al. 2021, eq. 16).
 
-The output is the last consistent x (activity units, ``(n_z, n_y, n_x)``).
+The output is the last consistent x (activity units, ``(n_z, n_y, n_x)``).  The loop is
+:func:`bundle.diffusion.sampler.sample`: x̂0 ≥ 0 is its ``x0_transform``, steps 1-2 after the network call its
+``consistency`` and step 3 a :class:`~bundle.diffusion.ddim.DDIMStep`; the network may also predict v or x̂0
+(``scheduler.prediction_type``), converted to (x̂0, ε̂) before step 1's clamp.
 
 Notation (code ↔ paper, Webber et al. "Generative-model-based fully 3D PET image reconstruction by conditional
 diffusion sampling"; the paper writes the forward process x_t = γ_t x_0 + ν_t z):
@@ -59,7 +62,7 @@ Conventions the paper leaves open (all are constructor options; METHODS.md "PET-
 - Tweedie x̂0 is clamped at 0 before DC (PET activities are non-negative), the scheduler's own ``clip_sample`` is
   not used.  DC needs ȳ_k > 0 wherever y_k > 0 (true with a positive randoms/scatter background); otherwise
   :meth:`PoissonDataModel.gradient` raises a ``ValueError`` (nothing is clipped).
-- Timesteps (:class:`PreviousTimestep`): t runs over the scheduler's ``timesteps`` after
+- Timesteps (:class:`~bundle.diffusion.ddim.PreviousTimestep`): t runs over the scheduler's ``timesteps`` after
   ``set_timesteps(num_inference_steps)``.  Default ``NEXT_IN_SCHEDULE``: t_prev is the next entry of that list
   (ᾱ_prev = ``final_alpha_cumprod`` after the last), so the image is re-noised to exactly the time the network sees
   next.  ``DDIM_STEP``: t_prev = t − T // N as MONAI's ``DDIMScheduler.step`` does; its ``timesteps`` are
@@ -85,8 +88,7 @@ consistent iterate (initially ``initial_osem`` or ones), so the sampler runs N �
 
 from __future__ import annotations
 
-import math
-import numbers
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,22 +97,23 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer
+from monai.networks.schedulers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
+from bundle.diffusion.ddim import DDIMStep, PredictionType, PreviousTimestep
+from bundle.diffusion.sampler import sample
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
 from bundle.transforms.scaling import slice_scale_from_volume
 
-from .._checks import check_choice
-from .._checks import check_int as _check_int
+from .._checks import check_choice, check_int, check_real
 from ..metrics.bias_variance import ZeroMeanPolicy, coefficient_of_variation
 
 __all__ = [
     "PETDDSInferer",
     "Preconditioner",
-    "PreviousTimestep",
+    "default_inferer",
     "reconstruct_many",
     "uncertainty_from_samples",
 ]
@@ -128,16 +131,6 @@ class Preconditioner(StrEnum):
     """D = x / A_kᵀ1 with the current subset's sensitivity (with ``gradient_scale=1``, δ = 1: OSEM)."""
     NONE = "none"
     """D = 1 (plain gradient ascent)."""
-
-
-def _check_real(value: object, name: str, *, positive: bool = False, maximum: float | None = None) -> float:
-    expected = ("> 0" if positive else ">= 0") + ("" if maximum is None else f" and <= {maximum}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number {expected}, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
-    return value
 
 
 def _check_image(tensor: object, name: str, shape: tuple[int, ...], *, positive: bool = False) -> torch.Tensor:
@@ -185,8 +178,9 @@ class PETDDSInferer(Inferer):
     """PET-DDS-δ sampler; see the module docstring for the equations, notation and conventions.
 
     Args:
-        scheduler: a MONAI ``DDIMScheduler`` with ``prediction_type="epsilon"`` (its ``alphas_cumprod`` define
-            γ_t, ν_t; ``set_timesteps(num_inference_steps)`` is called on every reconstruction).
+        scheduler: a MONAI ``DDIMScheduler`` (its ``alphas_cumprod`` define γ_t, ν_t;
+            ``set_timesteps(num_inference_steps)`` is called on every reconstruction); its ``prediction_type`` (ε by
+            default, v or x̂0) says what the network outputs (:func:`bundle.diffusion.ddim.split_prediction`).
         num_inference_steps: N diffusion steps (100).
         num_subsets: n_sub view subsets (21).
         steps_per_diffusion_step: p DC steps per diffusion step (5); 0 switches data consistency off.
@@ -196,7 +190,7 @@ class PETDDSInferer(Inferer):
         eta: DDIM η in [0, 1] (0.0).
         preconditioner: :class:`Preconditioner` (``EM``).
         gradient_scale: s_L > 0 multiplying ∇ℓ_k; ``None`` = ``num_subsets``.
-        previous_timestep: :class:`PreviousTimestep` (``NEXT_IN_SCHEDULE``).
+        previous_timestep: :class:`~bundle.diffusion.ddim.PreviousTimestep` (``NEXT_IN_SCHEDULE``).
         prior: object with ``gradient(x)`` for RDP_z; default ``RelativeDifferencePrior(neighbourhood=AXIAL)``
             (γ = 2, reflective ends).
         osem_iterations: OSEM passes for the slice scale when neither ``slice_scale`` nor ``initial_osem`` is given.
@@ -240,41 +234,40 @@ class PETDDSInferer(Inferer):
                 raise TypeError(
                     f"scheduler must be a MONAI DDIMScheduler (needs {attribute!r}), got {type(scheduler).__name__}"
                 )
-        if getattr(scheduler, "prediction_type", None) != "epsilon":
-            raise ValueError(
-                f"scheduler.prediction_type must be 'epsilon', got {getattr(scheduler, 'prediction_type', None)!r}"
-            )
+        self.prediction_type = check_choice(
+            getattr(scheduler, "prediction_type", None), PredictionType, "scheduler.prediction_type"
+        )
         self.scheduler = scheduler
-        self.num_inference_steps = _check_int(num_inference_steps, "num_inference_steps", minimum=1)
+        self.num_inference_steps = check_int(num_inference_steps, "num_inference_steps", minimum=1)
         if self.num_inference_steps > scheduler.num_train_timesteps:
             raise ValueError(
                 f"num_inference_steps must be <= scheduler.num_train_timesteps ({scheduler.num_train_timesteps}), "
                 f"got {num_inference_steps}"
             )
-        self.num_subsets = _check_int(num_subsets, "num_subsets", minimum=1)
-        self.steps_per_diffusion_step = _check_int(steps_per_diffusion_step, "steps_per_diffusion_step", minimum=0)
-        self.delta = _check_real(delta, "delta", positive=True)
-        self.lambda_rdp = _check_real(lambda_rdp, "lambda_rdp")
-        self.lambda_dds = _check_real(lambda_dds, "lambda_dds")
-        self.eta = _check_real(eta, "eta", maximum=1.0)
+        self.num_subsets = check_int(num_subsets, "num_subsets", minimum=1)
+        self.steps_per_diffusion_step = check_int(steps_per_diffusion_step, "steps_per_diffusion_step", minimum=0)
+        self.delta = check_real(delta, "delta", "> 0", lambda v: v > 0)
+        self.lambda_rdp = check_real(lambda_rdp, "lambda_rdp", ">= 0", lambda v: v >= 0)
+        self.lambda_dds = check_real(lambda_dds, "lambda_dds", ">= 0", lambda v: v >= 0)
+        self.eta = check_real(eta, "eta", ">= 0 and <= 1.0", lambda v: 0 <= v <= 1)
         self.preconditioner = check_choice(preconditioner, Preconditioner, "preconditioner")
         self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
         self.gradient_scale = (
             float(self.num_subsets)
             if gradient_scale is None
-            else _check_real(gradient_scale, "gradient_scale", positive=True)
+            else check_real(gradient_scale, "gradient_scale", "> 0", lambda v: v > 0)
         )
         self.prior = RelativeDifferencePrior(neighbourhood=Neighbourhood.AXIAL) if prior is None else prior
         if not callable(getattr(self.prior, "gradient", None)):
             raise TypeError(f"prior must have a gradient(x) method, got {type(self.prior).__name__}")
-        self.osem_iterations = _check_int(osem_iterations, "osem_iterations", minimum=1)
-        self.chunk_size = _check_int(chunk_size, "chunk_size", minimum=1)
+        self.osem_iterations = check_int(osem_iterations, "osem_iterations", minimum=1)
+        self.chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
         for name, flag in (("prior_enabled", prior_enabled), ("progress", progress)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.prior_enabled = prior_enabled
         self.progress = progress
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.seed = check_int(seed, "seed", minimum=0)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable(step, x0_hat) or None, got {type(callback).__name__}")
         self.callback = callback
@@ -412,8 +405,9 @@ class PETDDSInferer(Inferer):
 
         Args:
             inputs: measured counts y (see :meth:`prepare` for the two accepted forms), finite and >= 0.
-            network: ε-predictor ``network(x: (B, 1, n_y, n_x), t: (B,) long) -> (B, 1, n_y, n_x)`` (e.g. MONAI
-                ``DiffusionModelUNet``); may be ``None`` only with ``prior_enabled=False``.
+            network: ε-predictor (v or x̂0 per ``scheduler.prediction_type``) ``network(x: (B, 1, n_y, n_x),
+                t: (B,) long) -> (B, 1, n_y, n_x)`` (e.g. MONAI ``DiffusionModelUNet``); may be ``None`` only with
+                ``prior_enabled=False``.
             models: a :class:`PETForwardModel` or ``num_subsets`` subset :class:`PoissonDataModel`.
             slice_scale: c_z, ``(n_z,)``, finite and > 0; ``None`` = :func:`slice_scale_from_volume` of
                 ``initial_osem`` (computed with :meth:`osem_volume` when also ``None``).
@@ -451,42 +445,58 @@ class PETDDSInferer(Inferer):
                 self.timings["osem_s"] += self._clock(device) - start
                 slice_scale = slice_scale_from_volume(volume.to(dtype=dtype, device=device))
             scale = slice_scale.to(dtype=dtype, device=device).reshape(-1, 1, 1)
-            x_t = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
         else:
             scale = torch.ones((shape[0], 1, 1), dtype=dtype, device=device)
-            x_t = None
-            start = initial_osem if initial_osem is not None else torch.ones(shape, dtype=dtype, device=device)
-            x = torch.where(problem.in_fov, start, torch.zeros_like(start))
 
         self.scheduler.set_timesteps(self.num_inference_steps)
-        subset_counter = 0
         timesteps = [int(t) for t in self.scheduler.timesteps.tolist()]
-        for step, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="PET-DDS")):
-            alpha_t, alpha_prev = (
-                a.to(dtype=dtype, device=device)
-                for a in ddim_alphas(self.scheduler, timesteps, step, previous_timestep=self.previous_timestep)
-            )
-            if self.prior_enabled:
-                start = self._clock(device)
-                eps = self.predict_noise(network, x_t, int(t))  # type: ignore[arg-type]
-                self.timings["network_s"] += self._clock(device) - start
-                x0_norm = (x_t - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
-                x0_hat = torch.clamp(x0_norm, min=0.0) * scale
-                x0_hat = torch.where(problem.in_fov, x0_hat, torch.zeros_like(x0_hat))
-            else:
-                x0_hat = x
+        subsets = itertools.count()
+        consistent: list[torch.Tensor] = []  # the last consistent x (activity units)
+
+        def consistency(x0_norm: torch.Tensor, step: int) -> torch.Tensor:
+            """x̂0 ⊙ c_z (0 outside the FOV), p DC steps, back to normalised units."""
+            x0_hat = x0_norm * scale
+            x0_hat = torch.where(problem.in_fov, x0_hat, torch.zeros_like(x0_hat))
             x = x0_hat
             for _ in range(self.steps_per_diffusion_step):
-                x = self.data_consistency_step(x, x0_hat, problem, subset_counter % self.num_subsets)
-                subset_counter += 1
+                x = self.data_consistency_step(x, x0_hat, problem, next(subsets) % self.num_subsets)
+            consistent[:] = [x]
             if self.callback is not None:
                 self.callback(step, x.clone())
-            if self.prior_enabled:
-                x_t = ddim_update(x / scale, eps, alpha_t, alpha_prev, eta=self.eta, generator=generator)
+            return x / scale
+
+        if not self.prior_enabled:  # N · p DC steps, x̂0 = the current iterate
+            x = initial_osem if initial_osem is not None else torch.ones(shape, dtype=dtype, device=device)
+            x = torch.where(problem.in_fov, x, torch.zeros_like(x))
+            for step in tqdm(range(len(timesteps)), disable=not self.progress, desc="PET-DDS"):
+                x = consistency(x, step)
+        else:
+
+            def model(x_t: torch.Tensor, t: int) -> torch.Tensor:
+                start = self._clock(device)
+                eps = self.predict_noise(network, x_t, t)  # type: ignore[arg-type]
+                self.timings["network_s"] += self._clock(device) - start
+                return eps
+
+            x_t = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+            rule = DDIMStep(
+                scheduler=self.scheduler, timesteps=timesteps, eta=self.eta, previous_timestep=self.previous_timestep
+            )
+            sample(x_t, timesteps, model=model, step_rule=rule, prediction_type=self.prediction_type,
+                   x0_transform=lambda x0: torch.clamp(x0, min=0.0), consistency=consistency, generator=generator,
+                   progress=self.progress, desc="PET-DDS")
+        x = consistent[0]
         total = self._clock(device) - call_start
         parts = self.timings["network_s"] + self.timings["projector_s"] + self.timings["osem_s"]
         self.timings.update(other_s=total - parts, total_s=total)
         return x
+
+
+def default_inferer(*, num_subsets: int = 21, num_train_timesteps: int = 1000, **options: Any) -> PETDDSInferer:
+    """A :class:`PETDDSInferer` with a MONAI ``DDIMScheduler(num_train_timesteps)`` (linear β schedule, as the
+    training config's ``DDPMScheduler``) and the paper's defaults; ``options`` are further constructor arguments."""
+    scheduler = DDIMScheduler(num_train_timesteps=check_int(num_train_timesteps, "num_train_timesteps", minimum=1))
+    return PETDDSInferer(scheduler=scheduler, num_subsets=num_subsets, **options)
 
 
 def reconstruct_many(
@@ -510,7 +520,7 @@ def reconstruct_many(
         raise TypeError(f"inferer must be a PETDDSInferer, got {type(inferer).__name__}")
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise TypeError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
-    seeds = [_check_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds)]
+    seeds = [check_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds)]
     if inferer.prior_enabled and slice_scale is None and initial_osem is None:
         initial_osem = inferer.osem_volume(inputs, models)
     results = []

@@ -6,9 +6,11 @@ For one window x ``(B, 1, D, H, W)`` (network units) with CT c on the same grid:
     t*  = process.step_for_dose(d)                    d given, or estimated by a DoseEstimator
     z   = process.start(z, t*)
     for τ in process.set_timesteps(K, start_step=t*):  K = num_reverse_steps, τ descending
-        ẑ0 = f_θ(z, τ, E_CT(c))                        (UPETe.forward)
-        z  = process.step(ẑ0, τ, z, prev_timestep=next τ)   (not after the last τ)
+        ẑ0 = f_θ(z, τ, E_CT(c))                        (UPETe.forward, ẑ0-prediction)
+        z  = process.step(ẑ0, ε̂, τ, prev_timestep=next τ)   (not after the last τ)
     x̂   = D(ẑ0 / s)
+
+The loop is :func:`bundle.diffusion.sampler.sample` with a :class:`~bundle.diffusion.latent.LatentStep`.
 
 Whole volumes go through MONAI's ``SlidingWindowInferer`` (``roi_size``, ``overlap``, Gaussian blending); PET and
 CT travel as two channels of one tensor so every window gets its own CT.  A volume no larger than ``roi_size``
@@ -21,17 +23,27 @@ through the ``generator`` / ``seed``: same seed -> same output.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
-from bundle.diffusion.latent import DoseEstimator, LatentDiffusionProcess
-from bundle.networks.upete import UPETe
+from bundle.diffusion.ddim import PredictionType
+from bundle.diffusion.latent import (
+    DoseEstimator,
+    GaussianLatentDiffusion,
+    LatentDiffusionProcess,
+    LatentStep,
+    PoissonLatentDiffusion,
+)
+from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
+from bundle.diffusion.sampler import sample
+from bundle.networks.upete import LDMVariant, UPETe
 
-from .._checks import check_int as _check_int
+from .._checks import check_choice, check_int, check_real
 
-__all__ = ["LatentEnhancementInferer"]
+__all__ = ["LatentEnhancementInferer", "PoissonDomain", "make_process"]
 
 
 class LatentEnhancementInferer(Inferer):
@@ -66,26 +78,20 @@ class LatentEnhancementInferer(Inferer):
         if not isinstance(process, LatentDiffusionProcess):
             raise TypeError(f"process must be a LatentDiffusionProcess, got {type(process).__name__}")
         self.process = process
-        self.num_reverse_steps = _check_int(num_reverse_steps, "num_reverse_steps", minimum=1)
-        self.roi_size = None if roi_size is None else tuple(_check_int(r, "roi_size", minimum=1) for r in roi_size)
-        if not (isinstance(overlap, int | float) and 0 <= overlap < 1):
-            raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-        self.overlap = float(overlap)
-        self.sw_batch_size = _check_int(sw_batch_size, "sw_batch_size", minimum=1)
+        self.num_reverse_steps = check_int(num_reverse_steps, "num_reverse_steps", minimum=1)
+        self.roi_size = None if roi_size is None else tuple(check_int(r, "roi_size", minimum=1) for r in roi_size)
+        self.overlap = check_real(overlap, "overlap", "in [0, 1)", lambda v: 0 <= v < 1)
+        self.sw_batch_size = check_int(sw_batch_size, "sw_batch_size", minimum=1)
         self.mode = mode
-        if dose is not None and not (isinstance(dose, int | float) and 0 < dose <= 1):
-            raise ValueError(f"dose must be in (0, 1] or None, got {dose!r}")
-        self.dose = dose
+        self.dose = None if dose is None else check_real(dose, "dose", "in (0, 1]", lambda v: 0 < v <= 1)
         self.dose_estimator = dose_estimator
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.seed = check_int(seed, "seed", minimum=0)
 
     def resolve_dose(self, inputs: torch.Tensor, dose: float | None) -> float:
         """The given dose, else ``self.dose``, else the estimator's d̂ (``ValueError`` if none is available)."""
         d = self.dose if dose is None else dose
         if d is not None:
-            if not (isinstance(d, int | float) and 0 < d <= 1):
-                raise ValueError(f"dose must be in (0, 1], got {d!r}")
-            return float(d)
+            return check_real(d, "dose", "in (0, 1]", lambda v: 0 < v <= 1)
         if self.dose_estimator is None:
             raise ValueError("dose is required (the input's dose fraction in (0, 1]) unless a dose_estimator is given")
         return self.dose_estimator(inputs)
@@ -96,19 +102,16 @@ class LatentEnhancementInferer(Inferer):
     ) -> torch.Tensor:
         """One window (module docstring): ``(B, 1, D, H, W)`` -> ``(B, 1, D, H, W)``."""
         process = self.process
-        z = network.encode(x)
         start = process.step_for_dose(dose)
-        z = process.start(z, start)
+        z = process.start(network.encode(x), start)
         steps = process.set_timesteps(self.num_reverse_steps, start_step=start)
-        z0_hat = z
-        for i, tau in enumerate(steps):
-            t = torch.full((x.shape[0],), tau, dtype=torch.long, device=x.device)
-            z0_hat = network(z, t, ct)
-            if i + 1 < len(steps):
-                z = process.step(
-                    z0_hat, tau, z, prev_timestep=steps[i + 1], encode=network.encode, decode=network.decode,
-                    generator=generator,
-                )
+
+        def model(z_t: torch.Tensor, tau: int) -> torch.Tensor:
+            return network(z_t, torch.full((x.shape[0],), tau, dtype=torch.long, device=x.device), ct)
+
+        rule = LatentStep(process=process, timesteps=steps, encode=network.encode, decode=network.decode)
+        _, z0_hat = sample(z, steps, model=model, step_rule=rule, prediction_type=PredictionType.SAMPLE,
+                           generator=generator)
         return network.decode(z0_hat)
 
     def __call__(  # type: ignore[override]
@@ -153,3 +156,43 @@ class LatentEnhancementInferer(Inferer):
             roi_size=self.roi_size, sw_batch_size=self.sw_batch_size, overlap=self.overlap, mode=self.mode,
         )
         return sliding(stacked, window)
+
+
+class PoissonDomain(StrEnum):
+    """Where the Poisson variants' training degradation x_0 -> x_t happens."""
+
+    SINOGRAM = "sinogram"
+    """The paper's way (default): the subject's measured counts thinned to d_t and reconstructed by OSEM
+    (:class:`~bundle.transforms.upete.RandDoseReductiond`, before the patch crop); x_t is an exact scan at d_t of
+    the standard dose, so an LPET of dose d starts at the step of dose d."""
+    IMAGE = "image"
+    """Voxel-wise Poisson(κ_0 d_t x_0)/(κ_0 d_t) on the SPET patches (white noise added to the SPET's own noise);
+    an LPET of dose d starts at the step of dose d_eff(d) (:class:`PoissonLatentDiffusion`)."""
+
+
+def make_process(
+    variant: LDMVariant | str,
+    *,
+    calibration: Any,
+    num_train_timesteps: int = 400,
+    min_dose: float = 0.005,
+    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
+) -> LatentDiffusionProcess:
+    """Gaussian (LDM, LDM-CT) or Poisson (LDM-P, LDM-P-CT) process; ``calibration`` has ``count_scale``,
+    ``latent_noise_variance`` and ``reference_dose`` (:class:`bundle.workflows.upete.Calibration`).
+
+    The Poisson process's own degradation is image-space at the calibrated κ_0 in both domains: it draws x_t in
+    training with ``poisson_domain="image"`` and re-degrades D(ẑ0) between reverse steps in either domain.
+    ``poisson_domain`` also sets the start step of an LPET: dose d_eff(d) for ``"image"`` (noise added to the
+    noisy SPET), d itself for ``"sinogram"`` (x_t is an exact dose-d_t scan nested in the SPET's counts).
+    """
+    v = LDMVariant.parse(variant)
+    domain = check_choice(poisson_domain, PoissonDomain, "poisson_domain")
+    if v.uses_poisson:
+        schedule = PoissonDoseSchedule(num_steps=num_train_timesteps, min_dose=min_dose)
+        degradation = PoissonDegradation(schedule=schedule, count_scale=calibration.count_scale, image_space=True)
+        reference = calibration.reference_dose if domain is PoissonDomain.IMAGE else None
+        return PoissonLatentDiffusion(degradation=degradation, reference_dose=reference)
+    return GaussianLatentDiffusion(num_train_timesteps=num_train_timesteps,
+                                   latent_noise_variance=calibration.latent_noise_variance,
+                                   reference_dose=calibration.reference_dose)

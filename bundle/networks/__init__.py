@@ -3,7 +3,7 @@ convolution blocks (DeepPET).  Importing runs nothing."""
 
 from __future__ import annotations
 
-from .ct_attention import CTGuidedCrossAttention, CTGuidedLatentDenoiser, PredictionType
+from .ct_attention import CTGuidedCrossAttention, CTGuidedLatentDenoiser
 from .deeppet import DeepPET
 from .legopet import (
     FeatureInjection,
@@ -23,6 +23,5 @@ __all__ = [
     "LegoPETCondition",
     "LegoPETDenoiser",
     "PnPNet",
-    "PredictionType",
     "null_condition",
 ]

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +77,9 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from torch import nn
 
+from bundle.diffusion.ddim import PredictionType
+
+from .._checks import check_choice
 from .._checks import check_int as _check_int
 
 __all__ = [
@@ -85,22 +87,12 @@ __all__ = [
     "DEFAULT_WINDOW",
     "CTGuidedCrossAttention",
     "CTGuidedLatentDenoiser",
-    "PredictionType",
 ]
 
 DEFAULT_WINDOW = 7
 """Default clipping radius w of the relative position bias (table (2w+1)³ per head)."""
 DEFAULT_MAX_TOKENS = 4096
 """Default largest number of tokens D·H·W one attention module accepts (16³)."""
-
-
-class PredictionType(StrEnum):
-    """What the latent denoiser predicts (values as MONAI schedulers' ``prediction_type``)."""
-
-    SAMPLE = "sample"
-    """ẑ0, the clean latent (default; METHODS.md: cold-diffusion style re-degradation needs ẑ0)."""
-    EPSILON = "epsilon"
-    """ε̂, the added noise (Gaussian DDPM variant)."""
 
 
 def _check_volume(x: object, name: str, channels: int | None = None) -> torch.Tensor:
@@ -294,12 +286,7 @@ class CTGuidedLatentDenoiser(nn.Module):
         if not isinstance(use_ct, bool):
             raise TypeError(f"use_ct must be a bool, got {use_ct!r}")
         self.use_ct = use_ct
-        try:
-            self.prediction = PredictionType(prediction)
-        except ValueError:
-            raise ValueError(
-                f"prediction must be one of {[p.value for p in PredictionType]}, got {prediction!r}"
-            ) from None
+        self.prediction = check_choice(prediction, PredictionType, "prediction")
         self.unet = DiffusionModelUNet(
             spatial_dims=3,
             in_channels=self.latent_channels,

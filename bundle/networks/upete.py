@@ -19,8 +19,9 @@ paper does not say how E_CT is trained; METHODS.md).  Importing runs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 import torch
 from monai.networks.nets import AutoencoderKL
@@ -34,7 +35,9 @@ __all__ = [
     "CTEncoder",
     "LDMVariant",
     "UPETe",
+    "build_upete",
     "compression_factor",
+    "ct_encoder_for",
     "latent_shape",
     "pet_autoencoder",
 ]
@@ -271,3 +274,26 @@ def _autoencoder_factor(autoencoder: AutoencoderKL) -> int:
     from monai.networks.nets.autoencoderkl import AEKLDownsample
 
     return 2 ** sum(isinstance(b, AEKLDownsample) for b in autoencoder.encoder.blocks)
+
+
+def ct_encoder_for(variant: LDMVariant | str, **layout: Any) -> CTEncoder | None:
+    """A :class:`CTEncoder` for the CT variants, ``None`` otherwise."""
+    return CTEncoder(**layout) if LDMVariant.parse(variant).uses_ct else None
+
+
+def build_upete(
+    variant: LDMVariant | str,
+    *,
+    autoencoder: torch.nn.Module,
+    latent_scale: float,
+    latent_channels: int = 3,
+    denoiser_layout: Mapping[str, Any],
+    ct_encoder_layout: Mapping[str, Any],
+) -> UPETe:
+    """The :class:`UPETe` of ``variant`` (denoiser with or without CT attention + E_CT) around ``autoencoder``."""
+    v = LDMVariant.parse(variant)
+    denoiser = CTGuidedLatentDenoiser(latent_channels=latent_channels, use_ct=v.uses_ct, **dict(denoiser_layout))
+    ct_encoder = ct_encoder_for(v, latent_channels=latent_channels, **dict(ct_encoder_layout))
+    for p in autoencoder.parameters():
+        p.requires_grad_(False)
+    return UPETe(autoencoder=autoencoder, denoiser=denoiser, ct_encoder=ct_encoder, latent_scale=latent_scale)

@@ -35,8 +35,6 @@ sinogram, reference, each method, squared-error maps).  Importing this module ru
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +49,6 @@ from bundle.inferers.legopet import LegoPETInferer
 from bundle.metrics import image_metrics
 from bundle.transforms.legopet import (
     crop_box,
-    padding_offsets,
 )
 
 from .._checks import check_int
@@ -64,7 +61,6 @@ __all__ = [
     "DiffusionPredictor",
     "RegressionPredictor",
     "checkpoint_weights",
-    "default_crop",
     "evaluate_legopet",
     "gan_predictors",
     "guidance_sweep",
@@ -466,17 +462,6 @@ def sampling_cost(
     return rows
 
 
-def _with_guidance(inferer: LegoPETInferer, guidance_scale: object, name: str) -> LegoPETInferer:
-    """A shallow copy of ``inferer`` with λ2 = ``guidance_scale`` (same scheduler, steps, PnPNet, crop, η)."""
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {guidance_scale!r}")
-    if not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"{name} (λ2) must be finite and >= 0, got {guidance_scale}")
-    copied = copy.copy(inferer)
-    copied.guidance_scale = float(guidance_scale)
-    return copied
-
-
 def guidance_sweep(
     dataset_dir: str | Path,
     *,
@@ -518,7 +503,7 @@ def guidance_sweep(
         if not isinstance(run, Sequence) or len(run) != 2 or not isinstance(run[1], LegoPETInferer):
             raise ValueError(f"runs[{name!r}] must be (network, LegoPETInferer), got {run!r}")
     inferers = {
-        name: [_with_guidance(inferer, g, f"guidance_scales[{i}]") for i, g in enumerate(guidance_scales)]
+        name: [inferer.with_guidance(g, name=f"guidance_scales[{i}] (λ2)") for i, g in enumerate(guidance_scales)]
         for name, (_, inferer) in runs.items()
     }
     device = torch.device("cpu" if device is None else device)
@@ -551,8 +536,3 @@ def guidance_sweep(
     (out / "guidance_sweep.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     metric_curves(rows, out / "guidance_sweep.png", x_key="guidance_scale", x_label="guidance weight λ2")
     return rows
-
-
-def default_crop(image_shape: Sequence[int], pad_size: int) -> tuple[int, int, int, int]:
-    """``(top, left, h, w)`` of the unpadded image in the padded grid (:func:`padding_offsets`)."""
-    return tuple(padding_offsets(image_shape, pad_size))  # type: ignore[return-value]

@@ -29,9 +29,9 @@ import torch
 
 from bundle._checks import check_int
 from bundle.data.legopet import load_samples
-from bundle.diffusion.ddim import ddim_alphas, ddim_update
+from bundle.diffusion.ddim import DDIMStep
 from bundle.evaluation import denoising_loss_figure, write_csv, write_json
-from bundle.inferers.legopet import LegoPETInferer, _slice_condition
+from bundle.inferers.legopet import LegoPETInferer, slice_condition
 from bundle.transforms.legopet import padding_offsets
 from bundle.workflows.legopet import list_checkpoints, load_weights
 
@@ -115,8 +115,7 @@ def denoising_loss(
         grid = [check_int(t, "timesteps entries", minimum=0) for t in timesteps]
         if max(grid) >= total:
             raise ValueError(f"timesteps must be < num_train_timesteps ({total}), got {max(grid)}")
-        conditional = copy.copy(inferer)
-        conditional.guidance_scale = 0.0  # ε_θ(x_t, t, C): the conditional branch only
+        conditional = inferer.with_guidance(0.0)  # ε_θ(x_t, t, C): the conditional branch only
         checkpoints = list_checkpoints(ckpt_dir)
         if not checkpoints:
             raise ValueError(f"runs[{name!r}]: no checkpoint_epoch=N.pt in {ckpt_dir} (set ckpt_interval/ckpt_keep)")
@@ -133,7 +132,7 @@ def denoising_loss(
                             stop = start + batch_size
                             eps = noise[ti, k, start:stop].to(device)
                             x_t = abar.sqrt() * x0[start:stop].to(device) + (1 - abar).sqrt() * eps
-                            part = _slice_condition(condition, start, stop)
+                            part = slice_condition(condition, start, stop)
                             with torch.no_grad():
                                 eps_hat = conditional.guided_noise(net, x_t, t, part)
                             sq_err += float(((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).sum())
@@ -210,8 +209,7 @@ def restart_from_reference(
     for name, (network, inferer) in runs.items():
         if not isinstance(inferer, LegoPETInferer):
             raise TypeError(f"runs[{name!r}] must hold a LegoPETInferer, got {type(inferer).__name__}")
-        sampler = copy.copy(inferer)
-        sampler.guidance_scale = float(guidance_scale)
+        sampler = inferer.with_guidance(guidance_scale, name="guidance_scale")
         scheduler = sampler.scheduler
         total = int(scheduler.num_train_timesteps)
         condition = sampler.condition(sinogram)
@@ -224,14 +222,8 @@ def restart_from_reference(
             abar = scheduler.alphas_cumprod[t0].to(device)
             x = abar.sqrt() * x0 + (1 - abar).sqrt() * noise.to(device)
             with torch.no_grad():
-                for index, t in enumerate(times):
-                    eps = sampler.guided_noise(network, x, t, condition)
-                    alpha_t, alpha_prev = ddim_alphas(scheduler, times, index)
-                    alpha_t = alpha_t.to(device)
-                    x_hat = (x - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()
-                    if scheduler.clip_sample:
-                        x_hat = x_hat.clamp(*scheduler.clip_sample_values)
-                    x = ddim_update(x_hat, eps, alpha_t, alpha_prev)
+                x, _ = sampler.sample(x, network, condition, times,
+                                      step_rule=DDIMStep(scheduler=scheduler, timesteps=times))
             ratios = [float(x[i][head[i]].mean() / x0[i][head[i]].mean()) for i in range(x0.shape[0])]
             rmse = ((x - x0) ** 2).mean(dim=(1, 2, 3)).sqrt()
             rows.append({"method": name, "t0": t0, "steps": len(times),

@@ -49,7 +49,7 @@ import torch
 from bundle.data.io import save_image
 from bundle.data.petdds import PETDDSCase, PETDDSDataset
 from bundle.evaluation import bias_variance_figure, mean_std, metrics_table, volume_panel, write_csv, write_json
-from bundle.inferers.petdds import PETDDSInferer, reconstruct_many, uncertainty_from_samples
+from bundle.inferers.petdds import PETDDSInferer, default_inferer, reconstruct_many, uncertainty_from_samples
 from bundle.metrics import MetricConvention, bias_variance, image_metrics, ssim_kernel_size, units
 from bundle.physics import (
     ImageGeometry,
@@ -69,7 +69,6 @@ __all__ = [
     "METHODS",
     "METRICS",
     "bias_variance_study",
-    "default_inferer",
     "evaluate_petdds",
     "every_n_events",
     "latest_checkpoint",
@@ -145,15 +144,6 @@ def _absolute_beta(models: Sequence[PoissonDataModel], mask: torch.Tensor, relat
 def _rdp(geometry: ImageGeometry) -> RelativeDifferencePrior:
     """3D RDP, 26 neighbours with inverse-distance weights, γ = 2 (the MAP-EM baseline)."""
     return RelativeDifferencePrior(neighbourhood=Neighbourhood.FULL, voxel_size_mm=geometry.voxel_size_mm)
-
-
-def default_inferer(*, num_subsets: int = 21, num_train_timesteps: int = 1000, **options: Any) -> PETDDSInferer:
-    """A :class:`PETDDSInferer` with a MONAI ``DDIMScheduler(num_train_timesteps)`` (linear β schedule, as the
-    training config's ``DDPMScheduler``) and the paper's defaults; ``options`` are further constructor arguments."""
-    from monai.networks.schedulers import DDIMScheduler
-
-    scheduler = DDIMScheduler(num_train_timesteps=_check_int(num_train_timesteps, "num_train_timesteps", minimum=1))
-    return PETDDSInferer(scheduler=scheduler, num_subsets=num_subsets, **options)
 
 
 class _TimedNetwork:

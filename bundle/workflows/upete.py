@@ -19,7 +19,6 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,32 +30,24 @@ from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
 from bundle.data.upete import Case, load_split
 from bundle.diffusion.latent import (
     DoseEstimator,
-    GaussianLatentDiffusion,
-    LatentDiffusionProcess,
-    PoissonLatentDiffusion,
     calibrate_count_scale,
     latent_noise_variance,
 )
-from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
+from bundle.inferers.upete import LatentEnhancementInferer, PoissonDomain, make_process
 from bundle.metrics import MetricConvention, image_metrics
-from bundle.networks.ct_attention import CTGuidedLatentDenoiser
-from bundle.networks.upete import CTEncoder, LDMVariant, UPETe
+from bundle.networks.upete import LDMVariant, UPETe, build_upete
 
 __all__ = [
     "ABLATIONS",
     "BASELINES",
     "Calibration",
-    "PoissonDomain",
-    "build_upete",
     "calibrate",
-    "ct_encoder_for",
     "enhance_file",
     "evaluate_upete",
     "load_calibration",
     "load_trained_variants",
     "load_weights",
-    "make_process",
     "optional_perceptual_loss",
 ]
 
@@ -137,73 +128,6 @@ def calibrate(
     return cal
 
 
-class PoissonDomain(StrEnum):
-    """Where the Poisson variants' training degradation x_0 -> x_t happens."""
-
-    SINOGRAM = "sinogram"
-    """The paper's way (default): the subject's measured counts thinned to d_t and reconstructed by OSEM
-    (:class:`~bundle.transforms.upete.RandDoseReductiond`, before the patch crop); x_t is an exact scan at d_t of
-    the standard dose, so an LPET of dose d starts at the step of dose d."""
-    IMAGE = "image"
-    """Voxel-wise Poisson(κ_0 d_t x_0)/(κ_0 d_t) on the SPET patches (white noise added to the SPET's own noise);
-    an LPET of dose d starts at the step of dose d_eff(d) (:class:`PoissonLatentDiffusion`)."""
-
-
-def make_process(
-    variant: LDMVariant | str,
-    *,
-    calibration: Calibration,
-    num_train_timesteps: int = 400,
-    min_dose: float = 0.005,
-    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
-) -> LatentDiffusionProcess:
-    """Gaussian (LDM, LDM-CT) or Poisson (LDM-P, LDM-P-CT) process.
-
-    The Poisson process's own degradation is image-space at the calibrated κ_0 in both domains: it draws x_t in
-    training with ``poisson_domain="image"`` and re-degrades D(ẑ0) between reverse steps in either domain.
-    ``poisson_domain`` also sets the start step of an LPET: dose d_eff(d) for ``"image"`` (noise added to the
-    noisy SPET), d itself for ``"sinogram"`` (x_t is an exact dose-d_t scan nested in the SPET's counts).
-    """
-    v = LDMVariant.parse(variant)
-    try:
-        domain = PoissonDomain(poisson_domain)
-    except ValueError:
-        raise ValueError(
-            f"poisson_domain must be one of {[d.value for d in PoissonDomain]}, got {poisson_domain!r}"
-        ) from None
-    if v.uses_poisson:
-        schedule = PoissonDoseSchedule(num_steps=num_train_timesteps, min_dose=min_dose)
-        degradation = PoissonDegradation(schedule=schedule, count_scale=calibration.count_scale, image_space=True)
-        reference = calibration.reference_dose if domain is PoissonDomain.IMAGE else None
-        return PoissonLatentDiffusion(degradation=degradation, reference_dose=reference)
-    return GaussianLatentDiffusion(num_train_timesteps=num_train_timesteps,
-                                   latent_noise_variance=calibration.latent_noise_variance,
-                                   reference_dose=calibration.reference_dose)
-
-
-def ct_encoder_for(variant: LDMVariant | str, **layout: Any) -> CTEncoder | None:
-    """A :class:`CTEncoder` for the CT variants, ``None`` otherwise."""
-    return CTEncoder(**layout) if LDMVariant.parse(variant).uses_ct else None
-
-
-def build_upete(
-    variant: LDMVariant | str,
-    *,
-    autoencoder: torch.nn.Module,
-    latent_scale: float,
-    latent_channels: int = 3,
-    denoiser_layout: Mapping[str, Any],
-    ct_encoder_layout: Mapping[str, Any],
-) -> UPETe:
-    """The :class:`UPETe` of ``variant`` (denoiser with or without CT attention + E_CT) around ``autoencoder``."""
-    v = LDMVariant.parse(variant)
-    denoiser = CTGuidedLatentDenoiser(latent_channels=latent_channels, use_ct=v.uses_ct, **dict(denoiser_layout))
-    ct_encoder = ct_encoder_for(v, latent_channels=latent_channels, **dict(ct_encoder_layout))
-    for p in autoencoder.parameters():
-        p.requires_grad_(False)
-    return UPETe(autoencoder=autoencoder, denoiser=denoiser, ct_encoder=ct_encoder, latent_scale=latent_scale)
-
-
 def load_trained_variants(
     upete_dir: str | Path,
     *,
@@ -223,8 +147,6 @@ def load_trained_variants(
     without a checkpoint are skipped (``ValueError`` with ``require_all``).  ``poisson_domain`` must be the one the
     Poisson variants were trained with (:func:`make_process`)."""
     import copy
-
-    from bundle.inferers.upete import LatentEnhancementInferer
 
     models = {}
     for name in variants:

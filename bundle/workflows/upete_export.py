@@ -194,7 +194,8 @@ def combine_upete(
         bundle.engines.checkpoints.CheckpointError: a part that does not fit the configured architecture.
     """
     from bundle.engines.checkpoints import CheckpointError, load_checkpoint, load_state_dicts, save_checkpoint
-    from bundle.workflows.upete import build_upete, load_calibration
+    from bundle.networks.upete import build_upete
+    from bundle.workflows.upete import load_calibration
 
     v = LDMVariant.parse(variant)
     if not isinstance(output_file, str | Path) or str(output_file) == "":

@@ -1,4 +1,4 @@
-"""bundle.diffusion.ddim: the consistent timestep chain and the DDIM update against MONAI's DDPM posterior."""
+"""bundle.diffusion.ddim: the consistent timestep chain, the DDIM update and the DDPM step against MONAI's DDPM."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from bundle.diffusion.ddim import PreviousTimestep, ddim_alphas, ddim_update
+from bundle.diffusion.ddim import DDPMStep, PredictionType, PreviousTimestep, ddim_alphas, ddim_update, split_prediction
 
 
 def test_previous_timestep_follows_the_schedule_or_monai_stride():
@@ -37,3 +37,23 @@ def test_eta_zero_is_deterministic_and_eta_needs_a_generator():
     torch.testing.assert_close(ddim_update(x0, eps, a_t, a_prev), 0.8 * x0 + 0.6 * eps)
     with pytest.raises(ValueError, match="needs a generator when eta > 0"):
         ddim_update(x0, eps, a_t, a_prev, eta=0.5)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("clip", [False, True])
+def test_ddpm_step_with_split_prediction_is_monais_ddpm_step(prediction, clip):
+    """MONAI's DDPMScheduler.step (its own x̂_0 formula per prediction type, clip, posterior mean, variance) is the
+    reference: split_prediction + clip + DDPMStep give the same x_{t−1} from the same generator state."""
+    scheduler = DDPMScheduler(num_train_timesteps=50, prediction_type=prediction, clip_sample=clip)
+    scheduler.set_timesteps(50)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    rule = DDPMStep(scheduler=scheduler, timesteps=timesteps)
+    gen = torch.Generator().manual_seed(0)
+    x, out = torch.randn(2, 1, 4, 4, generator=gen) * 2, torch.randn(2, 1, 4, 4, generator=gen) * 2
+    for index in (0, 25, len(timesteps) - 1):
+        x0, eps = split_prediction(out, x, rule.alpha(index), PredictionType(prediction))
+        if clip:
+            x0 = x0.clamp(*scheduler.clip_sample_values)
+        ours = rule.step(x0=x0, eps=eps, sample=x, index=index, generator=torch.Generator().manual_seed(index))
+        reference, _ = scheduler.step(out, timesteps[index], x, generator=torch.Generator().manual_seed(index))
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)

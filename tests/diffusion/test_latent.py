@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from bundle.diffusion.ddim import PredictionType, split_prediction
 from bundle.diffusion.latent import (
     DoseEstimator,
     GaussianLatentDiffusion,
@@ -59,7 +60,8 @@ def test_gaussian_ddim_step_is_exact_for_a_perfect_prediction():
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(2))
     a_t, a_p = float(process.alphas_cumprod[200]), float(process.alphas_cumprod[100])
     z_t = math.sqrt(a_t) * z0 + math.sqrt(1 - a_t) * eps
-    z_p = process.step(z0, 200, z_t, prev_timestep=100, encode=None, decode=None, generator=None)
+    z0_hat, eps_hat = split_prediction(z0, z_t, process.alpha(200), PredictionType.SAMPLE)
+    z_p = process.step(z0_hat, eps_hat, 200, prev_timestep=100, encode=None, decode=None, generator=None)
     torch.testing.assert_close(z_p, math.sqrt(a_p) * z0 + math.sqrt(1 - a_p) * eps)
 
 

@@ -52,7 +52,7 @@ def test_schedule_argument_errors():
     with pytest.raises(TypeError, match=r"num_steps must be an int >= 2, got 4.0"):
         PoissonDoseSchedule(num_steps=4.0)
     for bad in (0.0, 1.0, -0.1, float("nan")):
-        with pytest.raises(ValueError, match=r"min_dose must be in \(0, 1\)"):
+        with pytest.raises(ValueError, match=r"min_dose must be a finite number in \(0, 1\)"):
             PoissonDoseSchedule(min_dose=bad)
     with pytest.raises(ValueError, match=r"kind must be one of \['geometric', 'linear'\], got 'cosine'"):
         PoissonDoseSchedule(kind="cosine")
@@ -68,9 +68,9 @@ def test_schedule_argument_errors():
     with pytest.raises(TypeError, match=r"got dtype torch.float32"):
         schedule.dose_at(torch.tensor([1.0]))
     for bad in (0.0, 1.5, -1.0):
-        with pytest.raises(ValueError, match=r"dose must be in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"dose must be a finite number in \(0, 1\]"):
             schedule.step_for_dose(bad)
-    with pytest.raises(TypeError, match=r"dose must be a number in \(0, 1\]"):
+    with pytest.raises(TypeError, match=r"dose must be a finite number in \(0, 1\]"):
         schedule.step_for_dose("0.1")
 
 
@@ -198,7 +198,7 @@ def test_degradation_argument_errors():
     projector = SinogramProjector(layout=p.layout, image=p.image)
     with pytest.raises(TypeError, match=r"schedule must be a PoissonDoseSchedule, got int"):
         PoissonDegradation(schedule=10, count_scale=1.0, image_space=True)
-    with pytest.raises(ValueError, match=r"count_scale must be > 0, got 0.0"):
+    with pytest.raises(ValueError, match=r"count_scale must be a finite number > 0, got 0.0"):
         PoissonDegradation(schedule=schedule, count_scale=0.0, image_space=True)
     with pytest.raises(ValueError, match=r"forward_model is required unless image_space=True, got None"):
         PoissonDegradation(schedule=schedule, count_scale=1.0)

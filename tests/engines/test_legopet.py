@@ -129,3 +129,18 @@ def test_argument_errors(pnpnet):
         prepare({**batch, "sinogram": batch["sinogram"][..., :16]})
     with pytest.raises(TypeError, match="batchdata must be a mapping"):
         prepare([batch["reference"], batch["sinogram"]])
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_target_follows_the_scheduler_prediction_type(prediction):
+    """ε, x_0 or v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0 (Salimans & Ho 2022), ᾱ_t = cumulative product of 1 − β."""
+    scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction)
+    prepare = LegoPETPrepareBatch(pnpnet=None, drop_probability=0.0, generator=torch.Generator().manual_seed(0),
+                                  scheduler=scheduler)
+    x0, target, _, kwargs = prepare(_batch())
+    abar = torch.cumprod(1 - scheduler.betas.double(), 0)[kwargs["timesteps"]].reshape(-1, 1, 1, 1)
+    expected = {"epsilon": kwargs["noise"], "sample": x0,
+                "v_prediction": (abar.sqrt() * kwargs["noise"] - (1 - abar).sqrt() * x0).float()}[prediction]
+    torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(LegoPETPrepareBatch(pnpnet=None, drop_probability=0.0)(_batch())[1],
+                       LegoPETPrepareBatch(pnpnet=None, drop_probability=0.0, scheduler=DDPMScheduler())(_batch())[1])

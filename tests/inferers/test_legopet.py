@@ -10,6 +10,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from bundle.inferers import LegoPETInferer
+from bundle.inferers.legopet import default_crop
 from bundle.networks import LegoPETCondition, LegoPETDenoiser, PnPNet
 
 LAYOUT = {
@@ -121,7 +122,7 @@ def test_ddpm_full_chain_is_seeded(nets):
 
 def test_argument_errors(nets):
     denoiser, _ = nets
-    with pytest.raises(ValueError, match=r"guidance_scale \(λ2\) must be finite and >= 0, got -0.5"):
+    with pytest.raises(ValueError, match=r"guidance_scale \(λ2\) must be a finite number >= 0, got -0.5"):
         LegoPETInferer(scheduler=_ddim(), guidance_scale=-0.5)
     with pytest.raises(TypeError, match=r"crop must be None or \(top, left, height, width\) ints"):
         LegoPETInferer(scheduler=_ddim(), crop=(0, 0, 10))
@@ -131,8 +132,6 @@ def test_argument_errors(nets):
         LegoPETInferer(scheduler=DDPMScheduler(num_train_timesteps=10), num_inference_steps=5)
     with pytest.raises(ValueError, match="eta applies to a DDIMScheduler only"):
         LegoPETInferer(scheduler=DDPMScheduler(num_train_timesteps=10), eta=0.5)
-    with pytest.raises(ValueError, match=r"scheduler\.prediction_type must be 'epsilon', got 'sample'"):
-        LegoPETInferer(scheduler=DDIMScheduler(prediction_type="sample"))
     with pytest.raises(TypeError, match="scheduler must be a MONAI DDPMScheduler or DDIMScheduler, got str"):
         LegoPETInferer(scheduler="ddpm")
     with pytest.raises(TypeError, match="pnpnet must be a PnPNet or None, got LegoPETDenoiser"):
@@ -232,3 +231,40 @@ def test_ddim_step_mode_reproduces_monai_scheduler_step_loop(nets, eta):
     torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-6)
     default = LegoPETInferer(scheduler=_ddim(), num_inference_steps=7, guidance_scale=1.0, pnpnet=pnpnet, eta=eta)
     assert not torch.allclose(default(s, denoiser, generator=torch.Generator().manual_seed(5)), ours, atol=1e-4)
+
+
+class GaussianPosteriorOutput(GaussianPosteriorNetwork):
+    """E[x_0 | x_t, s] (``sample``) or E[v | x_t, s] (``v_prediction``) of the same Gaussian, in closed form:
+    E[x_0 | x_t, s] = s + a σ² (x_t − a s) / (a² σ² + b²) and v = a ε − b x_0, so E[v | x_t, s] = a E[ε] − b E[x_0]."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, sigma: float, kind: str) -> None:
+        super().__init__(alphas_cumprod, sigma)
+        self.kind = kind
+
+    def __call__(self, x, t, s, *, down_residuals=None, mid_residual=None):
+        abar = self.alphas_cumprod[t.long()].reshape(-1, 1, 1, 1).to(x.dtype)
+        a, b = abar.sqrt(), (1 - abar).sqrt()
+        x0 = s + a * self.sigma**2 * (x - a * s) / (a**2 * self.sigma**2 + b**2)
+        return x0 if self.kind == "sample" else a * super().__call__(x, t, s) - b * x0
+
+
+@pytest.mark.parametrize("kind", ["v_prediction", "sample"])
+@pytest.mark.parametrize(("make", "steps", "eta"), [(DDIMScheduler, 20, 0.0), (DDIMScheduler, 20, 0.5),
+                                                    (DDPMScheduler, None, 0.0)])
+def test_prediction_types_sample_as_epsilon_with_the_exact_denoiser(kind, make, steps, eta):
+    """The exact Gaussian denoiser written as ε-, v- or x_0-predictor is one denoiser: same x_T, same noise, same
+    samples (DDIM with and without η, DDPM ancestral)."""
+    sigma, total = 0.1, 200
+    s, _ = _gaussian_condition(sigma)
+    samples = {}
+    for prediction in ("epsilon", kind):
+        scheduler = make(num_train_timesteps=total, prediction_type=prediction)
+        inferer = LegoPETInferer(scheduler=scheduler, num_inference_steps=steps, guidance_scale=0.0, eta=eta)
+        network = (GaussianPosteriorNetwork(scheduler.alphas_cumprod, sigma) if prediction == "epsilon"
+                   else GaussianPosteriorOutput(scheduler.alphas_cumprod, sigma, kind))
+        samples[prediction] = inferer(s, network, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(samples[kind], samples["epsilon"], rtol=1e-9, atol=1e-9)
+
+
+def test_default_crop():
+    assert default_crop((172, 172), 256) == (42, 42, 172, 172)  # (256 − 172) / 2 on each side

@@ -259,7 +259,6 @@ def test_uncertainty_mean_and_coefficient_of_variation():
     ("kwargs", "error", "message"),
     [
         ({"scheduler": object()}, TypeError, "scheduler must be a MONAI DDIMScheduler"),
-        ({"scheduler": DDIMScheduler(prediction_type="sample")}, ValueError, "prediction_type must be 'epsilon'"),
         ({"num_inference_steps": 0}, ValueError, "num_inference_steps must be >= 1, got 0"),
         ({"num_inference_steps": 1001}, ValueError, r"num_inference_steps must be <= scheduler.num_train_timesteps"),
         ({"num_subsets": 2.0}, TypeError, "num_subsets must be an int >= 1"),
@@ -457,3 +456,36 @@ def test_timings_split_network_projector_and_rest(steps_per_diffusion_step):
     assert t["other_s"] >= 4 * _SlowAdjoint.pause  # the 4 subset sensitivities A_kᵀ1 are set-up, not DC
     total = t["network_s"] + t["projector_s"] + t["osem_s"] + t["other_s"]
     assert abs(total - t["total_s"]) < 1e-9
+
+
+class GaussianPrediction(GaussianEps):
+    """The same Gaussian prior's exact x̂0 (``sample``: E[x0 | x_t] = m + γ_t s² (x_t − γ_t m) / (γ_t² s² + ν_t²)) or
+    v (``v_prediction``: E[v | x_t] = γ_t E[ε | x_t] − ν_t E[x0 | x_t])."""
+
+    def __init__(self, scheduler: DDIMScheduler, mean: float, std: float, kind: str) -> None:
+        super().__init__(scheduler, mean, std)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = self.alphas_cumprod[t].to(x.dtype).reshape(-1, 1, 1, 1)
+        gamma, nu = a.sqrt(), (1 - a).sqrt()
+        x0 = self.mean + gamma * self.std**2 * (x - gamma * self.mean) / (gamma**2 * self.std**2 + nu**2)
+        return x0 if self.kind == "sample" else gamma * super().forward(x, t) - nu * x0
+
+
+@pytest.mark.parametrize("kind", ["v_prediction", "sample"])
+@pytest.mark.parametrize("eta", [0.0, 0.6])
+def test_prediction_types_reconstruct_as_epsilon_with_the_exact_denoiser(kind, eta):
+    shape = (2, 4, 4)
+    counts = torch.poisson(torch.full(shape, 10.0, dtype=torch.float64), generator=_gen(7))
+    model = PoissonDataModel(operator=IdentityOperator(shape), background=torch.full(shape, 0.1, dtype=torch.float64))
+    results = {}
+    for prediction in ("epsilon", kind):
+        scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, prediction_type=prediction)
+        inferer = PETDDSInferer(scheduler=scheduler, num_inference_steps=10, num_subsets=1,
+                                steps_per_diffusion_step=2, eta=eta)
+        net = GaussianEps(scheduler, 5.0, 0.5) if prediction == "epsilon" else GaussianPrediction(scheduler, 5.0, 0.5,
+                                                                                                   kind)
+        results[prediction] = inferer([counts], net, models=[model], slice_scale=torch.ones(2, dtype=torch.float64),
+                                      generator=_gen(1))
+    torch.testing.assert_close(results[kind], results["epsilon"], rtol=1e-9, atol=1e-9)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from bundle.diffusion.latent import DoseEstimator, PoissonLatentDiffusion
 from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
-from bundle.inferers.upete import LatentEnhancementInferer
+from bundle.inferers.upete import LatentEnhancementInferer, make_process
 from bundle.networks.ct_attention import CTGuidedLatentDenoiser
 from bundle.networks.upete import CTEncoder, UPETe, pet_autoencoder
 
@@ -76,7 +78,7 @@ def test_missing_or_misplaced_ct_and_missing_dose_raise():
         inferer(x, model, ct=ct[..., :4], dose=0.1)
     with pytest.raises(ValueError, match="dose is required"):
         inferer(x, model, ct=ct)
-    with pytest.raises(ValueError, match=r"dose must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"dose must be a finite number in \(0, 1\], got 1.5"):
         inferer(x, model, ct=ct, dose=1.5)
 
 
@@ -87,3 +89,16 @@ def test_estimated_dose_is_used_when_none_is_given():
     x = torch.rand(SHAPE, generator=torch.Generator().manual_seed(3))
     assert 0 < inferer.resolve_dose(x, None) <= 1
     assert inferer.resolve_dose(x, 0.3) == 0.3
+
+
+def test_poisson_domain_sets_the_start_dose():
+    """Sinogram-domain x_t is an exact dose-d_t scan: an LPET of dose d starts at the step of dose d.  Image-domain
+    x_t adds noise to the noisy SPET: it starts at d_eff(d) = (1 − d_ref) d / (1 − d)."""
+    cal = SimpleNamespace(count_scale=50.0, latent_noise_variance=0.3, reference_dose=0.1)
+    sino = make_process("LDM-P", calibration=cal, poisson_domain="sinogram")
+    image = make_process("LDM-P", calibration=cal, poisson_domain="image")
+    assert sino.step_for_dose(0.05) == sino.schedule.step_for_dose(0.05)
+    assert image.step_for_dose(0.05) == image.schedule.step_for_dose(0.9 * 0.05 / 0.95)
+    assert sino.step_for_dose(0.05) < image.step_for_dose(0.05)
+    with pytest.raises(ValueError, match="poisson_domain must be one of"):
+        make_process("LDM-P", calibration=cal, poisson_domain="projector")

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from bundle.networks import CTGuidedCrossAttention, CTGuidedLatentDenoiser, PredictionType
+from bundle.diffusion.ddim import PredictionType
+from bundle.networks import CTGuidedCrossAttention, CTGuidedLatentDenoiser
 
 SPATIAL = (2, 3, 4)
 N = math.prod(SPATIAL)
@@ -254,7 +255,7 @@ def test_denoiser_argument_errors():
     big = _denoiser(use_ct=True, ct_max_tokens=100)
     with pytest.raises(ValueError, match=r"512 tokens exceeds max_tokens=100"):
         big(z_t, t, z_ct)
-    with pytest.raises(ValueError, match=r"prediction must be one of \['sample', 'epsilon'\], got 'v'"):
+    with pytest.raises(ValueError, match=r"prediction must be one of \['epsilon', 'v_prediction', 'sample'\], got 'v'"):
         _denoiser(use_ct=True, prediction="v")
     with pytest.raises(ValueError, match=r"attention_levels must have one entry per level \(2\)"):
         _denoiser(use_ct=True, attention_levels=(True,))

@@ -28,7 +28,6 @@ from bundle.workflows.legopet import (
     DiffusionPredictor,
     RegressionPredictor,
     checkpoint_weights,
-    default_crop,
     evaluate_legopet,
     gan_predictors,
     guidance_sweep,
@@ -326,7 +325,7 @@ def test_guidance_sweep_rows_nfe_and_files(dataset, tmp_path):
 
 def test_guidance_sweep_argument_checks(dataset, tmp_path):
     run = {"LegoPET": (_Guided(), _inferer("ddim", 2))}
-    with pytest.raises(ValueError, match="guidance_scales\\[1\\] \\(λ2\\) must be finite and >= 0"):
+    with pytest.raises(ValueError, match="guidance_scales\\[1\\] \\(λ2\\) must be a finite number >= 0"):
         guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=[0.0, -1.0], split="test")
     with pytest.raises(ValueError, match="guidance_scales must be a non-empty sequence"):
         guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=[], split="test")
@@ -334,9 +333,5 @@ def test_guidance_sweep_argument_checks(dataset, tmp_path):
         guidance_sweep(dataset, output_dir=tmp_path, runs={}, guidance_scales=[1.0], split="test")
     with pytest.raises(ValueError, match="runs\\['x'\\] must be \\(network, LegoPETInferer\\)"):
         guidance_sweep(dataset, output_dir=tmp_path, runs={"x": (_Guided(),)}, guidance_scales=[1.0], split="test")
-    with pytest.raises(TypeError, match="guidance_scales\\[0\\] must be a real number"):
+    with pytest.raises(TypeError, match="guidance_scales\\[0\\] \\(λ2\\) must be a finite number >= 0"):
         guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=["1"], split="test")
-
-
-def test_default_crop():
-    assert default_crop((172, 172), 256) == CROP

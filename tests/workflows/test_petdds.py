@@ -22,10 +22,10 @@ from monai.networks.nets import DiffusionModelUNet
 from bundle.data.build import build_dataset
 from bundle.data.io import load_image
 from bundle.data.petdds import PETDDSCase, load_petdds_case
+from bundle.inferers.petdds import default_inferer
 from bundle.workflows.petdds import (
     METHODS,
     bias_variance_study,
-    default_inferer,
     evaluate_petdds,
     load_network_weights,
     uncertainty_study,

@@ -32,19 +32,3 @@ def test_evaluate_writes_table_with_method_column_and_figures(tmp_path):
     saved = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
     assert set(saved["curves"]["LPET"]) == {"0.1", "0.5"}
     assert BASELINES[0] == "LPET" and ABLATIONS == ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
-
-
-def test_poisson_domain_sets_the_start_dose():
-    """Sinogram-domain x_t is an exact dose-d_t scan: an LPET of dose d starts at the step of dose d.  Image-domain
-    x_t adds noise to the noisy SPET: it starts at d_eff(d) = (1 − d_ref) d / (1 − d)."""
-    from bundle.workflows.upete import Calibration, make_process
-
-    cal = Calibration(latent_scale=1.0, count_scale=50.0, latent_noise_variance=0.3, reference_dose=0.1,
-                      dose_estimator_a=1.0, dose_estimator_b=0.0)
-    sino = make_process("LDM-P", calibration=cal, poisson_domain="sinogram")
-    image = make_process("LDM-P", calibration=cal, poisson_domain="image")
-    assert sino.step_for_dose(0.05) == sino.schedule.step_for_dose(0.05)
-    assert image.step_for_dose(0.05) == image.schedule.step_for_dose(0.9 * 0.05 / 0.95)
-    assert sino.step_for_dose(0.05) < image.step_for_dose(0.05)
-    with pytest.raises(ValueError, match="poisson_domain must be one of"):
-        make_process("LDM-P", calibration=cal, poisson_domain="projector")

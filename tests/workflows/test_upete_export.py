@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bundle.engines.checkpoints import CheckpointError
-from bundle.networks.upete import pet_autoencoder
-from bundle.workflows.upete import Calibration, build_upete
+from bundle.networks.upete import build_upete, pet_autoencoder
+from bundle.workflows.upete import Calibration
 from bundle.workflows.upete_export import (
     COMBINED_FILENAME,
     combine_upete,
