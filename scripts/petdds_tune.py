@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundle.checkpoint import load_weights
 from bundle.physics import osem, select_views, view_subsets
 from bundle.workflows.petdds import (
     default_inferer,
     evaluate_petdds,
     image_metrics,
-    load_network_weights,
     load_petdds_case,
 )
 
@@ -49,7 +49,7 @@ def trained_network(checkpoint: Path, configs: list[str]) -> torch.nn.Module:
 
     parser = ConfigParser()
     parser.read_config(configs)
-    return load_network_weights(parser.get_parsed_content("network_def"), checkpoint)
+    return load_weights(parser.get_parsed_content("network_def"), checkpoint)
 
 
 def tune_map_em(args: argparse.Namespace) -> int:

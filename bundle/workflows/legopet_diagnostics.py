@@ -28,10 +28,11 @@ from typing import Any
 import torch
 
 from bundle._checks import check_int
+from bundle.checkpoint import list_checkpoints, load_weights
 from bundle.diffusion.ddim import ddim_alphas, ddim_update
 from bundle.inferers.legopet import LegoPETInferer, _slice_condition
 from bundle.transforms.legopet import padding_offsets
-from bundle.workflows.legopet import _write_csv, _write_json, list_checkpoints, load_samples, load_weights
+from bundle.workflows.legopet import _write_csv, _write_json, load_samples
 
 __all__ = ["DEFAULT_START_STEPS", "DEFAULT_TIMESTEPS", "denoising_loss", "restart_from_reference"]
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
+from bundle.checkpoint import Calibration, load_weights
 from bundle.diffusion.latent import (
     DoseEstimator,
     GaussianLatentDiffusion,
@@ -42,7 +43,6 @@ from bundle.networks.upete import CTEncoder, LDMVariant, UPETe
 __all__ = [
     "ABLATIONS",
     "BASELINES",
-    "Calibration",
     "Case",
     "PoissonDomain",
     "build_upete",
@@ -50,12 +50,9 @@ __all__ = [
     "ct_encoder_for",
     "enhance_file",
     "evaluate_upete",
-    "load_calibration",
     "load_split",
     "load_trained_variants",
-    "load_weights",
     "make_process",
-    "optional_perceptual_loss",
 ]
 
 BASELINES = ("LPET", "Gaussian", "NLM", "U-Net")
@@ -71,23 +68,6 @@ class Case:
     spet_scale: float
     ct: torch.Tensor
     low: Mapping[float, tuple[torch.Tensor, float]]
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Constants measured on the data (module docstring); stored as JSON next to the checkpoints."""
-
-    latent_scale: float
-    count_scale: float
-    latent_noise_variance: float
-    reference_dose: float
-    dose_estimator_a: float
-    dose_estimator_b: float
-
-    def dose_estimator(self) -> DoseEstimator:
-        est = DoseEstimator()
-        est.a, est.b = self.dose_estimator_a, self.dose_estimator_b
-        return est
 
 
 def _transforms(keys: Sequence[str], mean_multiple: float, ct_window_hu: Sequence[float]):
@@ -135,27 +115,6 @@ def load_split(
         cases.append(Case(entry.get("id", Path(entry["pet"]).parent.name), out["pet"].as_tensor()[None].float(),
                           float(out["pet_scale"][0]), out["ct"].as_tensor()[None].float(), low))
     return cases
-
-
-def load_weights(network: torch.nn.Module, checkpoint: str | Path, *, key: str = "network") -> torch.nn.Module:
-    """Load ``{key: state_dict}`` (MONAI ``CheckpointSaver``) or a bare state dict with ``weights_only=True``."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist (train that stage first)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-        state = state[key]
-    network.load_state_dict(state)
-    return network.eval()
-
-
-def optional_perceptual_loss(weights_path: str | Path | None, *, depth: int = 10):
-    """``None`` (the default: no perceptual term) or a :class:`~bundle.engines.upete.LocalPerceptualLoss`."""
-    if weights_path is None or str(weights_path) == "":
-        return None
-    from bundle.engines.upete import LocalPerceptualLoss
-
-    return LocalPerceptualLoss(weights_path=weights_path, depth=depth)
 
 
 @torch.no_grad()
@@ -299,14 +258,6 @@ def load_trained_variants(
                                            **dict(inferer_options or {}))
         models[str(name)] = (network, inferer)
     return models
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    """The :class:`Calibration` written by :func:`calibrate` (``output_file``)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"calibration file {str(file)!r} does not exist (run the latent diffusion training first)")
-    return Calibration(**json.loads(file.read_text(encoding="utf-8")))
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation

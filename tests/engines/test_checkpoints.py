@@ -16,7 +16,7 @@ import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 
-from bundle.engines.checkpoint_saver import AtomicCheckpointSaver
+from bundle.handlers.checkpoint_saver import AtomicCheckpointSaver
 from bundle.engines.checkpoints import (
     AtomicDiskSaver,
     CheckpointError,

@@ -12,7 +12,7 @@ import torch
 from bundle.engines.checkpoints import CheckpointError
 from bundle.networks.upete import pet_autoencoder
 from bundle.workflows.upete import Calibration, build_upete
-from bundle.workflows.upete_export import (
+from bundle.checkpoint.upete import (
     COMBINED_FILENAME,
     combine_upete,
     combined_calibration,
