@@ -95,7 +95,7 @@ def _parser(dataset: Path, bundle_root: Path, max_epochs: int, *, resume: bool) 
 def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     from ignite.engine import Events
 
-    from bundle.workflows.petdds import latest_checkpoint
+    from bundle.checkpoint import latest_checkpoint
 
     dataset = _fabricated_dataset(tmp_path)
     run = tmp_path / "run"
@@ -137,14 +137,16 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     assert final["trainer"]["iteration"] == 6
 
 
-def test_latest_checkpoint_errors(tmp_path):
-    from bundle.workflows.petdds import latest_checkpoint
-
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        latest_checkpoint(tmp_path / "missing")
-    torch.save({"network": {}}, tmp_path / "weights_only.pt")
+def test_resume_overlay_names_a_missing_or_empty_checkpoint_folder(tmp_path):
+    parser = _parser(tmp_path / "data", tmp_path / "run", 1, resume=True)
+    with pytest.raises(FileNotFoundError, match=r"does not exist; run training with configs/petdds/train\.json first"):
+        parser.get_parsed_content("resume_checkpoint")
+    ckpt_dir = tmp_path / "run" / "results" / "petdds" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    torch.save({"network": {}}, ckpt_dir / "weights_only.pt")
+    parser = _parser(tmp_path / "data", tmp_path / "run", 1, resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint with 'trainer' state"):
-        latest_checkpoint(tmp_path)
+        parser.get_parsed_content("resume_checkpoint")
 
 
 def test_paper_preset_layers_over_training_and_evaluation():

@@ -48,7 +48,8 @@ def test_evaluate_writes_table_with_method_column_and_figures(tmp_path):
 def test_poisson_domain_sets_the_start_dose():
     """Sinogram-domain x_t is an exact dose-d_t scan: an LPET of dose d starts at the step of dose d.  Image-domain
     x_t adds noise to the noisy SPET: it starts at d_eff(d) = (1 − d_ref) d / (1 − d)."""
-    from bundle.workflows.upete import Calibration, make_process
+    from bundle.checkpoint import Calibration
+    from bundle.workflows.upete import make_process
 
     cal = Calibration(latent_scale=1.0, count_scale=50.0, latent_noise_variance=0.3, reference_dose=0.1,
                       dose_estimator_a=1.0, dose_estimator_b=0.0)
