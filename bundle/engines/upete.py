@@ -46,7 +46,6 @@ __all__ = [
     "AutoencoderGANIteration",
     "LatentDiffusionPrepareBatch",
     "paired_prepare_batch",
-    "scalar_terms",
 ]
 
 
@@ -234,15 +233,3 @@ def paired_prepare_batch(*, input_key: str = Keys.PET_LOW, target_key: str = Key
         )
 
     return prepare
-
-
-def scalar_terms(*keys: str):
-    """``output_transform`` for Stats/TensorBoard handlers: ``{key: float}`` from an engine output that is a dict or
-    a decollated list of dicts (one key: the float itself)."""
-
-    def transform(output):
-        first = output[0] if isinstance(output, list | tuple) else output
-        values = {k: float(first[k]) for k in keys}
-        return values[keys[0]] if len(keys) == 1 else values
-
-    return transform
