@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from bundle.checkpoint import load_weights
 from bundle.data.petdds import load_petdds_case
 from bundle.inferers.petdds import default_inferer
 from bundle.metrics import MetricConvention, image_metrics
@@ -35,7 +36,6 @@ from bundle.physics import osem, select_views, view_subsets
 from bundle.recipes import recipe
 from bundle.workflows.petdds import (
     evaluate_petdds,
-    load_network_weights,
 )
 
 
@@ -45,7 +45,7 @@ def trained_network(checkpoint: Path, configs: list[str]) -> torch.nn.Module:
 
     parser = ConfigParser()
     parser.read_config(configs)
-    return load_network_weights(parser.get_parsed_content("network_def"), checkpoint)
+    return load_weights(parser.get_parsed_content("network_def"), checkpoint)
 
 
 PERCENT = MetricConvention.PETDDS

@@ -1,13 +1,13 @@
 """Build a method's infer task from its bundle configs and a checkpoint: :func:`build_task`.
 
-Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.engines.checkpoints.load_state_dicts`):
+Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.checkpoint.load_state_dicts`):
 
 * petdds: ``{"network": state_dict}`` (training's ``network_final.pt``); default: the config's ``checkpoint``.
 * legopet: ``{"network": denoiser, "pnpnet": PnPNet}`` in one file (the model-zoo ``models/model.pt``), or, when
   ``checkpoint`` is ``None``, the config's ``checkpoint`` and ``pnpnet_ckpt`` (training's files); the cDPM
   (``pnpnet`` null in the config) needs only ``network``.
 * upete: the combined checkpoint ``{"network": state_dict of upete_network, "calibration": {...}, "variant": ...,
-  "settings": {...}}`` (:mod:`bundle.workflows.upete_export`; written by the config id ``combining``); default: the
+  "settings": {...}}`` (:mod:`bundle.checkpoint.upete`; written by the config id ``combining``); default: the
   config's ``checkpoint`` (``<upete_dir>/<variant>/upete_model.pt``).  The file decides ``variant``, the
   calibration (``upete_calibration``) and the stored training settings (layouts, process, intensity scaling); an
   override that contradicts them is a ``ValueError``.  configs/upete/inference.json must define ``upete_network``,
@@ -29,7 +29,7 @@ METHODS: tuple[str, ...] = ("legopet", "petdds", "upete")
 
 
 def _load(objects: Mapping[str, Any], path: str | Path) -> None:
-    from bundle.engines.checkpoints import load_state_dicts
+    from bundle.checkpoint import load_state_dicts
 
     load_state_dicts(objects, path)
 
@@ -109,8 +109,7 @@ def _upete(parser, checkpoint: str | Path | None, device: str | None,
     from .upete import UPETeInferTask, require_upete
 
     require_upete()
-    from bundle.engines.checkpoints import CheckpointError
-    from bundle.workflows.upete_export import read_combined
+    from bundle.checkpoint import CheckpointError, read_combined
 
     for key in ("upete_network", "upete_inferer", "upete_calibration"):
         if key not in parser:

@@ -47,10 +47,10 @@ class UPETeInferTask(InferTask):
         ct_window_hu: CT window (HU) of the training transforms.
         uses_ct: whether the model needs a CT (default: the network's ``uses_ct`` attribute, else ``True``).
         variant: the ablation variant of the weights (``"LDM-P-CT"`` ...), reported in the result JSON.
-        calibration: the :class:`~bundle.workflows.upete.Calibration` the inferer was built with.
+        calibration: the :class:`~bundle.checkpoint.Calibration` the inferer was built with.
         settings: the training settings stored with the weights (config id -> value).
         ``variant``, ``calibration`` and ``settings`` come from the combined checkpoint
-        (:mod:`bundle.workflows.upete_export`); the model-zoo export writes them back into ``models/model.pt``.
+        (:mod:`bundle.checkpoint.upete`); the model-zoo export writes them back into ``models/model.pt``.
     """
 
     method = "upete"

@@ -20,17 +20,17 @@ x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε (paper eq. (3)) is formed by the tr
 Exact resume (``configs/legopet/resume.json``) needs more than weights in a checkpoint; the training configs save
 ``checkpoint_dict`` = network, optimizer, EMA (diffusion), and three entries:
 
-* :class:`~bundle.engines.checkpoints.TrainerState` (``trainer``): the trainer's ignite state (iteration, epoch).
-* :class:`~bundle.engines.checkpoints.RandomStates` (``rng``): the explicit generators
+* :class:`~bundle.handlers.resume.TrainerState` (``trainer``): the trainer's ignite state (iteration, epoch).
+* :class:`~bundle.checkpoint.RandomStates` (``rng``): the explicit generators
   (``LegoPETPrepareBatch.generator``: drop mask, timesteps, noise) and torch's global RNG (the training loader's
   shuffle order, drawn from it by ``DataLoader``); the LegoPET pipelines have no random transforms.
-* :class:`KeyMetricState` (``validation``, PnPNet / DeepPET, defined here): the best validation metric and the
+* :class:`~bundle.handlers.key_metric_state.KeyMetricState` (``validation``, PnPNet / DeepPET): the best validation
+  metric and the
   best-checkpoint tracking of the evaluator's key-metric saver, so that a resumed run does not overwrite
   ``*_best.pt`` with a worse model.
 
-:class:`~bundle.engines.checkpoints.ResumeTraining` loads them all from the newest checkpoint of a folder and refuses
-to start fresh (the first two and the handler are generic and live in :mod:`bundle.engines.checkpoints`, shared with
-the uPETe resume overlay; they are re-exported here).  Resuming
+:class:`~bundle.handlers.resume.ResumeTraining` loads them all from the newest checkpoint of a folder and refuses
+to start fresh (shared with the uPETe resume overlay).  Resuming
 from a checkpoint written at the end of an epoch (the interval checkpoints, the final one of a finished run) continues
 bit for bit; a final checkpoint that MONAI's saver writes when an exception stops training mid-epoch continues the
 iteration count, but the rest of that epoch sees a new data order (ignite restarts the loader).
@@ -38,29 +38,19 @@ iteration count, but the rest of that epoch sees a new data order (ignite restar
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from ignite.engine import Engine
 from monai.engines.utils import DiffusionPrepareBatch
 
 from bundle._checks import check_choice
 from bundle.diffusion.ddim import PredictionType
-from bundle.engines.checkpoints import RandomStates, ResumeTraining, TrainerState, resumable_checkpoint
 from bundle.keys import Keys
 from bundle.networks.legopet import LegoPETCondition, PnPNet, null_condition
 
-__all__ = [
-    "KeyMetricState",
-    "LegoPETPrepareBatch",
-    "RandomStates",
-    "ResumeTraining",
-    "TrainerState",
-    "resumable_checkpoint",
-]
+__all__ = ["LegoPETPrepareBatch"]
 
 
 class LegoPETPrepareBatch(DiffusionPrepareBatch):
@@ -200,47 +190,3 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
             infer_kwargs["down_residuals"] = condition.down_residuals
             infer_kwargs["mid_residual"] = condition.mid_residual
         return images, target, (), infer_kwargs
-
-
-# ---------------------------------------------------------------------------------------------------- resume
-class KeyMetricState:
-    """The evaluator's best key metric and its key-metric ``CheckpointSaver``'s tracking, as one checkpoint entry.
-
-    Without it a resumed PnPNet / DeepPET run forgets the best validation score and its first validation overwrites
-    ``*_best.pt`` even with a worse model.  ``state_dict()`` = ``{"best_metric": float, "best_metric_epoch": int,
-    "saved": [(score, file name), ...]}``.
-
-    Args (keyword-only):
-        evaluator: MONAI ``SupervisedEvaluator`` (its ``state.best_metric`` / ``state.best_metric_epoch``).
-        saver: MONAI ``CheckpointSaver`` with ``save_key_metric=True`` attached to ``evaluator``.
-    """
-
-    def __init__(self, *, evaluator: Engine, saver: Any) -> None:
-        if not isinstance(evaluator, Engine):
-            raise ValueError(f"evaluator must be an ignite Engine (MONAI evaluator), got {type(evaluator).__name__}")
-        checkpoint = getattr(saver, "_key_metric_checkpoint", None)
-        if checkpoint is None or not callable(getattr(checkpoint, "state_dict", None)):
-            raise ValueError(
-                f"saver must be a MONAI CheckpointSaver with save_key_metric=True, got {type(saver).__name__}"
-            )
-        self.evaluator = evaluator
-        self.saver = saver
-
-    def state_dict(self) -> dict[str, Any]:
-        """Best metric, its epoch and the saver's ``(score, file name)`` list."""
-        best = getattr(self.evaluator.state, "best_metric", -1)
-        return {
-            "best_metric": float(best) if isinstance(best, numbers.Real | torch.Tensor) else -1.0,
-            "best_metric_epoch": int(getattr(self.evaluator.state, "best_metric_epoch", -1)),
-            "saved": [(float(p), str(f)) for p, f in self.saver._key_metric_checkpoint.state_dict()["_saved"]],
-        }
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        keys = ("best_metric", "best_metric_epoch", "saved")
-        if not isinstance(state_dict, Mapping) or any(k not in state_dict for k in keys):
-            raise ValueError(f"state_dict must be a mapping with the keys {list(keys)}, got {state_dict!r}")
-        best = float(state_dict["best_metric"])
-        self.evaluator.state.best_metric = best if math.isfinite(best) else -1
-        self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
-        self.saver.load_state_dict({"_saved": [(p, str(f)) for p, f in state_dict["saved"]]})

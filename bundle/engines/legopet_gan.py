@@ -41,7 +41,7 @@ The output is a dict with ``image`` (s), ``label`` (x), ``pred`` (x̂, detached)
 ``l1``, ``g_adv``, ``d_loss``, ``d_real``, ``d_fake`` as 0-dim tensors.  As in ``SupervisedTrainer._iteration`` it
 is set as ``engine.state.output`` and ``IterationEvents.MODEL_COMPLETED`` is fired, so a trainer with
 ``decollate=True`` (the default) turns it into its usual per-item list and the regression configs' handlers
-(``from_engine(['loss'], first=True)``, :func:`bundle.engines.upete.scalar_terms`) read it unchanged.
+(``from_engine(['loss'], first=True)``, :func:`bundle.handlers.output_transforms.scalar_terms`) read it unchanged.
 Importing this module runs nothing.
 """
 

@@ -13,7 +13,8 @@ SPET patches ``(B, 1, D, H, W)``::
 
 with MONAI's ``PatchDiscriminator`` and ``PatchAdversarialLoss`` (least squares by default); w_adv(it) = 0 for
 the first ``adversarial_warmup`` iterations (as MONAI's generative tutorials), so the discriminator starts on
-reasonable reconstructions.  P is the optional perceptual loss (:class:`LocalPerceptualLoss`, off by default).
+reasonable reconstructions.  P is the optional perceptual loss (:class:`~bundle.losses.perceptual.LocalPerceptualLoss`,
+off by default); KL is :func:`bundle.losses.kl.kl_divergence`.
 
 Latent diffusion (stage 2).  :class:`LatentDiffusionPrepareBatch` draws t ~ U{0, …, T − 1} from an explicit
 generator, forms z_t with the injected process (Gaussian: z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε in latent space; Poisson:
@@ -27,7 +28,6 @@ z_t = s·E(Poisson-degraded x_0 at dose d_t), :mod:`bundle.diffusion.latent`) an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ from torch import nn
 
 from bundle.diffusion.latent import LatentDiffusionProcess, PoissonLatentDiffusion
 from bundle.keys import Keys
+from bundle.losses.kl import kl_divergence
 from bundle.networks.upete import UPETe
 
 from .._checks import check_int as _check_int
@@ -44,68 +45,14 @@ from .._checks import check_int as _check_int
 __all__ = [
     "AutoencoderGANIteration",
     "LatentDiffusionPrepareBatch",
-    "LocalPerceptualLoss",
-    "kl_divergence",
     "paired_prepare_batch",
-    "scalar_terms",
 ]
-
-
-def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
-    """½ Σ (μ² + σ² − log σ² − 1) over channels and voxels, averaged over the batch (MONAI tutorial convention)."""
-    per_item = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1.0)
-    return per_item.flatten(1).sum(dim=1).mean()
 
 
 def _check_weight(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
-
-
-class LocalPerceptualLoss(nn.Module):
-    """Perceptual distance from a 3D MONAI ResNet whose weights the user supplies as a local file (nothing is
-    downloaded).  P(x̂, x) = Σ_l mean((φ̄_l(x̂) − φ̄_l(x))²), φ̄_l = channel-normalised features after ResNet
-    stage l (LPIPS-style, without learned layer weights).
-
-    Args (keyword-only):
-        weights_path: a ``torch.save`` state dict of ``monai.networks.nets.resnet{depth}`` (3D, 1 input channel),
-            e.g. converted MedicalNet / Med3D weights (the paper's perceptual network).  Loaded with
-            ``weights_only=True``; keys may carry a ``module.`` prefix.
-        depth: 10, 18 or 34.
-    """
-
-    def __init__(self, *, weights_path: str | Path, depth: int = 10) -> None:
-        super().__init__()
-        from monai.networks.nets import resnet
-
-        path = Path(weights_path)
-        if not path.is_file():
-            raise ValueError(f"weights_path must be an existing local file with ResNet weights, got {str(path)!r}")
-        if depth not in (10, 18, 34):
-            raise ValueError(f"depth must be 10, 18 or 34, got {depth!r}")
-        net = getattr(resnet, f"resnet{depth}")(spatial_dims=3, n_input_channels=1, feed_forward=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, Mapping) and "state_dict" in state:
-            state = state["state_dict"]
-        state = {str(k).removeprefix("module."): v for k, v in state.items()}
-        net.load_state_dict(state, strict=False)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        self.net = net.eval()
-
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        n = self.net
-        h = n.maxpool(n.act(n.bn1(n.conv1(x))))
-        feats = []
-        for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
-            h = layer(h)
-            feats.append(h / (h.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10))
-        return feats
-
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        pairs = zip(self._features(prediction), self._features(target), strict=True)
-        return sum((a - b).pow(2).mean() for a, b in pairs)
 
 
 class AutoencoderGANIteration:
@@ -120,7 +67,8 @@ class AutoencoderGANIteration:
         adversarial_weight: w_adv after the warm-up (default 0.01).
         adversarial_warmup: iterations without the adversarial terms (discriminator not trained either).
         criterion: ``PatchAdversarialLoss`` criterion.
-        perceptual_loss: optional module P(x̂, x) (e.g. :class:`LocalPerceptualLoss`); ``None`` = off.
+        perceptual_loss: optional module P(x̂, x) (e.g. :class:`~bundle.losses.perceptual.LocalPerceptualLoss`);
+            ``None`` = off.
         perceptual_weight: w_p.
     """
 
@@ -285,15 +233,3 @@ def paired_prepare_batch(*, input_key: str = Keys.PET_LOW, target_key: str = Key
         )
 
     return prepare
-
-
-def scalar_terms(*keys: str):
-    """``output_transform`` for Stats/TensorBoard handlers: ``{key: float}`` from an engine output that is a dict or
-    a decollated list of dicts (one key: the float itself)."""
-
-    def transform(output):
-        first = output[0] if isinstance(output, list | tuple) else output
-        values = {k: float(first[k]) for k in keys}
-        return values[keys[0]] if len(keys) == 1 else values
-
-    return transform

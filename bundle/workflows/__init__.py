@@ -7,7 +7,6 @@ from .petdds import (
     METHODS,
     bias_variance_study,
     evaluate_petdds,
-    load_network_weights,
     reconstruct_petdds_file,
     uncertainty_study,
 )
@@ -16,7 +15,6 @@ __all__ = [
     "METHODS",
     "bias_variance_study",
     "evaluate_petdds",
-    "load_network_weights",
     "reconstruct_petdds_file",
     "uncertainty_study",
 ]

@@ -35,7 +35,6 @@ sinogram, reference, each method, squared-error maps).  Importing this module ru
 from __future__ import annotations
 
 import copy
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 import torch
 
+from bundle.checkpoint import list_checkpoints, load_weights
 from bundle.data.legopet import LegoPETSample, load_samples
 from bundle.evaluation import mean_std, metric_curves, metrics_table, slice_figure, write_csv, write_json
 from bundle.inferers.legopet import LegoPETInferer
@@ -60,12 +60,9 @@ __all__ = [
     "CountingNetwork",
     "DiffusionPredictor",
     "RegressionPredictor",
-    "checkpoint_weights",
     "evaluate_legopet",
     "gan_predictors",
     "guidance_sweep",
-    "list_checkpoints",
-    "load_weights",
     "sampling_cost",
     "training_progress",
 ]
@@ -81,47 +78,6 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 """``(B, 1, S, S)`` padded sinograms in network units → ``(B, 1, h, w)`` unpadded images in network units."""
 
 
-# ---------------------------------------------------------------------------------------------------- weights
-def checkpoint_weights(path: str | Path, *, use_ema: bool = True) -> dict[str, torch.Tensor]:
-    """The state dict to load from a training checkpoint: its ``"ema"`` entry (the EMA weights of the diffusion
-    trainings) when present and ``use_ema``, else its ``"network"`` entry.  Loaded with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the checkpoint has neither entry.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (train the model first)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {path} must hold a dict with a 'network' (and optionally 'ema') entry")
-    if use_ema and "ema" in state:
-        return dict(state["ema"])
-    if "network" not in state:
-        raise ValueError(f"checkpoint {path} has no 'network' entry; it has {sorted(state)}")
-    return dict(state["network"])
-
-
-def load_weights(network: torch.nn.Module, path: str | Path, *, use_ema: bool = True) -> torch.nn.Module:
-    """``network`` with :func:`checkpoint_weights` loaded (strict), in eval mode; returns ``network``."""
-    if not isinstance(network, torch.nn.Module):
-        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-    network.load_state_dict(checkpoint_weights(path, use_ema=use_ema))
-    return network.eval()
-
-
-_CHECKPOINT = re.compile(r"(?:^|_)checkpoint_epoch=(\d+)\.pt$")
-
-
-def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
-    """``[(epoch, path), …]`` of MONAI ``CheckpointSaver`` interval checkpoints (``checkpoint_epoch=N.pt``),
-    sorted by epoch."""
-    folder = Path(ckpt_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.search(p.name))]
-    return sorted(found)
 
 
 # ---------------------------------------------------------------------------------------------------- predictors
@@ -220,7 +176,7 @@ def gan_predictors(
                 f"gan_rows requests the {row} row, but its checkpoint {path} does not exist: train it "
                 f"(configs/legopet/gan.json + configs/legopet/{row.lower()}.json) or set --{row.lower()}_ckpt"
             )
-        network = load_weights(copy.deepcopy(generator), path, use_ema=False)
+        network = load_weights(copy.deepcopy(generator), path)
         predictors[row] = RegressionPredictor(network=network if device is None else network.to(device), crop=crop)
     return predictors
 

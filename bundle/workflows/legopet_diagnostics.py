@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from bundle._checks import check_int
+from bundle.checkpoint import list_checkpoints, load_weights
 from bundle.data.legopet import load_samples
 from bundle.diffusion.ddim import DDIMStep
 from bundle.evaluation import denoising_loss_figure, write_csv, write_json
 from bundle.inferers.legopet import LegoPETInferer, slice_condition
 from bundle.transforms.legopet import padding_offsets
-from bundle.workflows.legopet import list_checkpoints, load_weights
 
 __all__ = ["DEFAULT_START_STEPS", "DEFAULT_TIMESTEPS", "denoising_loss", "restart_from_reference"]
 

@@ -70,9 +70,6 @@ __all__ = [
     "METRICS",
     "bias_variance_study",
     "evaluate_petdds",
-    "every_n_events",
-    "latest_checkpoint",
-    "load_network_weights",
     "reconstruct_petdds_file",
     "uncertainty_study",
 ]
@@ -493,55 +490,6 @@ def uncertainty_study(
                              title=f"{entry['id']}: {len(seed_list)} seeds; CV shown in [0, {top:.2f}] (99th pct.)")
     return {"seeds": seed_list, "mean_cv_in_mask": float(cv[loaded.mask].mean()),
             "files": {k: str(v) for k, v in files.items()}}
-
-
-def load_network_weights(network: torch.nn.Module, checkpoint: str | Path, *, key: str = "network") -> torch.nn.Module:
-    """Load ``checkpoint`` (``torch.load(weights_only=True)``) into ``network`` and return it in eval mode.
-
-    The file holds either ``{key: state_dict, ...}`` (MONAI ``CheckpointSaver`` with ``save_dict={"network": ...}``)
-    or a bare state dict.  Loading is strict: a checkpoint of another architecture raises ``RuntimeError``.
-    """
-    if not isinstance(network, torch.nn.Module):
-        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-        state = state[key]
-    network.load_state_dict(state)
-    return network.eval()
-
-
-def latest_checkpoint(checkpoint_dir: str | Path, *, key: str = "trainer") -> Path:
-    """The checkpoint in ``checkpoint_dir`` whose stored trainer state has the highest iteration (training resume).
-
-    Every ``*.pt`` file that holds ``{key: {"iteration": int, "epoch": int, ...}}`` (what ``CheckpointSaver`` writes
-    with ``save_dict={"trainer": ...}``: the periodic ``checkpoint_epoch=N.pt`` and the final ``network_final.pt``) is
-    a candidate; ties go to the newer file.  Files without trainer state are ignored.
-
-    Raises:
-        FileNotFoundError: the folder is missing or holds no checkpoint with trainer state (message says how to
-            create one).
-    """
-    from bundle.engines.checkpoints import resumable_checkpoint
-
-    return resumable_checkpoint(
-        checkpoint_dir,
-        trainer_key=key,
-        hint="run training with configs/petdds/train.json first (its checkpoint saver stores the trainer state "
-        "needed to resume)",
-    )
-
-
-def every_n_events(n: int) -> Callable[[Any, int], bool]:
-    """Ignite event filter ``(engine, event_count) -> event_count % n == 0`` (e.g. ``StatsHandler(iteration_log=)``)."""
-    n = _check_int(n, "n", minimum=1)
-
-    def event_filter(engine: Any, event: int) -> bool:
-        return event % n == 0
-
-    return event_filter
 
 
 def reconstruct_petdds_file(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import torch
 
 from bundle._checks import check_choice
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
+from bundle.checkpoint import Calibration, load_weights
 from bundle.data.upete import Case, load_split
 from bundle.diffusion.latent import (
     DoseEstimator,
@@ -41,56 +42,14 @@ from bundle.networks.upete import LDMVariant, UPETe, build_upete
 __all__ = [
     "ABLATIONS",
     "BASELINES",
-    "Calibration",
     "calibrate",
     "enhance_file",
     "evaluate_upete",
-    "load_calibration",
     "load_trained_variants",
-    "load_weights",
-    "optional_perceptual_loss",
 ]
 
 BASELINES = ("LPET", "Gaussian", "NLM", "U-Net")
 ABLATIONS = tuple(v.value for v in LDMVariant)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Constants measured on the data (module docstring); stored as JSON next to the checkpoints."""
-
-    latent_scale: float
-    count_scale: float
-    latent_noise_variance: float
-    reference_dose: float
-    dose_estimator_a: float
-    dose_estimator_b: float
-
-    def dose_estimator(self) -> DoseEstimator:
-        est = DoseEstimator()
-        est.a, est.b = self.dose_estimator_a, self.dose_estimator_b
-        return est
-
-
-def load_weights(network: torch.nn.Module, checkpoint: str | Path, *, key: str = "network") -> torch.nn.Module:
-    """Load ``{key: state_dict}`` (MONAI ``CheckpointSaver``) or a bare state dict with ``weights_only=True``."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist (train that stage first)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-        state = state[key]
-    network.load_state_dict(state)
-    return network.eval()
-
-
-def optional_perceptual_loss(weights_path: str | Path | None, *, depth: int = 10):
-    """``None`` (the default: no perceptual term) or a :class:`~bundle.engines.upete.LocalPerceptualLoss`."""
-    if weights_path is None or str(weights_path) == "":
-        return None
-    from bundle.engines.upete import LocalPerceptualLoss
-
-    return LocalPerceptualLoss(weights_path=weights_path, depth=depth)
 
 
 @torch.no_grad()
@@ -165,14 +124,6 @@ def load_trained_variants(
                                            **dict(inferer_options or {}))
         models[str(name)] = (network, inferer)
     return models
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    """The :class:`Calibration` written by :func:`calibrate` (``output_file``)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"calibration file {str(file)!r} does not exist (run the latent diffusion training first)")
-    return Calibration(**json.loads(file.read_text(encoding="utf-8")))
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation

@@ -8,7 +8,7 @@ Layout of ``<output>/<name>/`` (and ``<output>/<name>.zip`` holding that folder)
     configs/common.json, configs/<method>/*.json   the layered method configs the infer task is built from
     configs/<method>/zoo.json    the export's frozen overrides (architecture, scales), layered last
     models/model.pt              weights (torch.save of state dicts; loaded with weights_only=True); uPETe: the
-                                 combined checkpoint of bundle.workflows.upete_export (weights + calibration)
+                                 combined checkpoint of bundle.checkpoint.upete (weights + calibration)
     docs/README.md               model card;  docs/data_license.txt  data provenance and terms
     LICENSE                      Apache-2.0
     large_files.yml              sha256 (and a URL to fill in) of every weight file over 25 MB
@@ -58,7 +58,7 @@ def _repo() -> Path:
 
 def _weights(method: str, task: Any) -> dict[str, Any]:
     if method == "upete":  # the combined checkpoint: weights + calibration + variant + training settings
-        from bundle.workflows.upete_export import combined_state
+        from bundle.checkpoint import combined_state
 
         return combined_state(network=task.network, calibration=task.calibration, variant=task.variant,
                               settings=task.settings)
@@ -167,7 +167,7 @@ def export_bundle(
     """
     from bundle.app.config import INFERENCE_RECIPES
     from bundle.app.registry import METHODS, build_task
-    from bundle.engines.checkpoints import save_checkpoint
+    from bundle.checkpoint import save_checkpoint
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")

@@ -11,7 +11,7 @@ import torch
 
 from bundle.app import build_task
 from bundle.app.cli import main, parse_overrides
-from bundle.engines.checkpoints import CheckpointError
+from bundle.checkpoint import CheckpointError
 
 from .conftest import LEGOPET_TINY, PETDDS_TINY
 

@@ -13,9 +13,9 @@ import torch
 from bundle.app import build_task
 from bundle.app.cli import main
 from bundle.app.config import method_parser
+from bundle.checkpoint import CheckpointError, load_calibration, load_weights
 from bundle.data.upete import load_split
-from bundle.engines.checkpoints import CheckpointError
-from bundle.workflows.upete import enhance_file, load_calibration, load_trained_variants, load_weights
+from bundle.workflows.upete import enhance_file, load_trained_variants
 from tests.upete_trained import TINY, VARIANT
 
 

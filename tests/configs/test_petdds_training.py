@@ -98,7 +98,7 @@ def _parser(dataset: Path, bundle_root: Path, max_epochs: int, *, resume: bool) 
 def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     from ignite.engine import Events
 
-    from bundle.workflows.petdds import latest_checkpoint
+    from bundle.checkpoint import latest_checkpoint
 
     dataset = _fabricated_dataset(tmp_path)
     run = tmp_path / "run"
@@ -140,14 +140,24 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     assert final["trainer"]["iteration"] == 6
 
 
-def test_latest_checkpoint_errors(tmp_path):
-    from bundle.workflows.petdds import latest_checkpoint
+def _resume_error(parser: ConfigParser) -> FileNotFoundError:
+    with pytest.raises(RuntimeError) as caught:  # MONAI wraps expression errors; the cause is ours
+        parser.get_parsed_content("resume_checkpoint")
+    cause = caught.value
+    while cause.__cause__ is not None and not isinstance(cause, FileNotFoundError):
+        cause = cause.__cause__
+    assert isinstance(cause, FileNotFoundError)
+    return cause
 
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        latest_checkpoint(tmp_path / "missing")
-    torch.save({"network": {}}, tmp_path / "weights_only.pt")
-    with pytest.raises(FileNotFoundError, match="no checkpoint with 'trainer' state"):
-        latest_checkpoint(tmp_path)
+
+def test_resume_overlay_names_a_missing_or_empty_checkpoint_folder(tmp_path):
+    ckpt_dir = tmp_path / "run" / "results" / "petdds" / "checkpoints"
+    error = str(_resume_error(_parser(tmp_path / "data", tmp_path / "run", 1, resume=True)))
+    assert f"{ckpt_dir} does not exist; run training with configs/petdds/train.json first" in error
+    ckpt_dir.mkdir(parents=True)
+    torch.save({"network": {}}, ckpt_dir / "weights_only.pt")
+    error = str(_resume_error(_parser(tmp_path / "data", tmp_path / "run", 1, resume=True)))
+    assert f"in {ckpt_dir}: no checkpoint with 'trainer' state" in error
 
 
 def test_paper_preset_layers_over_training_and_evaluation():

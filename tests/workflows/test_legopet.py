@@ -27,12 +27,9 @@ from bundle.workflows.legopet import (
     CountingNetwork,
     DiffusionPredictor,
     RegressionPredictor,
-    checkpoint_weights,
     evaluate_legopet,
     gan_predictors,
     guidance_sweep,
-    list_checkpoints,
-    load_weights,
     sampling_cost,
     training_progress,
 )
@@ -90,39 +87,6 @@ def _image_divisor(dataset: Path, entry: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- weights
-def test_checkpoint_weights_prefers_ema(tmp_path):
-    path = tmp_path / "c.pt"
-    torch.save({"network": {"w": torch.ones(1)}, "ema": {"w": torch.zeros(1)}}, path)
-    assert float(checkpoint_weights(path)["w"]) == 0.0
-    assert float(checkpoint_weights(path, use_ema=False)["w"]) == 1.0
-    torch.save({"network": {"w": torch.ones(1)}}, path)
-    assert float(checkpoint_weights(path)["w"]) == 1.0  # no EMA entry: the raw weights
-    net = load_weights(torch.nn.Linear(1, 1, bias=False).train(), _lin(tmp_path))
-    assert not net.training and float(net.weight.detach()) == 3.0
-
-
-def _lin(tmp_path: Path) -> Path:
-    path = tmp_path / "lin.pt"
-    torch.save({"network": {"weight": torch.full((1, 1), 3.0)}}, path)
-    return path
-
-
-def test_checkpoint_weights_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        checkpoint_weights(tmp_path / "missing.pt")
-    torch.save({"optimizer": {}}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="no 'network' entry"):
-        checkpoint_weights(tmp_path / "bad.pt")
-
-
-def test_list_checkpoints_sorted_by_epoch(tmp_path):
-    for name in ("checkpoint_epoch=20.pt", "checkpoint_epoch=5.pt", "legopet_final.pt", "x_checkpoint_epoch=10.pt"):
-        (tmp_path / name).write_bytes(b"")
-    assert [e for e, _ in list_checkpoints(tmp_path)] == [5, 10, 20]
-    with pytest.raises(FileNotFoundError):
-        list_checkpoints(tmp_path / "nope")
-
-
 # ---------------------------------------------------------------------------------------------------- samples
 # ---------------------------------------------------------------------------------------------------- evaluation
 class _Constant(torch.nn.Module):

@@ -27,7 +27,6 @@ from bundle.workflows.petdds import (
     METHODS,
     bias_variance_study,
     evaluate_petdds,
-    load_network_weights,
     uncertainty_study,
 )
 
@@ -183,17 +182,6 @@ def test_uncertainty_study_writes_mean_cv_and_panel(dataset, tmp_path):
     cv, _ = load_image(Path(unc["files"]["cv"]))
     assert cv.shape == (8, 64, 64) and bool(torch.isfinite(cv).all()) and unc["mean_cv_in_mask"] >= 0
     assert Path(unc["files"]["figure"]).stat().st_size > 0
-
-
-def test_load_network_weights_errors(tmp_path):
-    network = _tiny_network()
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_network_weights(network, tmp_path / "missing.pt")
-    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
-        load_network_weights("net", tmp_path / "missing.pt")
-    torch.save({"network": {"unexpected": torch.zeros(1)}}, tmp_path / "bad.pt")
-    with pytest.raises(RuntimeError):
-        load_network_weights(network, tmp_path / "bad.pt")
 
 
 def test_inference_config_reconstructs_a_sinogram_with_a_checkpoint(dataset, tmp_path):

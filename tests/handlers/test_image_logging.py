@@ -9,7 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from bundle.engines.image_logging import TensorBoardSampleImages
+from bundle.handlers.image_logging import TensorBoardSampleImages
 
 
 class _Writer:

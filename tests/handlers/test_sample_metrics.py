@@ -9,7 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from bundle.engines.sample_metrics import SampleValidationMetrics
+from bundle.handlers.sample_metrics import SampleValidationMetrics
 
 
 class _Writer:
@@ -75,7 +75,7 @@ def test_runs_on_schedule_and_fills_engine_metrics():
     records = []
     capture = logging.Handler()
     capture.emit = records.append
-    logger = logging.getLogger("bundle.engines.sample_metrics")
+    logger = logging.getLogger("bundle.handlers.sample_metrics")
     logger.addHandler(capture)
     try:
         engine.run([0, 1], max_epochs=3)  # epochs of 2 iterations: scored at epoch 2 (iteration 4) and at the end (6)

@@ -34,7 +34,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.visualize import plot_2d_or_3d_image
 
-__all__ = ["TensorBoardSampleImages"]
+__all__ = ["TensorBoardSampleImages", "crop_to_box"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def _crop(image: torch.Tensor, box: Any) -> torch.Tensor:
+def crop_to_box(image: torch.Tensor, box: Any) -> torch.Tensor:
     """``image[..., top:top+height, left:left+width]`` for a ``(top, left, height, width)`` box."""
     top, left, height, width = (int(b) for b in torch.as_tensor(box).flatten().tolist())
     return image[..., top : top + height, left : left + width]
@@ -209,11 +209,11 @@ class TensorBoardSampleImages:
             for key in (self.input_key, self.reference_key):
                 image = samples[key][i]
                 box = samples[f"{key}_padding"][i]
-                images[key] = image if box is None else _crop(image, box)
+                images[key] = image if box is None else crop_to_box(image, box)
             pred = prediction[i]
             box = samples[f"{self.reference_key}_padding"][i]
             if box is not None and tuple(pred.shape[-2:]) == padded_shape:
-                pred = _crop(pred, box)
+                pred = crop_to_box(pred, box)
             reference = images[self.reference_key]
             panels = {
                 "input": images[self.input_key],

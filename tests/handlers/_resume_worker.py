@@ -1,8 +1,8 @@
-"""A tiny ignite training run for tests/engines/test_checkpoints.py, run as a script in a subprocess.
+"""A tiny ignite training run for tests/handlers/test_checkpoints.py, run as a script in a subprocess.
 
 ignite is the engine under MONAI's SupervisedTrainer; without MONAI's imports the subprocess starts faster.
 
-python tests/engines/_resume_worker.py CHECKPOINT_DIR OUT_DIR [--sleep S]
+python tests/handlers/_resume_worker.py CHECKPOINT_DIR OUT_DIR [--sleep S]
 
 Resumes from the newest checkpoint in CHECKPOINT_DIR when there is one, checkpoints every 5 iterations
 (network, optimizer, trainer) atomically, and writes OUT_DIR/start.pt (weights after resuming, before the first
@@ -19,7 +19,9 @@ import torch
 from ignite.engine import Events, create_supervised_trainer
 from ignite.handlers import Checkpoint
 
-from bundle.engines.checkpoints import AtomicDiskSaver, ResumeFromLatest, save_checkpoint
+from bundle.checkpoint import save_checkpoint
+from bundle.handlers.checkpoint_saver import AtomicDiskSaver
+from bundle.handlers.resume import ResumeFromLatest
 
 EPOCH_LENGTH = 12
 MAX_EPOCHS = 3

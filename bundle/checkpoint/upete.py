@@ -4,8 +4,9 @@
 Training writes the parts separately: the autoencoder (``<upete_dir>/autoencoder/autoencoder_final.pt``, key
 ``autoencoder``), each latent-diffusion variant (``<upete_dir>/<variant>/ldm_final.pt``, key ``network``: the whole
 :class:`~bundle.networks.upete.UPETe` with the frozen autoencoder inside) and the calibration
-(``<upete_dir>/calibration.json``).  :func:`combine_upete` assembles them into the configured ``UPETe`` of one
-variant and writes, atomically (:func:`bundle.engines.checkpoints.save_checkpoint`),
+(``<upete_dir>/calibration.json``, :class:`Calibration`, read by :func:`load_calibration`).  :func:`combine_upete`
+assembles them into the configured ``UPETe`` of one variant and writes, atomically
+(:func:`bundle.checkpoint.save_checkpoint`),
 ``<upete_dir>/<variant>/upete_model.pt``::
 
     {"network":     UPETe state dict (autoencoder E/D, denoiser f_θ, E_CT for the CT variants, latent scale s),
@@ -28,21 +29,26 @@ Config ids (configs/upete/inference.json): ``combining`` writes the file, ``chec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bundle.checkpoint.io import CheckpointError, load_checkpoint, load_state_dicts, save_checkpoint
+from bundle.diffusion.latent import DoseEstimator
 from bundle.networks.upete import LDMVariant
 
 __all__ = [
     "COMBINED_FILENAME",
     "COMBINED_KEYS",
+    "Calibration",
     "combine_upete",
     "combined_calibration",
     "combined_state",
+    "load_calibration",
     "read_combined",
 ]
 
@@ -51,6 +57,32 @@ COMBINED_FILENAME = "upete_model.pt"
 
 COMBINED_KEYS = ("network", "calibration", "variant")
 """Entries every combined checkpoint holds (``settings`` is optional; module docstring)."""
+
+@dataclass(frozen=True)
+class Calibration:
+    """Constants measured on the data (:func:`bundle.workflows.upete.calibrate`); stored as JSON next to the
+    checkpoints and inside the combined checkpoint."""
+
+    latent_scale: float
+    count_scale: float
+    latent_noise_variance: float
+    reference_dose: float
+    dose_estimator_a: float
+    dose_estimator_b: float
+
+    def dose_estimator(self) -> DoseEstimator:
+        est = DoseEstimator()
+        est.a, est.b = self.dose_estimator_a, self.dose_estimator_b
+        return est
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """The :class:`Calibration` written by :func:`bundle.workflows.upete.calibrate` (``output_file``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"calibration file {str(file)!r} does not exist (run the latent diffusion training first)")
+    return Calibration(**json.loads(file.read_text(encoding="utf-8")))
+
 
 _COMBINE_HINT = ("python -m monai.bundle run combining --config_file \"['configs/common.json',"
                  "'configs/upete/train_autoencoder.json','configs/upete/train_ldm.json','configs/upete/evaluate.json',"
@@ -88,10 +120,7 @@ def combined_state(
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The combined checkpoint's content (module docstring) for ``network`` (a ``UPETe``), ``calibration`` (a
-    :class:`~bundle.workflows.upete.Calibration` or a mapping of its fields), ``variant`` and ``settings``
-    (config id -> plain value)."""
-    from bundle.workflows.upete import Calibration
-
+    :class:`Calibration` or a mapping of its fields), ``variant`` and ``settings`` (config id -> plain value)."""
     if not isinstance(network, torch.nn.Module):
         raise TypeError(f"network must be a torch.nn.Module (a UPETe), got {type(network).__name__}")
     if not isinstance(calibration, Calibration | Mapping):
@@ -118,11 +147,8 @@ def read_combined(path: str | Path) -> dict[str, Any]:
     Raises:
         ValueError: ``path`` does not exist (the message says how to write it), or the file is not a combined
             checkpoint (e.g. a training ``ldm_final.pt``: no calibration), naming the file and the missing entries.
-        bundle.engines.checkpoints.CheckpointError: unreadable or truncated file.
+        CheckpointError: unreadable or truncated file.
     """
-    from bundle.engines.checkpoints import CheckpointError, load_checkpoint
-    from bundle.workflows.upete import Calibration
-
     file = _require_file(path, "uPETe checkpoint", f"write it from the trained parts with {_COMBINE_HINT}")
     state = load_checkpoint(file)
     missing = [k for k in COMBINED_KEYS if k not in state]
@@ -150,7 +176,7 @@ def read_combined(path: str | Path) -> dict[str, Any]:
 
 
 def combined_calibration(path: str | Path):
-    """The :class:`~bundle.workflows.upete.Calibration` stored in a combined checkpoint (:func:`read_combined`)."""
+    """The :class:`Calibration` stored in a combined checkpoint (:func:`read_combined`)."""
     return read_combined(path)["calibration"]
 
 
@@ -191,11 +217,9 @@ def combine_upete(
     Raises:
         ValueError: a missing part (the message names the file and the training step that writes it), an
             inconsistent autoencoder or latent scale.
-        bundle.engines.checkpoints.CheckpointError: a part that does not fit the configured architecture.
+        CheckpointError: a part that does not fit the configured architecture.
     """
-    from bundle.engines.checkpoints import CheckpointError, load_checkpoint, load_state_dicts, save_checkpoint
     from bundle.networks.upete import build_upete
-    from bundle.workflows.upete import load_calibration
 
     v = LDMVariant.parse(variant)
     if not isinstance(output_file, str | Path) or str(output_file) == "":

@@ -9,16 +9,16 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from bundle.engines.checkpoints import CheckpointError
-from bundle.networks.upete import build_upete, pet_autoencoder
-from bundle.workflows.upete import Calibration
-from bundle.workflows.upete_export import (
+from bundle.checkpoint import (
     COMBINED_FILENAME,
+    Calibration,
+    CheckpointError,
     combine_upete,
     combined_calibration,
     combined_state,
     read_combined,
 )
+from bundle.networks.upete import build_upete, pet_autoencoder
 
 AE = {"channels": [4, 8, 8], "num_res_blocks": 1, "norm_num_groups": 4}
 DENOISER = {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, True], "norm_num_groups": 4,

@@ -1,7 +1,7 @@
 """Validation PSNR / SSIM of a sampling model during training (the cDPM / LegoPET trainings).
 
 :class:`SampleValidationMetrics` is a train handler built on
-:class:`bundle.engines.image_logging.TensorBoardSampleImages` (same data loading, inferer call, eval mode and
+:class:`bundle.handlers.image_logging.TensorBoardSampleImages` (same data loading, inferer call, eval mode and
 crop of the padding).  Every ``interval`` epochs, and once more when training ends, it samples the first
 ``num_samples`` items of a dataset (the validation split in ``configs/legopet/train_legopet.json``) and computes,
 per item, on the unpadded image in network units::
@@ -25,7 +25,7 @@ from typing import Any
 
 from ignite.engine import Engine
 
-from bundle.engines.image_logging import TensorBoardSampleImages, _crop
+from bundle.handlers.image_logging import TensorBoardSampleImages, crop_to_box
 from bundle.metrics import image_metrics
 
 __all__ = ["SampleValidationMetrics"]
@@ -39,7 +39,7 @@ class SampleValidationMetrics(TensorBoardSampleImages):
     Args (keyword-only):
         max_val: data range L of PSNR and SSIM in network units (> 0; default 1.0).
         prefix: metric name prefix (``"val"`` gives ``val_psnr`` and ``val_ssim``).
-        Others: as :class:`~bundle.engines.image_logging.TensorBoardSampleImages` (``num_samples`` = how many
+        Others: as :class:`~bundle.handlers.image_logging.TensorBoardSampleImages` (``num_samples`` = how many
         items are scored; ``tag_prefix`` is unused).
     """
 
@@ -89,9 +89,9 @@ class SampleValidationMetrics(TensorBoardSampleImages):
             pred = prediction[i]
             box = samples[f"{self.reference_key}_padding"][i]
             if box is not None:
-                reference = _crop(reference, box)
+                reference = crop_to_box(reference, box)
                 if tuple(pred.shape[-2:]) == padded_shape:
-                    pred = _crop(pred, box)
+                    pred = crop_to_box(pred, box)
             if tuple(pred.shape) != tuple(reference.shape):
                 raise ValueError(
                     f"prediction {i} has shape {tuple(pred.shape)} after the crop, the reference "
