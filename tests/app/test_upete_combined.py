@@ -47,6 +47,13 @@ def test_combined_checkpoint_equals_the_separately_loaded_variant(upete_run, tmp
     path, _ = task({"image": pet, "ct": ct, "output": str(tmp_path / "app.nii.gz"), "seed": 7, "dose": 0.1})
     expected = (outputs[1][0, 0].double() * float(case.low[0.1][1])).float().numpy()
     np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), expected)
+    parser["pet_file"], parser["ct_file"], parser["dose"] = pet, ct, 0.1  # configs/upete/inference.json's run id
+    parser["output_file"] = str(tmp_path / "config.nii.gz")
+    parser.get_parsed_content("inferring")
+    seed = parser.get_parsed_content("seed")
+    y = inferer(x, network, ct=case.ct, dose=0.1, generator=torch.Generator().manual_seed(seed))
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "config.nii.gz").dataobj),
+                                  (y[0, 0].double() * float(case.low[0.1][1])).float().numpy())
 
 
 def test_cli_infer_with_the_default_combined_checkpoint(upete_run, tmp_path, capsys):
