@@ -5,6 +5,9 @@ Request keys: ``image`` (counts ``.npy`` of the scanner preset's sinogram shape 
 of the same shape or a number: expected randoms + scatter counts per bin, > 0 wherever counts are > 0),
 ``scanner_preset`` and ``fwhm_mm`` (defaults from the task), ``output``, ``seed``.  The forward model is
 ȳ = n ⊙ A(G x) + s as in :mod:`bundle.data.petdds`.
+
+:func:`reconstruct_petdds_file` reconstructs one sinogram file of a petdds dataset with the forward model stored for
+its sample (configs/petdds/inference.json, run id ``inferring``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bundle._checks import check_nonnegative
+from bundle._checks import check_int, check_nonnegative
 from bundle.data.io import load_sinogram, save_image
+from bundle.data.petdds import PETDDSDataset
+from bundle.inferers.petdds import Network, PETDDSInferer, check_inferer, default_inferer, timed_network
 from bundle.physics import PRESETS, SinogramProjector, forward_model_from_arrays, preset
 
 from .task import InferTask, RequestKey, to_device_network
 
-__all__ = ["PETDDSInferTask"]
+__all__ = ["PETDDSInferTask", "reconstruct_petdds_file"]
 
 
 def _check_preset(name: object) -> str:
@@ -116,3 +121,50 @@ class PETDDSInferTask(InferTask):
         return {"shape_zyx": list(image.shape), "voxel_size_mm": list(geometry.voxel_size_mm),
                 "scanner_preset": data["geometry"].name, "units": "activity units of the forward model",
                 "max": float(np.max(image.numpy()))}
+
+
+def reconstruct_petdds_file(
+    dataset_dir: str | Path,
+    *,
+    case: Mapping | str,
+    sinogram: str | Path,
+    network: Network,
+    output_file: str | Path,
+    inferer: PETDDSInferer | None = None,
+    count_fraction: float | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """PET-DDS-δ of one sinogram file with the forward model of dataset sample ``case``; writes a NIfTI.
+
+    ``count_fraction`` (f of :mod:`bundle.data.petdds`) scales c·n⊙a and the background; ``None`` = taken from the
+    file: 1 for the sample's full-count sinogram, ``low_count_fraction`` for one of its low-count realisations
+    (a ``ValueError`` for any other file).  A sinogram whose shape differs from the layout raises ``ValueError``.
+    """
+    timed = timed_network(network, device)
+    if timed is None:
+        raise ValueError("reconstruct_petdds_file needs a network")
+    inferer = check_inferer(inferer)
+    seed = check_int(seed, "seed", minimum=0)
+    ds = PETDDSDataset.open(dataset_dir)
+    entry = ds.find_entry(case)
+    path = Path(sinogram)
+    if count_fraction is None:
+        resolved = path.resolve()
+        if resolved == (ds.root / entry["sinogram_high"]).resolve():
+            count_fraction = 1.0
+        elif resolved in {(ds.root / p).resolve() for p in entry["sinogram_low"]}:
+            count_fraction = float(entry["low_count_fraction"])
+        else:
+            raise ValueError(f"{path} is not a sinogram of sample {entry.get('id')}; pass count_fraction")
+    fraction = check_nonnegative(count_fraction, "count_fraction")
+    if fraction == 0:
+        raise ValueError("count_fraction must be > 0")
+    counts = ds.load_array(str(path.resolve()), "sinogram")
+    model = ds.forward_model(entry, fraction)
+    sampler = inferer or default_inferer()
+    image = sampler(counts, timed, models=model,
+                    generator=torch.Generator().manual_seed(seed))
+    output = Path(output_file)
+    save_image(output, image, ds.image)
+    return output

@@ -1,8 +1,8 @@
 """uPETe infer task: low-dose 3D PET (+ CT on the same grid) -> enhanced 3D PET (NIfTI, the input's grid and units).
 
 Images are read with MONAI ``LoadImaged`` (NIfTI through nibabel, a DICOM series folder through ITK); the steps
-mirror :func:`bundle.workflows.upete.enhance_file`: ``ValidatePETCTd`` → ``ToNetworkUnitsd`` (÷ m · mean) →
-``CTWindowd`` → ``LatentEnhancementInferer`` → × the stored scale → NIfTI with the input affine.
+are: ``ValidatePETCTd`` → ``ToNetworkUnitsd`` (÷ m · mean) → ``CTWindowd`` → ``LatentEnhancementInferer`` → × the
+stored scale → NIfTI with the input affine.  The ``inferring`` id of configs/upete/inference.json runs this task too.
 
 Request keys: ``image`` (low-dose PET), ``ct`` (required when the model uses CT-guided attention), ``dose`` (dose
 fraction of the input, default: estimated by the inferer), ``output``, ``seed``.

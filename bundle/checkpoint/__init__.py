@@ -1,7 +1,7 @@
 """Checkpoint content and I/O: atomic save, ``weights_only`` load, the one weight loader (:func:`load_weights`,
-errors are :class:`CheckpointError`), the newest / resumable checkpoint of a folder, RNG states as a checkpoint entry
-and the combined uPETe checkpoint.  The handlers that save and resume during training live in
-:mod:`bundle.handlers`.  Importing runs nothing."""
+errors are :class:`CheckpointError`), the newest / resumable checkpoint of a folder, RNG states as a checkpoint entry,
+the uPETe calibration, trained variants and combined checkpoint.  The handlers that save and resume during training
+live in :mod:`bundle.handlers`.  Importing runs nothing."""
 
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ from .upete import (
     COMBINED_FILENAME,
     COMBINED_KEYS,
     Calibration,
+    calibrate,
     combine_upete,
     combined_calibration,
     combined_state,
     load_calibration,
+    load_trained_variants,
     read_combined,
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "CheckpointError",
     "RandomStates",
     "atomic_torch_save",
+    "calibrate",
     "combine_upete",
     "combined_calibration",
     "combined_state",
@@ -43,6 +46,7 @@ __all__ = [
     "load_calibration",
     "load_checkpoint",
     "load_state_dicts",
+    "load_trained_variants",
     "load_weights",
     "numpy_random_states",
     "read_combined",

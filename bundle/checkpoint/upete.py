@@ -4,7 +4,9 @@
 Training writes the parts separately: the autoencoder (``<upete_dir>/autoencoder/autoencoder_final.pt``, key
 ``autoencoder``), each latent-diffusion variant (``<upete_dir>/<variant>/ldm_final.pt``, key ``network``: the whole
 :class:`~bundle.networks.upete.UPETe` with the frozen autoencoder inside) and the calibration
-(``<upete_dir>/calibration.json``, :class:`Calibration`, read by :func:`load_calibration`).  :func:`combine_upete`
+(``<upete_dir>/calibration.json``, :class:`Calibration`, measured by :func:`calibrate`, read by
+:func:`load_calibration`); :func:`load_trained_variants` builds every trained variant with its inferer from
+these parts.  :func:`combine_upete`
 assembles them into the configured ``UPETe`` of one variant and writes, atomically
 (:func:`bundle.checkpoint.save_checkpoint`),
 ``<upete_dir>/<variant>/upete_model.pt``::
@@ -29,26 +31,31 @@ Config ids (configs/upete/inference.json): ``combining`` writes the file, ``chec
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bundle.checkpoint.io import CheckpointError, load_checkpoint, load_state_dicts, save_checkpoint
-from bundle.diffusion.latent import DoseEstimator
-from bundle.networks.upete import LDMVariant
+from bundle.checkpoint.io import CheckpointError, load_checkpoint, load_state_dicts, load_weights, save_checkpoint
+from bundle.data.upete import load_split
+from bundle.diffusion.latent import DoseEstimator, calibrate_count_scale, latent_noise_variance
+from bundle.inferers.upete import LatentEnhancementInferer, PoissonDomain, make_process
+from bundle.networks.upete import LDMVariant, UPETe, build_upete
 
 __all__ = [
     "COMBINED_FILENAME",
     "COMBINED_KEYS",
     "Calibration",
+    "calibrate",
     "combine_upete",
     "combined_calibration",
     "combined_state",
     "load_calibration",
+    "load_trained_variants",
     "read_combined",
 ]
 
@@ -60,7 +67,7 @@ COMBINED_KEYS = ("network", "calibration", "variant")
 
 @dataclass(frozen=True)
 class Calibration:
-    """Constants measured on the data (:func:`bundle.workflows.upete.calibrate`); stored as JSON next to the
+    """Constants measured on the data (:func:`calibrate`); stored as JSON next to the
     checkpoints and inside the combined checkpoint."""
 
     latent_scale: float
@@ -77,11 +84,47 @@ class Calibration:
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    """The :class:`Calibration` written by :func:`bundle.workflows.upete.calibrate` (``output_file``)."""
+    """The :class:`Calibration` written by :func:`calibrate` (``output_file``)."""
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"calibration file {str(file)!r} does not exist (run the latent diffusion training first)")
     return Calibration(**json.loads(file.read_text(encoding="utf-8")))
+
+
+
+@torch.no_grad()
+def calibrate(
+    dataset_dir: str | Path,
+    *,
+    autoencoder: torch.nn.Module,
+    reference_dose: float = 0.1,
+    mean_multiple: float = 10.0,
+    ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
+    output_file: str | Path | None = None,
+) -> Calibration:
+    """s = 1/std of training SPET latents; κ_0, σ²_ref and the dose estimator from the validation pairs at d_ref."""
+    autoencoder = autoencoder.eval().cpu()
+    train = load_split(dataset_dir, "training", doses=[], mean_multiple=mean_multiple, ct_window_hu=ct_window_hu)
+    val = load_split(dataset_dir, "validation", doses=[reference_dose], mean_multiple=mean_multiple,
+                     ct_window_hu=ct_window_hu)
+    if not val or reference_dose not in val[0].low:
+        raise ValueError(f"the validation cases need an LPET at reference_dose={reference_dose}")
+    def mu(x: torch.Tensor) -> torch.Tensor:
+        return autoencoder.encode(x)[0]  # the encoder mean μ_E (encode_stage_2_inputs would sample)
+
+    latents = torch.cat([mu(c.spet).flatten() for c in train])
+    scale = 1.0 / float(latents.std())
+    kappa = [calibrate_count_scale(c.spet, c.low[reference_dose][0], dose=reference_dose) for c in val]
+    sigma2 = [latent_noise_variance(scale * mu(c.spet), scale * mu(c.low[reference_dose][0])) for c in val]
+    est = DoseEstimator().calibrate([c.spet for c in val], [c.low[reference_dose][0] for c in val],
+                                    dose=reference_dose)
+    cal = Calibration(scale, sum(kappa) / len(kappa), sum(sigma2) / len(sigma2), float(reference_dose),
+                      float(est.a), float(est.b))
+    if output_file is not None:
+        path = Path(output_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(cal), indent=2) + "\n", encoding="utf-8")
+    return cal
 
 
 _COMBINE_HINT = ("python -m monai.bundle run combining --config_file \"['configs/common.json',"
@@ -219,8 +262,6 @@ def combine_upete(
             inconsistent autoencoder or latent scale.
         CheckpointError: a part that does not fit the configured architecture.
     """
-    from bundle.networks.upete import build_upete
-
     v = LDMVariant.parse(variant)
     if not isinstance(output_file, str | Path) or str(output_file) == "":
         raise ValueError(f"output_file must be a file path (e.g. <upete_dir>/{v.value}/{COMBINED_FILENAME}), got "
@@ -268,3 +309,40 @@ def combine_upete(
         )
     state = combined_state(network=network.eval(), calibration=calibration, variant=v, settings=settings)
     return save_checkpoint(state, Path(output_file))
+
+
+def load_trained_variants(
+    upete_dir: str | Path,
+    *,
+    variants: Sequence[str] = tuple(v.value for v in LDMVariant),
+    autoencoder_def: torch.nn.Module,
+    calibration: Calibration,
+    latent_channels: int = 3,
+    denoiser_layout: Mapping[str, Any],
+    ct_encoder_layout: Mapping[str, Any],
+    num_train_timesteps: int = 400,
+    min_dose: float = 0.005,
+    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
+    inferer_options: Mapping[str, Any] | None = None,
+    require_all: bool = False,
+) -> dict[str, tuple[UPETe, Any]]:
+    """``{variant: (UPETe with ``<upete_dir>/<variant>/ldm_final.pt`` loaded, LatentEnhancementInferer)}``; variants
+    without a checkpoint are skipped (``ValueError`` with ``require_all``).  ``poisson_domain`` must be the one the
+    Poisson variants were trained with (:func:`make_process`)."""
+    models = {}
+    for name in variants:
+        checkpoint = Path(upete_dir) / str(name) / "ldm_final.pt"
+        if not checkpoint.is_file():
+            if require_all:
+                raise ValueError(f"variant {name!r} has no checkpoint {str(checkpoint)!r}; train it first")
+            continue
+        network = build_upete(name, autoencoder=copy.deepcopy(autoencoder_def), latent_scale=calibration.latent_scale,
+                              latent_channels=latent_channels, denoiser_layout=denoiser_layout,
+                              ct_encoder_layout=ct_encoder_layout)
+        load_weights(network, checkpoint)
+        process = make_process(name, calibration=calibration, num_train_timesteps=num_train_timesteps,
+                               min_dose=min_dose, poisson_domain=poisson_domain)
+        inferer = LatentEnhancementInferer(process=process, dose_estimator=calibration.dose_estimator(),
+                                           **dict(inferer_options or {}))
+        models[str(name)] = (network, inferer)
+    return models

@@ -25,7 +25,16 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from ..physics import ImageGeometry, PETForwardModel, ScannerPreset, SinogramProjector, forward_model_from_arrays
+from ..physics import (
+    ImageGeometry,
+    PETForwardModel,
+    PoissonDataModel,
+    ScannerPreset,
+    SinogramProjector,
+    forward_model_from_arrays,
+    select_views,
+    view_subsets,
+)
 from ..physics import preset as scanner_preset
 from .io import load_image
 
@@ -43,6 +52,14 @@ class PETDDSCase(NamedTuple):
     """Full-count OSEM reference, ``(n_z, n_y, n_x)``, activity units."""
     mask: torch.Tensor
     """Head mask μ > 0, ``torch.bool``, image shape."""
+
+    def subsets(self, num_subsets: int) -> tuple[list[PoissonDataModel], list[torch.Tensor]]:
+        """The models and counts of the ``num_subsets`` interleaved view subsets (:func:`~bundle.physics.view_subsets`),
+        as OSEM and MAP-EM take them."""
+        if num_subsets > self.model.n_views:
+            raise ValueError(f"number of subsets ({num_subsets}) must be <= the number of views ({self.model.n_views})")
+        indices = view_subsets(self.model.n_views, num_subsets)
+        return [self.model.subset(i) for i in indices], [select_views(self.counts, i) for i in indices]
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,26 @@ class PETDDSDataset:
                     return item
         ids = [item.get("id") for items in self.datalist.values() for item in items]
         raise ValueError(f"no sample with id {entry!r} in {self.root / 'datalist.json'}; ids are {ids}")
+
+    def test_entry(self, case: Mapping | str | None = None) -> dict:
+        """:meth:`find_entry` of ``case``, or the first ``test`` entry for ``None`` (``ValueError`` if none)."""
+        if case is not None:
+            return self.find_entry(case)
+        if not self.datalist.get("test"):
+            raise ValueError(f"{self.root} has no test subjects; pass case=")
+        return self.datalist["test"][0]
+
+    @staticmethod
+    def realisation_count(entry: Mapping, realisations: int | None = None) -> int:
+        """How many low-count realisations of ``entry`` to use: all stored for ``None``, else ``realisations``
+        (an int in [1, stored])."""
+        available = len(entry["sinogram_low"])
+        if realisations is None:
+            return available
+        count = check_int(realisations, "realisations", minimum=1)
+        if count > available:
+            raise ValueError(f"realisations must be <= {available} (stored for {entry.get('id')}), got {count}")
+        return count
 
     def load_array(self, relative: str, what: str) -> torch.Tensor:
         """The ``.npy`` sinogram-shaped array at ``root / relative`` as float32 (``what`` names it in errors)."""

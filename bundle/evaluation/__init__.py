@@ -14,7 +14,7 @@ from .figures import (
     slice_figure,
     volume_panel,
 )
-from .tables import format_mean_std, mean_std, metrics_table, summarise, write_csv, write_json
+from .tables import format_mean_std, mean_std, metrics_table, output_folder, summarise, write_csv, write_json
 
 __all__ = [
     "bias_variance_figure",
@@ -25,6 +25,7 @@ __all__ = [
     "metric_curves",
     "metrics_table",
     "monai_volume_panel",
+    "output_folder",
     "slice_figure",
     "summarise",
     "volume_panel",

@@ -144,7 +144,7 @@ def volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: Im
 
 def bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> Path:
     """Normalised bias against normalised std (%): one MAP-EM curve per β over its passes, one PET-DDS-δ curve over
-    δ (``points`` as :func:`bundle.workflows.petdds.bias_variance_study` writes them)."""
+    δ (``points`` as :func:`bundle.workflows.petdds_studies.bias_variance_study` writes them)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.0, 4.5), layout="constrained")

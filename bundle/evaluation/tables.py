@@ -18,7 +18,7 @@ import torch
 
 from bundle._checks import check_int
 
-__all__ = ["format_mean_std", "mean_std", "metrics_table", "summarise", "write_csv", "write_json"]
+__all__ = ["format_mean_std", "mean_std", "metrics_table", "output_folder", "summarise", "write_csv", "write_json"]
 
 def summarise(values: Sequence[float] | np.ndarray | torch.Tensor, *, correction: int = 1) -> tuple[float, float]:
     """Mean and standard deviation of per-image metric values (for "mean ± std over test slices").
@@ -120,6 +120,15 @@ def metrics_table(
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """:func:`summarise` of the table cells: sample std (ddof 1), or ``(value, 0.0)`` for a single value."""
     return summarise(list(values), correction=1 if len(values) > 1 else 0)
+
+
+def output_folder(output_dir: object) -> Path:
+    """``output_dir`` as a ``Path``, created with its parents; ``TypeError`` unless it is a ``str`` or ``Path``."""
+    if not isinstance(output_dir, str | Path):
+        raise TypeError(f"output_dir must be a str or Path, got {type(output_dir).__name__}")
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_json(path: Path, obj: object) -> Path:

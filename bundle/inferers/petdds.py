@@ -113,8 +113,11 @@ from ..metrics.bias_variance import ZeroMeanPolicy, coefficient_of_variation
 __all__ = [
     "PETDDSInferer",
     "Preconditioner",
+    "TimedNetwork",
+    "check_inferer",
     "default_inferer",
     "reconstruct_many",
+    "timed_network",
     "uncertainty_from_samples",
 ]
 
@@ -497,6 +500,45 @@ def default_inferer(*, num_subsets: int = 21, num_train_timesteps: int = 1000, *
     training config's ``DDPMScheduler``) and the paper's defaults; ``options`` are further constructor arguments."""
     scheduler = DDIMScheduler(num_train_timesteps=check_int(num_train_timesteps, "num_train_timesteps", minimum=1))
     return PETDDSInferer(scheduler=scheduler, num_subsets=num_subsets, **options)
+
+
+def check_inferer(inferer: object) -> PETDDSInferer | None:
+    """``inferer`` if it is a :class:`PETDDSInferer` or ``None`` (the caller's default), else ``TypeError``."""
+    if inferer is not None and not isinstance(inferer, PETDDSInferer):
+        raise TypeError(f"inferer must be a PETDDSInferer or None, got {type(inferer).__name__}")
+    return inferer
+
+
+class TimedNetwork:
+    """``network(x, t)`` on ``device`` (inputs moved there, the output moved back to the inputs' device) with the time
+    spent inside it (CUDA synchronised) accumulated in :attr:`seconds`: the ``network_s`` of the PET-DDS timings."""
+
+    def __init__(self, network: Network, device: torch.device) -> None:
+        self.network = network
+        self.device = device
+        self.seconds = 0.0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.network(x.to(self.device), t.to(self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        out = out.to(x.device)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def timed_network(network: object, device: str | torch.device = "cpu") -> TimedNetwork | None:
+    """``network`` (callable ``(x, t) -> ε``; a ``torch.nn.Module`` is moved to ``device`` in eval mode) as a
+    :class:`TimedNetwork`; ``None`` stays ``None``, anything else not callable is a ``TypeError``."""
+    if network is None:
+        return None
+    if not callable(network):
+        raise TypeError(f"network must be callable(x, t) -> eps (e.g. DiffusionModelUNet) or None, got {network!r}")
+    device = torch.device(device)
+    if isinstance(network, torch.nn.Module):
+        network.to(device).eval()
+    return TimedNetwork(network, device)
 
 
 def reconstruct_many(

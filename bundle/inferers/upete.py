@@ -179,7 +179,7 @@ def make_process(
     poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
 ) -> LatentDiffusionProcess:
     """Gaussian (LDM, LDM-CT) or Poisson (LDM-P, LDM-P-CT) process; ``calibration`` has ``count_scale``,
-    ``latent_noise_variance`` and ``reference_dose`` (:class:`bundle.workflows.upete.Calibration`).
+    ``latent_noise_variance`` and ``reference_dose`` (:class:`bundle.checkpoint.Calibration`).
 
     The Poisson process's own degradation is image-space at the calibrated κ_0 in both domains: it draws x_t in
     training with ``poisson_domain="image"`` and re-degrades D(ẑ0) between reverse steps in either domain.

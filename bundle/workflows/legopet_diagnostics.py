@@ -73,14 +73,14 @@ def denoising_loss(
     Args:
         dataset_dir: legopet dataset folder.
         output_dir: where the CSV, JSON and PNG go (created).
-        runs: ``{name: (network, inferer, ckpt_dir)}`` as for :func:`bundle.workflows.legopet.training_progress`:
+        runs: ``{name: (network, inferer, ckpt_dir)}`` as for :func:`.training_progress`:
             the network is copied and loaded with each interval checkpoint; the inferer supplies the scheduler
             (ᾱ_t) and the condition (its PnPNet, or none for the cDPM); its guidance and sampler settings are unused.
         iterations_per_epoch: optimiser steps per epoch (x axis = epoch × this).
         splits: datalist splits to score (default training and test).
         timesteps: the t grid, each in [0, T).
         noise_draws: ε draws per slice and t.
-        use_ema, pad_size, limit, batch_size, seed, device: as in :func:`bundle.workflows.legopet.training_progress`.
+        use_ema, pad_size, limit, batch_size, seed, device: as in :func:`.training_progress`.
 
     Returns:
         ``{"rows": [...], "means": [...]}`` as written to ``denoising_loss.json``.

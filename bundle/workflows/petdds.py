@@ -1,4 +1,6 @@
-"""PET-DDS-δ reconstruction and evaluation workflows on a ``petdds`` dataset (``python -m bundle.data build petdds``).
+"""PET-DDS-δ evaluation study on a ``petdds`` dataset (``python -m bundle.data build petdds``): the OSEM / MAP-EM /
+PET-DDS-δ table.  The bias-variance and uncertainty studies are in :mod:`bundle.workflows.petdds_studies`; one
+sinogram file is reconstructed by :func:`bundle.app.petdds.reconstruct_petdds_file`.
 
 Cases (counts, forward model rebuilt from the stored factors, reference, head mask) are read by
 :class:`bundle.data.petdds.PETDDSDataset` (module docstring there: ȳ = (f c n ⊙ a) ⊙ A(G x) + f s_full, x in the
@@ -36,42 +38,30 @@ Evaluation conventions (:func:`evaluate_petdds`)
 
 from __future__ import annotations
 
-import copy
-import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bundle.data.io import save_image
-from bundle.data.petdds import PETDDSCase, PETDDSDataset
-from bundle.evaluation import bias_variance_figure, mean_std, metrics_table, volume_panel, write_csv, write_json
-from bundle.inferers.petdds import PETDDSInferer, default_inferer, reconstruct_many, uncertainty_from_samples
-from bundle.metrics import MetricConvention, bias_variance, image_metrics, ssim_kernel_size, units
-from bundle.physics import (
-    ImageGeometry,
-    Neighbourhood,
-    PoissonDataModel,
-    RelativeDifferencePrior,
-    map_em,
-    select_views,
-    view_subsets,
-)
+from bundle.data.petdds import PETDDSDataset
+from bundle.evaluation import mean_std, metrics_table, output_folder, volume_panel, write_csv, write_json
+from bundle.inferers.petdds import Network, PETDDSInferer, check_inferer, default_inferer, timed_network
+from bundle.metrics import MetricConvention, image_metrics, ssim_kernel_size, units
+from bundle.physics import ImageGeometry, Neighbourhood, PoissonDataModel, RelativeDifferencePrior, map_em
 from bundle.physics import osem as osem_reconstruction
 
-from .._checks import check_choice, check_nonnegative, check_sequence
+from .._checks import check_choice, check_nonnegative
 from .._checks import check_int as _check_int
 
 __all__ = [
     "METHODS",
     "METRICS",
-    "bias_variance_study",
+    "absolute_beta",
     "evaluate_petdds",
-    "reconstruct_petdds_file",
-    "uncertainty_study",
+    "rdp_prior",
 ]
 
 METHODS: tuple[str, ...] = ("OSEM", "MAP-EM", "PET-DDS-δ")
@@ -80,8 +70,6 @@ METRICS: tuple[str, ...] = ("NRMSE", "PSNR", "SSIM")
 """Metric columns of the table (NRMSE and SSIM in %, PSNR in dB)."""
 _SLUG = {"OSEM": "osem", "MAP-EM": "map_em", "PET-DDS-δ": "pet_dds_delta"}
 _CSV_FIELDS = ("subject", "realisation", "method", *METRICS, "time_s", "network_s", "projector_s", "other_s")
-
-Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------------------------- argument checks
@@ -108,86 +96,22 @@ def _check_methods(methods: object, network: object) -> tuple[str, ...]:
     return tuple(m for m in METHODS if m in methods)
 
 
-def _check_network(network: object) -> Network | None:
-    if network is not None and not callable(network):
-        raise TypeError(f"network must be callable(x, t) -> eps (e.g. DiffusionModelUNet) or None, got {network!r}")
-    return network  # type: ignore[return-value]
+# ------------------------------------------------------------------------------------------- MAP-EM baseline
 
 
-def _check_inferer(inferer: object) -> PETDDSInferer | None:
-    if inferer is not None and not isinstance(inferer, PETDDSInferer):
-        raise TypeError(f"inferer must be a PETDDSInferer or None, got {type(inferer).__name__}")
-    return inferer
-
-
-# ----------------------------------------------------------------------------------------------------- dataset
-
-
-# ------------------------------------------------------------------------------------------------ reconstruction
-
-
-def _subsets(case: PETDDSCase, n_subsets: int) -> tuple[list[PoissonDataModel], list[torch.Tensor]]:
-    if n_subsets > case.model.n_views:
-        raise ValueError(f"number of subsets ({n_subsets}) must be <= the number of views ({case.model.n_views})")
-    indices = view_subsets(case.model.n_views, n_subsets)
-    return [case.model.subset(i) for i in indices], [select_views(case.counts, i) for i in indices]
-
-
-def _absolute_beta(models: Sequence[PoissonDataModel], mask: torch.Tensor, relative: float) -> float:
+def absolute_beta(models: Sequence[PoissonDataModel], mask: torch.Tensor, relative: float) -> float:
+    """β = ``relative`` × mean_M Aᵀ1: the RDP weight of MAP-EM relative to the full-data sensitivity Σ_k A_kᵀ1 of
+    ``models`` averaged over the mask M (module docstring)."""
     sensitivity = torch.stack([m.sensitivity(dtype=torch.float32, device=torch.device("cpu")) for m in models]).sum(0)
     return relative * float(sensitivity[mask].mean())
 
 
-def _rdp(geometry: ImageGeometry) -> RelativeDifferencePrior:
+def rdp_prior(geometry: ImageGeometry) -> RelativeDifferencePrior:
     """3D RDP, 26 neighbours with inverse-distance weights, γ = 2 (the MAP-EM baseline)."""
     return RelativeDifferencePrior(neighbourhood=Neighbourhood.FULL, voxel_size_mm=geometry.voxel_size_mm)
 
 
-class _TimedNetwork:
-    """``network(x, t)`` on ``device`` with the time spent inside it accumulated in :attr:`seconds`."""
-
-    def __init__(self, network: Network, device: torch.device) -> None:
-        self.network = network
-        self.device = device
-        self.seconds = 0.0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        out = self.network(x.to(self.device), t.to(self.device))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        out = out.to(x.device)
-        self.seconds += time.perf_counter() - start
-        return out
-
-
-def _prepare_network(network: Network | None, device: torch.device) -> _TimedNetwork | None:
-    if network is None:
-        return None
-    if isinstance(network, torch.nn.Module):
-        network.to(device).eval()
-    return _TimedNetwork(network, device)
-
-
-# ------------------------------------------------------------------------------------------------------ workflows
-
-
-def _output_dir(output_dir: object) -> Path:
-    if not isinstance(output_dir, str | Path):
-        raise TypeError(f"output_dir must be a str or Path, got {type(output_dir).__name__}")
-    path = Path(output_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _realisation_count(entry: Mapping, realisations: int | None) -> int:
-    available = len(entry["sinogram_low"])
-    if realisations is None:
-        return available
-    count = _check_int(realisations, "realisations", minimum=1)
-    if count > available:
-        raise ValueError(f"realisations must be <= {available} (stored for {entry.get('id')}), got {count}")
-    return count
+# -------------------------------------------------------------------------------------------------- evaluation
 
 
 def evaluate_petdds(
@@ -235,9 +159,10 @@ def evaluate_petdds(
         ``{"rows": [per reconstruction], "summary": {method: {metric: {"mean", "std"}, "time_s": ...}},
         "table": markdown, "files": {...}, "settings": {...}}``.
     """
-    network = _check_network(network)
-    inferer = _check_inferer(inferer)
-    chosen = _check_methods(methods, network)
+    device = torch.device(device)
+    timed = timed_network(network, device)
+    inferer = check_inferer(inferer)
+    chosen = _check_methods(methods, timed)
     n_subsets, n_iterations = _check_osem(osem)
     beta_relative = check_nonnegative(map_em_beta, "map_em_beta")
     map_iterations = _check_int(map_em_iterations, "map_em_iterations", minimum=1)
@@ -245,14 +170,12 @@ def evaluate_petdds(
     convention = check_choice(metric_convention, MetricConvention, "metric_convention")
     metric_units = units(convention)
     percent = metric_units["SSIM"] == "%"
-    out = _output_dir(output_dir)
+    out = output_folder(output_dir)
     ds = PETDDSDataset.open(dataset_dir)
     if split not in ds.datalist or not ds.datalist[split]:
         raise ValueError(f"split {split!r} of {ds.root} holds no subjects (splits: {sorted(ds.datalist)})")
     entries = ds.datalist[split]
-    counts = {e["id"]: _realisation_count(e, realisations) for e in entries}
-    device = torch.device(device)
-    timed_network = _prepare_network(network, device)
+    counts = {e["id"]: ds.realisation_count(e, realisations) for e in entries}
     if "PET-DDS-δ" in chosen and inferer is None:
         inferer = default_inferer(num_subsets=n_subsets)
 
@@ -264,7 +187,7 @@ def evaluate_petdds(
 
     for entry, r in tqdm(pairs, disable=not progress, desc="evaluate petdds"):
         case = ds.case(entry, r)
-        models, data = _subsets(case, n_subsets)
+        models, data = case.subsets(n_subsets)
         images: dict[str, torch.Tensor] = {}
         timings: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
@@ -272,23 +195,23 @@ def evaluate_petdds(
         if "OSEM" in chosen:
             images["OSEM"], timings["OSEM"] = osem_image, {"time_s": time.perf_counter() - start}
         if "MAP-EM" in chosen:
-            beta = _absolute_beta(models, case.mask, beta_relative)
+            beta = absolute_beta(models, case.mask, beta_relative)
             betas[f"{entry['id']}/{r}"] = beta
             start = time.perf_counter()
-            images["MAP-EM"] = map_em(models, data, prior=_rdp(ds.image), beta=beta, num_iterations=map_iterations)
+            images["MAP-EM"] = map_em(models, data, prior=rdp_prior(ds.image), beta=beta, num_iterations=map_iterations)
             timings["MAP-EM"] = {"time_s": time.perf_counter() - start}
         if "PET-DDS-δ" in chosen:
-            assert inferer is not None and timed_network is not None
-            timed_network.seconds = 0.0
+            assert inferer is not None and timed is not None
+            timed.seconds = 0.0
             generator = torch.Generator().manual_seed(seed + r)
             start = time.perf_counter()
-            images["PET-DDS-δ"] = inferer(case.counts, timed_network, models=case.model, initial_osem=osem_image,
+            images["PET-DDS-δ"] = inferer(case.counts, timed, models=case.model, initial_osem=osem_image,
                                           generator=generator)
             seconds = time.perf_counter() - start
             split_s = inferer.timings  # network / projector (A_kᵀ(y_k/ȳ_k − 1)) / rest, from the sampler's clocks
-            timings["PET-DDS-δ"] = {"time_s": seconds, "network_s": timed_network.seconds,
+            timings["PET-DDS-δ"] = {"time_s": seconds, "network_s": timed.seconds,
                                     "projector_s": split_s["projector_s"],
-                                    "other_s": seconds - timed_network.seconds - split_s["projector_s"]}
+                                    "other_s": seconds - timed.seconds - split_s["projector_s"]}
         for method, recon in images.items():
             row = {"subject": entry["id"], "realisation": r, "method": method,
                    **image_metrics(recon, case.reference, mask=case.mask, convention=convention),
@@ -338,202 +261,3 @@ def evaluate_petdds(
     return {"rows": rows, "summary": summary, "table": table, "files": files, "settings": settings}
 
 
-def _first_test_entry(ds: PETDDSDataset, case: Mapping | str | None) -> dict:
-    if case is not None:
-        return ds.find_entry(case)
-    if not ds.datalist.get("test"):
-        raise ValueError(f"{ds.root} has no test subjects; pass case=")
-    return ds.datalist["test"][0]
-
-
-def bias_variance_study(
-    dataset_dir: str | Path,
-    *,
-    output_dir: str | Path,
-    case: Mapping | str | None = None,
-    betas: Sequence[float] = (0.001, 0.003, 0.01),
-    map_em_iterations: Sequence[int] = (2,),
-    num_subsets: int = 21,
-    network: Network | None = None,
-    inferer: PETDDSInferer | None = None,
-    deltas: Sequence[float] = (0.1, 0.2, 0.5),
-    realisations: int | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Normalised bias against normalised std over the low-count realisations of one subject (paper's Fig. 2).
-
-    MAP-EM (RDP, ``num_subsets`` subsets) for every relative β in ``betas`` (as ``map_em_beta`` of
-    :func:`evaluate_petdds`) and every iteration count in ``map_em_iterations`` (one run per β and realisation,
-    read out after each requested pass); PET-DDS-δ for every δ in ``deltas`` when a network is given (``inferer`` a
-    template, default :func:`default_inferer`; realisation r uses seed ``seed + r``).  Each setting gives one point
-    of :func:`bundle.metrics.bias_variance` against the full-count reference in the head mask (μ > 0).
-
-    Returns:
-        ``{"points": [{"method", "beta" | "delta", ..., "normalised_bias", "normalised_std"}], "files": {...}}``;
-        writes ``bias_variance.json`` and ``bias_variance.png`` into ``output_dir``.
-    """
-    beta_list = check_sequence(betas, "betas", check_nonnegative)
-    iteration_list = sorted(set(check_sequence(map_em_iterations, "map_em_iterations",
-                                                lambda v, n: _check_int(v, n, minimum=1))))
-    delta_list = check_sequence(deltas, "deltas", check_nonnegative)
-    if any(d == 0 for d in delta_list):
-        raise ValueError(f"deltas must be > 0, got {list(deltas)}")
-    num_subsets = _check_int(num_subsets, "num_subsets", minimum=1)
-    network = _check_network(network)
-    inferer = _check_inferer(inferer)
-    seed = _check_int(seed, "seed", minimum=0)
-    out = _output_dir(output_dir)
-    ds = PETDDSDataset.open(dataset_dir)
-    entry = _first_test_entry(ds, case)
-    n_real = _realisation_count(entry, realisations)
-    if n_real < 2:
-        raise ValueError(f"bias_variance_study needs >= 2 realisations, got {n_real}")
-    timed_network = _prepare_network(network, torch.device(device))
-    template = (inferer or default_inferer(num_subsets=num_subsets)) if network is not None else None
-
-    map_images: dict[tuple[float, int], list[torch.Tensor]] = {(b, i): [] for b in beta_list for i in iteration_list}
-    dds_images: dict[float, list[torch.Tensor]] = {d: [] for d in delta_list} if template is not None else {}
-    absolute: dict[float, list[float]] = {b: [] for b in beta_list}
-    reference = mask = None
-    from tqdm.auto import tqdm
-
-    for r in tqdm(range(n_real), disable=not progress, desc="bias-variance"):
-        loaded = ds.case(entry, r)
-        reference, mask = loaded.reference, loaded.mask
-        models, data = _subsets(loaded, num_subsets)
-        unit = _absolute_beta(models, loaded.mask, 1.0)  # mean_M Aᵀ1, once per realisation
-        for beta in beta_list:
-            beta_abs = beta * unit
-            absolute[beta].append(beta_abs)
-
-            def keep(iteration: int, image: torch.Tensor, beta: float = beta) -> None:
-                if iteration in iteration_list:
-                    map_images[(beta, iteration)].append(image)
-
-            map_em(models, data, prior=_rdp(ds.image), beta=beta_abs, num_iterations=iteration_list[-1], callback=keep)
-        if template is not None:
-            t_models, t_data = _subsets(loaded, template.num_subsets)
-            initial = osem_reconstruction(t_models, t_data, num_iterations=template.osem_iterations)
-            for delta in delta_list:
-                sampler = copy.copy(template)
-                sampler.delta = delta
-                generator = torch.Generator().manual_seed(seed + r)
-                dds_images[delta].append(sampler(loaded.counts, timed_network, models=loaded.model,
-                                                 initial_osem=initial, generator=generator))
-    assert reference is not None and mask is not None
-
-    def point(images: list[torch.Tensor]) -> dict[str, float]:
-        result = bias_variance(torch.stack(images).double(), reference.double(), mask=mask)
-        return {"normalised_bias": result["normalised_bias"], "normalised_std": result["normalised_std"]}
-
-    points = [{"method": "MAP-EM", "beta": b, "beta_absolute_mean": float(np.mean(absolute[b])), "iterations": i,
-               **point(map_images[(b, i)])} for b in beta_list for i in iteration_list]
-    points += [{"method": "PET-DDS-δ", "delta": d, **point(images)} for d, images in dds_images.items()]
-    json_path = write_json(out / "bias_variance.json", {
-        "subject": entry["id"], "realisations": n_real, "num_subsets": num_subsets, "mask": "mu_map > 0 (head)",
-        "definitions": "bundle.metrics.bias_variance (NB = ‖mean − r‖/‖r‖, NSD = sqrt(mean σ²)/mean r, over M)",
-        "points": points,
-    })
-    figure = bias_variance_figure(points, out / "bias_variance.png",
-                                   title=f"{entry['id']}: {n_real} low-count realisations")
-    return {"points": points, "files": {"json": str(json_path), "figure": str(figure)}}
-
-
-def uncertainty_study(
-    dataset_dir: str | Path,
-    *,
-    network: Network,
-    output_dir: str | Path,
-    inferer: PETDDSInferer | None = None,
-    case: Mapping | str | None = None,
-    low_index: int = 0,
-    seeds: int | Sequence[int] = 25,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """K sampler seeds of PET-DDS-δ on one low-count sinogram -> mean and voxel-wise CV images (paper: 25 seeds).
-
-    ``seeds`` an int K means seeds 0 … K − 1.  Writes ``uncertainty_mean.nii.gz``, ``uncertainty_cv.nii.gz`` and
-    ``uncertainty.png`` (transverse + coronal of reference, mean and CV) into ``output_dir``.
-
-    Returns:
-        ``{"seeds": [...], "mean_cv_in_mask": float, "files": {...}}``.
-    """
-    if network is None:
-        raise ValueError("uncertainty_study needs a network (PET-DDS-δ samples)")
-    network = _check_network(network)
-    inferer = _check_inferer(inferer)
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        seed_list = list(range(_check_int(seeds, "seeds", minimum=2)))
-    else:
-        seed_list = check_sequence(seeds, "seeds", lambda v, n: _check_int(v, n, minimum=0))
-        if len(seed_list) < 2:
-            raise ValueError(f"seeds must hold >= 2 seeds, got {seed_list}")
-    out = _output_dir(output_dir)
-    ds = PETDDSDataset.open(dataset_dir)
-    entry = _first_test_entry(ds, case)
-    loaded = ds.case(entry, low_index)
-    sampler = inferer or default_inferer()
-    samples = reconstruct_many(sampler, loaded.counts, _prepare_network(network, torch.device(device)),
-                               models=loaded.model, seeds=seed_list)
-    mean, cv = uncertainty_from_samples(samples)
-    files = {"mean": out / "uncertainty_mean.nii.gz", "cv": out / "uncertainty_cv.nii.gz"}
-    save_image(files["mean"], mean, ds.image)
-    save_image(files["cv"], cv, ds.image)
-    # display: CV inside the head (outside it the mean is ~0 and the CV explodes), clipped at its 99th percentile
-    top = float(torch.quantile(cv[loaded.mask].double(), 0.99))
-    cv_head = torch.where(loaded.mask, cv.clamp(max=top), torch.zeros_like(cv))
-    files["figure"] = volume_panel({"reference": loaded.reference, "mean": mean, "CV (head)": cv_head},
-                             out / "uncertainty.png", geometry=ds.image,
-                             vmax=float(loaded.reference[loaded.mask].max()), cmaps={"CV (head)": "magma"},
-                             title=f"{entry['id']}: {len(seed_list)} seeds; CV shown in [0, {top:.2f}] (99th pct.)")
-    return {"seeds": seed_list, "mean_cv_in_mask": float(cv[loaded.mask].mean()),
-            "files": {k: str(v) for k, v in files.items()}}
-
-
-def reconstruct_petdds_file(
-    dataset_dir: str | Path,
-    *,
-    case: Mapping | str,
-    sinogram: str | Path,
-    network: Network,
-    output_file: str | Path,
-    inferer: PETDDSInferer | None = None,
-    count_fraction: float | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> Path:
-    """PET-DDS-δ of one sinogram file with the forward model of dataset sample ``case``; writes a NIfTI.
-
-    ``count_fraction`` (f in the module docstring) scales c·n⊙a and the background; ``None`` = taken from the
-    file: 1 for the sample's full-count sinogram, ``low_count_fraction`` for one of its low-count realisations
-    (a ``ValueError`` for any other file).  A sinogram whose shape differs from the layout raises ``ValueError``.
-    """
-    network = _check_network(network)
-    if network is None:
-        raise ValueError("reconstruct_petdds_file needs a network")
-    inferer = _check_inferer(inferer)
-    seed = _check_int(seed, "seed", minimum=0)
-    ds = PETDDSDataset.open(dataset_dir)
-    entry = ds.find_entry(case)
-    path = Path(sinogram)
-    if count_fraction is None:
-        resolved = path.resolve()
-        if resolved == (ds.root / entry["sinogram_high"]).resolve():
-            count_fraction = 1.0
-        elif resolved in {(ds.root / p).resolve() for p in entry["sinogram_low"]}:
-            count_fraction = float(entry["low_count_fraction"])
-        else:
-            raise ValueError(f"{path} is not a sinogram of sample {entry.get('id')}; pass count_fraction")
-    fraction = check_nonnegative(count_fraction, "count_fraction")
-    if fraction == 0:
-        raise ValueError("count_fraction must be > 0")
-    counts = ds.load_array(str(path.resolve()), "sinogram")
-    model = ds.forward_model(entry, fraction)
-    sampler = inferer or default_inferer()
-    image = sampler(counts, _prepare_network(network, torch.device(device)), models=model,
-                    generator=torch.Generator().manual_seed(seed))
-    output = Path(output_file)
-    save_image(output, image, ds.image)
-    return output

@@ -1,6 +1,7 @@
-"""uPETe workflows: data loading in network units, calibration (latent scale s, count scale κ_0, latent noise
-variance, dose estimator), model assembly per ablation variant, enhancement of a PET (+CT) file, and the evaluation
-(PSNR/SSIM mean ± std per method at 10 % dose, dose-generalisation figure, axial/coronal panels).
+"""uPETe evaluation study: PSNR/SSIM mean ± std per method at 10 % dose, dose-generalisation figure, axial/coronal
+panels.  The calibration and the trained variants come from :func:`bundle.checkpoint.calibrate` and
+:func:`bundle.checkpoint.load_trained_variants`; the enhancement of one PET (+CT) file is
+:class:`bundle.app.upete.UPETeInferTask`.
 
 Array layout: MONAI's channel-first (1, x, y, z) as written by ``LoadImaged`` from the dataset's NIfTI files, batch
 added: ``(1, 1, X, Y, Z)``.  PET is in network units x' = x / (m · mean(x))
@@ -15,10 +16,8 @@ min-max-normalised images; 7 taps).  Mean ± sample std over the test subjects. 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,106 +26,19 @@ import torch
 
 from bundle._checks import check_choice
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
-from bundle.checkpoint import Calibration, load_weights
 from bundle.data.upete import Case, load_split
-from bundle.diffusion.latent import (
-    DoseEstimator,
-    calibrate_count_scale,
-    latent_noise_variance,
-)
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
-from bundle.inferers.upete import LatentEnhancementInferer, PoissonDomain, make_process
 from bundle.metrics import MetricConvention, image_metrics
-from bundle.networks.upete import LDMVariant, UPETe, build_upete
+from bundle.networks.upete import LDMVariant, UPETe
 
 __all__ = [
     "ABLATIONS",
     "BASELINES",
-    "calibrate",
-    "enhance_file",
     "evaluate_upete",
-    "load_trained_variants",
 ]
 
 BASELINES = ("LPET", "Gaussian", "NLM", "U-Net")
 ABLATIONS = tuple(v.value for v in LDMVariant)
-
-
-@torch.no_grad()
-def calibrate(
-    dataset_dir: str | Path,
-    *,
-    autoencoder: torch.nn.Module,
-    reference_dose: float = 0.1,
-    mean_multiple: float = 10.0,
-    ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
-    output_file: str | Path | None = None,
-) -> Calibration:
-    """s = 1/std of training SPET latents; κ_0, σ²_ref and the dose estimator from the validation pairs at d_ref."""
-    autoencoder = autoencoder.eval().cpu()
-    train = load_split(dataset_dir, "training", doses=[], mean_multiple=mean_multiple, ct_window_hu=ct_window_hu)
-    val = load_split(dataset_dir, "validation", doses=[reference_dose], mean_multiple=mean_multiple,
-                     ct_window_hu=ct_window_hu)
-    if not val or reference_dose not in val[0].low:
-        raise ValueError(f"the validation cases need an LPET at reference_dose={reference_dose}")
-    def mu(x: torch.Tensor) -> torch.Tensor:
-        return autoencoder.encode(x)[0]  # the encoder mean μ_E (encode_stage_2_inputs would sample)
-
-    latents = torch.cat([mu(c.spet).flatten() for c in train])
-    scale = 1.0 / float(latents.std())
-    kappa = [calibrate_count_scale(c.spet, c.low[reference_dose][0], dose=reference_dose) for c in val]
-    sigma2 = [latent_noise_variance(scale * mu(c.spet), scale * mu(c.low[reference_dose][0])) for c in val]
-    est = DoseEstimator().calibrate([c.spet for c in val], [c.low[reference_dose][0] for c in val],
-                                    dose=reference_dose)
-    cal = Calibration(scale, sum(kappa) / len(kappa), sum(sigma2) / len(sigma2), float(reference_dose),
-                      float(est.a), float(est.b))
-    if output_file is not None:
-        path = Path(output_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(cal), indent=2) + "\n", encoding="utf-8")
-    return cal
-
-
-def load_trained_variants(
-    upete_dir: str | Path,
-    *,
-    variants: Sequence[str] = ABLATIONS,
-    autoencoder_def: torch.nn.Module,
-    calibration: Calibration,
-    latent_channels: int = 3,
-    denoiser_layout: Mapping[str, Any],
-    ct_encoder_layout: Mapping[str, Any],
-    num_train_timesteps: int = 400,
-    min_dose: float = 0.005,
-    poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
-    inferer_options: Mapping[str, Any] | None = None,
-    require_all: bool = False,
-) -> dict[str, tuple[UPETe, Any]]:
-    """``{variant: (UPETe with ``<upete_dir>/<variant>/ldm_final.pt`` loaded, LatentEnhancementInferer)}``; variants
-    without a checkpoint are skipped (``ValueError`` with ``require_all``).  ``poisson_domain`` must be the one the
-    Poisson variants were trained with (:func:`make_process`)."""
-    import copy
-
-    models = {}
-    for name in variants:
-        checkpoint = Path(upete_dir) / str(name) / "ldm_final.pt"
-        if not checkpoint.is_file():
-            if require_all:
-                raise ValueError(f"variant {name!r} has no checkpoint {str(checkpoint)!r}; train it first")
-            continue
-        network = build_upete(name, autoencoder=copy.deepcopy(autoencoder_def), latent_scale=calibration.latent_scale,
-                              latent_channels=latent_channels, denoiser_layout=denoiser_layout,
-                              ct_encoder_layout=ct_encoder_layout)
-        load_weights(network, checkpoint)
-        process = make_process(name, calibration=calibration, num_train_timesteps=num_train_timesteps,
-                               min_dose=min_dose, poisson_domain=poisson_domain)
-        inferer = LatentEnhancementInferer(process=process, dose_estimator=calibration.dose_estimator(),
-                                           **dict(inferer_options or {}))
-        models[str(name)] = (network, inferer)
-    return models
-
-
-# ----------------------------------------------------------------------------------------------------- evaluation
 
 
 def _unet_inferer(roi_size: Sequence[int] | None):
@@ -286,45 +198,3 @@ def evaluate_upete(
     }
     write_json(files["json"], result)
     return result
-
-
-def enhance_file(
-    pet_file: str | Path,
-    *,
-    network: UPETe,
-    inferer: Any,
-    output_file: str | Path,
-    ct_file: str | Path | None = None,
-    dose: float | None = None,
-    mean_multiple: float = 10.0,
-    ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
-    seed: int = 0,
-) -> Path:
-    """Enhance one low-dose PET NIfTI (+ CT NIfTI on the same grid); writes the SPET estimate in the input's units
-    and on its grid (same affine)."""
-    import nibabel as nib
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
-
-    from bundle.transforms.petct import CTWindowd, ValidatePETCTd
-    from bundle.transforms.scaling import ToNetworkUnitsd
-
-    keys = ["pet"] + (["ct"] if ct_file is not None else [])
-    if network.uses_ct and ct_file is None:
-        raise ValueError("ct_file is required: this model uses CT-guided attention (LDM-CT / LDM-P-CT), got None")
-    data = {"pet": str(pet_file), **({"ct": str(ct_file)} if ct_file is not None else {})}
-    steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
-             ValidatePETCTd(pet_key="pet", ct_key="ct" if ct_file is not None else None,
-                            require_ct=ct_file is not None),
-             ToNetworkUnitsd(keys="pet", statistic="mean", scale=mean_multiple)]
-    if ct_file is not None:
-        steps.append(CTWindowd(keys="ct", window_hu=ct_window_hu))
-    d = Compose(steps)(data)
-    x = d["pet"].as_tensor()[None].float()
-    ct = d["ct"].as_tensor()[None].float() if ct_file is not None and network.uses_ct else None
-    y = inferer(x, network, ct=ct, dose=dose, generator=torch.Generator().manual_seed(seed))
-    values = (y[0, 0].double() * float(d["pet_scale"][0])).float().numpy()
-    affine = d["pet"].affine.numpy() if hasattr(d["pet"].affine, "numpy") else d["pet"].affine
-    path = Path(output_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(values, affine), str(path))
-    return path

@@ -13,9 +13,8 @@ import torch
 from bundle.app import build_task
 from bundle.app.cli import main
 from bundle.app.config import method_parser
-from bundle.checkpoint import CheckpointError, load_calibration, load_weights
+from bundle.checkpoint import CheckpointError, load_calibration, load_trained_variants, load_weights
 from bundle.data.upete import load_split
-from bundle.workflows.upete import enhance_file, load_trained_variants
 from tests.upete_trained import TINY, VARIANT
 
 
@@ -44,11 +43,17 @@ def test_combined_checkpoint_equals_the_separately_loaded_variant(upete_run, tmp
     outputs = [inf(x, net, ct=case.ct, dose=0.1, generator=torch.Generator().manual_seed(7))
                for net, inf in ((task.network, task.inferer), (network, inferer))]
     assert torch.equal(outputs[0], outputs[1]) and bool(torch.isfinite(outputs[0]).all())
-    pet, ct = _test_files(upete_run)  # and end to end: app task vs the workflow's enhance_file, same seed
-    path, _ = task({"image": pet, "ct": ct, "output": str(tmp_path / "app.nii.gz"), "seed": 3})
-    enhance_file(pet, network=network, inferer=inferer, ct_file=ct, output_file=tmp_path / "wf.nii.gz", seed=3)
-    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj),
-                                  np.asarray(nib.load(tmp_path / "wf.nii.gz").dataobj))
+    pet, ct = _test_files(upete_run)  # and end to end: the task's file = the separate variant's output x the scale
+    path, _ = task({"image": pet, "ct": ct, "output": str(tmp_path / "app.nii.gz"), "seed": 7, "dose": 0.1})
+    expected = (outputs[1][0, 0].double() * float(case.low[0.1][1])).float().numpy()
+    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), expected)
+    parser["pet_file"], parser["ct_file"], parser["dose"] = pet, ct, 0.1  # configs/upete/inference.json's run id
+    parser["output_file"] = str(tmp_path / "config.nii.gz")
+    parser.get_parsed_content("inferring")
+    seed = parser.get_parsed_content("seed")
+    y = inferer(x, network, ct=case.ct, dose=0.1, generator=torch.Generator().manual_seed(seed))
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "config.nii.gz").dataobj),
+                                  (y[0, 0].double() * float(case.low[0.1][1])).float().numpy())
 
 
 def test_cli_infer_with_the_default_combined_checkpoint(upete_run, tmp_path, capsys):

@@ -23,16 +23,9 @@ from bundle.data.legopet import load_samples
 from bundle.inferers.legopet import LegoPETInferer
 from bundle.keys import Keys
 from bundle.physics import preset
-from bundle.workflows.legopet import (
-    CountingNetwork,
-    DiffusionPredictor,
-    RegressionPredictor,
-    evaluate_legopet,
-    gan_predictors,
-    guidance_sweep,
-    sampling_cost,
-    training_progress,
-)
+from bundle.workflows.legopet import evaluate_legopet
+from bundle.workflows.legopet_predictors import CountingNetwork, DiffusionPredictor, RegressionPredictor, gan_predictors
+from bundle.workflows.legopet_studies import guidance_sweep, sampling_cost, training_progress
 
 CROP = (42, 42, 172, 172)
 

@@ -23,12 +23,8 @@ from bundle.data.build import build_dataset
 from bundle.data.io import load_image
 from bundle.data.petdds import PETDDSCase, load_petdds_case
 from bundle.inferers.petdds import default_inferer
-from bundle.workflows.petdds import (
-    METHODS,
-    bias_variance_study,
-    evaluate_petdds,
-    uncertainty_study,
-)
+from bundle.workflows.petdds import METHODS, evaluate_petdds
+from bundle.workflows.petdds_studies import bias_variance_study, uncertainty_study
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "| method | NRMSE | PSNR | SSIM |"
@@ -212,7 +208,7 @@ def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule
     assert "run" not in parser.config  # every id is named: `monai.bundle run` without one must fail, not guess
     assert "network=@trained_network" in parser["evaluating"][0] and "network=" not in parser["evaluating_baselines"][0]
     for entry, function in (("bias_variance", "bias_variance_study"), ("uncertainty", "uncertainty_study")):
-        assert f"petdds.{function}(" in parser[entry][0] and "network=@trained_network" in parser[entry][0]
+        assert f"petdds_studies.{function}(" in parser[entry][0] and "network=@trained_network" in parser[entry][0]
     assert parser.get_parsed_content("bias_variance_deltas") == [0.1, 0.2, 0.5]
     inferer = parser.get_parsed_content("petdds_inferer")
     training = parser.get_parsed_content("scheduler")
