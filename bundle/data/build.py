@@ -126,6 +126,9 @@ _CONFIGS: dict[tuple[DatasetKind, DatasetPreset], object] = {
         high_counts=3e7, osem_subsets=21, osem_iterations=10,
     ),
     (DatasetKind.PETDDS, DatasetPreset.TINY): PETDDSConfig(),
+    # CPU-scale PET-DDS-delta study (docs/petdds.md): tiny's scanner, counts and reference, with 16 training subjects
+    # for the shipped score model, 4 validation subjects for tuning and 4 test subjects x 5 realisations
+    (DatasetKind.PETDDS, DatasetPreset.SMALL): PETDDSConfig(subjects=24, split=(16, 4, 4), realisations=5),
     (DatasetKind.PETDDS, DatasetPreset.PAPER): PETDDSConfig(
         scanner_preset="mmr_brain", subjects=62, split=(55, 1, 6), full_counts=3e8, realisations=20, osem_subsets=21,
         osem_iterations=2,

@@ -17,9 +17,30 @@ The sampler alternates, for each of N DDIM steps t → t_prev of a MONAI ``DDIMS
        x_{t_prev} = γ_prev x̂0' + sqrt(ν_prev² − σ²) ε̂ + σ z,   z ~ N(0, I),
        σ = η · sqrt((1 − ᾱ_prev) / (1 − ᾱ_t)) · sqrt(1 − ᾱ_t / ᾱ_prev)      (Song et al. 2021, eq. 16).
 
-The output is the last consistent x (activity units, ``(n_z, n_y, n_x)``).  The loop is
-:func:`bundle.diffusion.sampler.sample`: x̂0 ≥ 0 is its ``x0_transform``, steps 1-2 after the network call its
-``consistency`` and step 3 a :class:`~bundle.diffusion.ddim.DDIMStep`; the network may also predict v or x̂0
+The output is the last consistent x (activity units, ``(n_z, n_y, n_x)``).
+
+Weights in relative units (``weight_units="relative"``, the default; :class:`WeightUnits`).  With the EM
+preconditioner D = x / Aᵀ1 the likelihood step x ⊙ s_L A_kᵀ(y_k/ȳ_k − 1) / Aᵀ1 is a *relative* change of x: it
+does not change when the counts, the scan time or the detector efficiency scale A, b and y together, nor (up to
+the same factor as x) when the activity unit changes.  The two penalty terms keep that property only when their
+weights carry the data's units::
+
+    λ_RDP = λ̃_RDP · s̄,            s̄ = mean of Aᵀ1 over the voxels some line of response sees (Aᵀ1 > 0),
+    λ_DDS = λ̃_DDS · s̄ / ā,        ā = mean of the slice scale c_z (activity units; see below).
+
+∇RDP is dimensionless (RDP is homogeneous of degree 1 in x), so D λ_RDP ∇RDP = λ̃_RDP (s̄ / Aᵀ1) x ⊙ ∇RDP is a
+relative change, with the same relative-β convention as MAP-EM (:func:`bundle.workflows.petdds.absolute_beta`
+takes the head mask instead of the FOV for s̄); (x − x̂0) has activity units, so D λ_DDS (x − x̂0) =
+λ̃_DDS (s̄ / Aᵀ1) x ⊙ (x − x̂0) / ā is one too.  Then scaling (A, b, y) by k gives the same image, and expressing
+the activity in units a times smaller gives a times the image (tests/inferers/test_petdds.py checks both).  In
+absolute units λ_RDP = 1e-4 (the paper's value, for its scanner and units) makes the RDP step about 4e-5 of the
+likelihood step on this project's data: the axial coupling is off.  After every call :attr:`PETDDSInferer.weights`
+holds the absolute λ's used and :attr:`PETDDSInferer.step_sizes` the median |preconditioned step| of each term
+(activity units, in-FOV voxels, the largest over the first diffusion step's p DC steps); a term whose weight is
+> 0 but whose step is below ``negligible_ratio`` × the likelihood step draws a ``UserWarning`` that names it.
+
+The loop is :func:`bundle.diffusion.sampler.sample`: x̂0 ≥ 0 is its ``x0_transform``, steps 1-2 after the network
+call its ``consistency`` and step 3 a :class:`~bundle.diffusion.ddim.DDIMStep`; the network may also predict v or x̂0
 (``scheduler.prediction_type``), converted to (x̂0, ε̂) before step 1's clamp.
 
 Notation (code ↔ paper, Webber et al. "Generative-model-based fully 3D PET image reconstruction by conditional
@@ -88,8 +109,10 @@ consistent iterate (initially ``initial_osem`` or ones), so the sampler runs N �
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -114,6 +137,7 @@ __all__ = [
     "PETDDSInferer",
     "Preconditioner",
     "TimedNetwork",
+    "WeightUnits",
     "check_inferer",
     "default_inferer",
     "reconstruct_many",
@@ -123,6 +147,15 @@ __all__ = [
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, torch.Tensor], object]
+
+
+class WeightUnits(StrEnum):
+    """Units of ``lambda_rdp`` and ``lambda_dds`` (module docstring, "Weights in relative units")."""
+
+    RELATIVE = "relative"
+    """λ_RDP = λ̃ · s̄ and λ_DDS = λ̃ · s̄ / ā: invariant to count and activity units (default)."""
+    ABSOLUTE = "absolute"
+    """The λ's are used as given (the paper's convention; their effect depends on the data's units)."""
 
 
 class Preconditioner(StrEnum):
@@ -175,6 +208,8 @@ class _Problem:
     sensitivities: list[torch.Tensor]
     full_sensitivity: torch.Tensor
     in_fov: torch.Tensor
+    lambda_rdp: float = 0.0
+    lambda_dds: float = 0.0
 
 
 class PETDDSInferer(Inferer):
@@ -188,8 +223,12 @@ class PETDDSInferer(Inferer):
         num_subsets: n_sub view subsets (21).
         steps_per_diffusion_step: p DC steps per diffusion step (5); 0 switches data consistency off.
         delta: δ > 0 (0.2).
-        lambda_rdp: λ_RDP >= 0 (1e-4), weight of the axial RDP ``prior``.
-        lambda_dds: λ_DDS >= 0 (1.0), weight of the proximity term (λ_DDS / 2)‖x − x̂0‖².
+        lambda_rdp: λ_RDP >= 0, weight of the axial RDP ``prior``, in ``weight_units`` (relative: 0.2).
+        lambda_dds: λ_DDS >= 0, weight of the proximity term (λ_DDS / 2)‖x − x̂0‖², in ``weight_units``
+            (relative: 0.5).
+        weight_units: :class:`WeightUnits` of the two λ's (``RELATIVE``).
+        negligible_ratio: a penalty term whose median step is below this fraction of the likelihood step draws a
+            warning (1e-3; 0 switches the check off).
         eta: DDIM η in [0, 1] (0.0).
         preconditioner: :class:`Preconditioner` (``EM``).
         gradient_scale: s_L > 0 multiplying ∇ℓ_k; ``None`` = ``num_subsets``.
@@ -207,6 +246,9 @@ class PETDDSInferer(Inferer):
     Attributes:
         timings: seconds spent in the last call, ``{"network_s", "projector_s", "osem_s", "other_s", "total_s"}``
             (module docstring, "Run time"); empty before the first call.
+        weights: the last call's ``{"lambda_rdp", "lambda_dds"}`` in absolute units and the ``{"mean_sensitivity",
+            "activity_scale"}`` (s̄, ā) they were derived from.
+        step_sizes: the last call's median |preconditioned step| ``{"likelihood", "rdp", "proximity"}``.
     """
 
     def __init__(
@@ -217,8 +259,10 @@ class PETDDSInferer(Inferer):
         num_subsets: int = 21,
         steps_per_diffusion_step: int = 5,
         delta: float = 0.2,
-        lambda_rdp: float = 1e-4,
-        lambda_dds: float = 1.0,
+        lambda_rdp: float = 0.2,
+        lambda_dds: float = 0.5,
+        weight_units: WeightUnits | str = WeightUnits.RELATIVE,
+        negligible_ratio: float = 1e-3,
         eta: float = 0.0,
         preconditioner: Preconditioner | str = Preconditioner.EM,
         gradient_scale: float | None = None,
@@ -252,6 +296,8 @@ class PETDDSInferer(Inferer):
         self.delta = check_real(delta, "delta", "> 0", lambda v: v > 0)
         self.lambda_rdp = check_real(lambda_rdp, "lambda_rdp", ">= 0", lambda v: v >= 0)
         self.lambda_dds = check_real(lambda_dds, "lambda_dds", ">= 0", lambda v: v >= 0)
+        self.weight_units = check_choice(weight_units, WeightUnits, "weight_units")
+        self.negligible_ratio = check_real(negligible_ratio, "negligible_ratio", ">= 0", lambda v: v >= 0)
         self.eta = check_real(eta, "eta", ">= 0 and <= 1.0", lambda v: 0 <= v <= 1)
         self.preconditioner = check_choice(preconditioner, Preconditioner, "preconditioner")
         self.previous_timestep = check_choice(previous_timestep, PreviousTimestep, "previous_timestep")
@@ -275,6 +321,9 @@ class PETDDSInferer(Inferer):
             raise TypeError(f"callback must be callable(step, x0_hat) or None, got {type(callback).__name__}")
         self.callback = callback
         self.timings: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+        self.step_sizes: dict[str, float] = {}
+        self._measure_steps = False
 
     def _clock(self, device: torch.device) -> float:
         if device.type == "cuda":
@@ -361,21 +410,61 @@ class PETDDSInferer(Inferer):
         """
         model = problem.models[k]
         start = self._clock(x.device)
-        direction = self.gradient_scale * model.gradient(x, problem.data[k])
+        terms = {"likelihood": self.gradient_scale * model.gradient(x, problem.data[k])}
         if self.timings:
             self.timings["projector_s"] += self._clock(x.device) - start
-        if self.lambda_rdp > 0:
-            direction = direction - self.lambda_rdp * self.prior.gradient(x)
-        if self.lambda_dds > 0:
-            direction = direction - self.lambda_dds * (x - x0_hat)
+        if problem.lambda_rdp > 0:
+            terms["rdp"] = -problem.lambda_rdp * self.prior.gradient(x)
+        if problem.lambda_dds > 0:
+            terms["proximity"] = -problem.lambda_dds * (x - x0_hat)
         if self.preconditioner is Preconditioner.NONE:
-            step = direction
+            metric = None
         else:
             sens = problem.full_sensitivity if self.preconditioner is Preconditioner.EM else problem.sensitivities[k]
             seen = sens > 0
-            step = torch.where(seen, x * direction / torch.where(seen, sens, torch.ones_like(sens)), 0.0)
+            metric = torch.where(seen, x / torch.where(seen, sens, torch.ones_like(sens)), 0.0)
+        if self._measure_steps:
+            for name, term in terms.items():
+                size = (term if metric is None else metric * term).abs()[problem.in_fov & (x > 0)]
+                median = float(size.median()) if size.numel() else 0.0
+                self.step_sizes[name] = max(self.step_sizes.get(name, 0.0), median)
+        direction = sum(terms.values())
+        step = direction if metric is None else metric * direction
         x = torch.clamp(x + self.delta * step, min=0.0)
         return torch.where(problem.in_fov, x, torch.zeros_like(x))
+
+    def absolute_weights(self, full_sensitivity: torch.Tensor, activity_scale: float) -> dict[str, float]:
+        """λ_RDP, λ_DDS in absolute units with s̄ = mean of ``full_sensitivity`` over its positive voxels and
+        ā = ``activity_scale`` (module docstring, "Weights in relative units")."""
+        seen = full_sensitivity[full_sensitivity > 0]
+        mean_sensitivity = float(seen.mean()) if seen.numel() else 0.0
+        if self.weight_units is WeightUnits.ABSOLUTE:
+            rdp, dds = self.lambda_rdp, self.lambda_dds
+        else:
+            if not activity_scale > 0:
+                raise ValueError(f"the activity scale ā must be > 0 for relative weights, got {activity_scale}")
+            rdp = self.lambda_rdp * mean_sensitivity
+            dds = self.lambda_dds * mean_sensitivity / activity_scale
+        return {"lambda_rdp": rdp, "lambda_dds": dds, "mean_sensitivity": mean_sensitivity,
+                "activity_scale": float(activity_scale)}
+
+    def _warn_negligible(self) -> None:
+        likelihood = self.step_sizes.get("likelihood", 0.0)
+        checks = [("rdp", "lambda_rdp")]
+        if self.steps_per_diffusion_step > 1:  # with p = 1 the DC step starts and ends at x = x̂0: no proximity
+            checks.append(("proximity", "lambda_dds"))
+        for name, weight in checks:
+            if getattr(self, weight) > 0 and likelihood > 0 and self.step_sizes.get(name, 0.0) < (
+                self.negligible_ratio * likelihood
+            ):
+                warnings.warn(
+                    f"PET-DDS-delta: the {name} term's step ({self.step_sizes.get(name, 0.0):.3g}) is below "
+                    f"{self.negligible_ratio:g} x the likelihood step ({likelihood:.3g}): "
+                    f"{weight}={getattr(self, weight)} ({self.weight_units.value} units) has no effect on this data; "
+                    "raise it (relative units are the data-independent choice)",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     def predict_noise(self, network: Network, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """ε̂ = network(x_t as ``(n_z, 1, n_y, n_x)`` batches of ``chunk_size`` slices, t as ``(B,)`` long)."""
@@ -450,6 +539,15 @@ class PETDDSInferer(Inferer):
             scale = slice_scale.to(dtype=dtype, device=device).reshape(-1, 1, 1)
         else:
             scale = torch.ones((shape[0], 1, 1), dtype=dtype, device=device)
+        # ā: the mean slice scale, or with the prior off the mean over positive voxels of the first iterate (ones)
+        first = initial_osem if initial_osem is not None else torch.ones(shape, dtype=dtype, device=device)
+        activity_scale = float(scale.mean()) if self.prior_enabled else float(
+            first[first > 0].mean() if bool((first > 0).any()) else 0.0
+        )
+        self.weights = self.absolute_weights(problem.full_sensitivity, activity_scale)
+        problem = dataclasses.replace(problem, lambda_rdp=self.weights["lambda_rdp"],
+                                      lambda_dds=self.weights["lambda_dds"])
+        self.step_sizes = {}
 
         self.scheduler.set_timesteps(self.num_inference_steps)
         timesteps = [int(t) for t in self.scheduler.timesteps.tolist()]
@@ -461,8 +559,12 @@ class PETDDSInferer(Inferer):
             x0_hat = x0_norm * scale
             x0_hat = torch.where(problem.in_fov, x0_hat, torch.zeros_like(x0_hat))
             x = x0_hat
+            self._measure_steps = step == 0 and self.negligible_ratio > 0
             for _ in range(self.steps_per_diffusion_step):
                 x = self.data_consistency_step(x, x0_hat, problem, next(subsets) % self.num_subsets)
+            if self._measure_steps:
+                self._measure_steps = False
+                self._warn_negligible()
             consistent[:] = [x]
             if self.callback is not None:
                 self.callback(step, x.clone())

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler
@@ -27,12 +29,13 @@ def _scheduler() -> DDIMScheduler:
 
 
 class FakeProjector(MatrixOperator):
-    """Random non-negative dense matrix image -> sinogram with view_subset (independent of the joseph projector)."""
+    """Random non-negative dense matrix image -> sinogram with view_subset (independent of the joseph projector),
+    times ``scale`` (a change of count or activity units)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, scale: float = 1.0) -> None:
         n_out, n_in = torch.Size(SINO_SHAPE).numel(), torch.Size(IMAGE_SHAPE).numel()
         matrix = torch.rand(n_out, n_in, generator=_gen(seed), dtype=torch.float64)
-        matrix = matrix * (matrix > 0.6)
+        matrix = matrix * (matrix > 0.6) * scale
         super().__init__(matrix, in_shape=IMAGE_SHAPE, out_shape=SINO_SHAPE)
 
     def view_subset(self, view_indices: torch.Tensor) -> MatrixOperator:
@@ -241,6 +244,70 @@ def test_full_sampler_is_non_negative_and_seeded():
     torch.testing.assert_close(default_seed, inferer(y, net, models=model, generator=_gen(0)), rtol=0, atol=0)
 
 
+# ---------------------------------------------------------------- weights in relative units
+def _scaled_problem(counts: float, activity: float) -> tuple[PETForwardModel, torch.Tensor]:
+    """_pet_problem's data in other units: every count × ``counts`` (A, b, y), activity unit ``activity`` times
+    smaller (A / activity), so the same scan is described by a different but equivalent model."""
+    model, y = _pet_problem()
+    scaled = PETForwardModel(projector=FakeProjector(0, scale=counts / activity),
+                             background=torch.full(SINO_SHAPE, 0.5 * counts, dtype=torch.float64))
+    return scaled, y * counts
+
+
+def _weighted_inferer(**overrides) -> PETDDSInferer:
+    kwargs = dict(scheduler=_scheduler(), num_inference_steps=4, num_subsets=4, steps_per_diffusion_step=2,
+                  eta=0.0, lambda_rdp=0.5, lambda_dds=0.5)
+    return PETDDSInferer(**{**kwargs, **overrides})
+
+
+def test_relative_weights_make_the_reconstruction_invariant_to_count_and_activity_units():
+    net = GaussianEps(_scheduler(), mean=1.0, std=0.5)  # a prior in normalised units, as a trained network's
+    scale = torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)  # c_z in the reference units
+    reference_model, y = _scaled_problem(1.0, 1.0)
+    reference = _weighted_inferer()(y, net, models=reference_model, slice_scale=scale, generator=_gen(1))
+    # (A, b, y) × 1000 (e.g. a 1000 times longer scan of the same expectation): the same image
+    model, y_k = _scaled_problem(1000.0, 1.0)
+    torch.testing.assert_close(_weighted_inferer()(y_k, net, models=model, slice_scale=scale, generator=_gen(1)),
+                               reference, rtol=1e-8, atol=1e-10)
+    # activity in units 50 times smaller (A / 50, so c_z × 50): 50 times the image
+    model, y_a = _scaled_problem(1.0, 50.0)
+    torch.testing.assert_close(
+        _weighted_inferer()(y_a, net, models=model, slice_scale=50 * scale, generator=_gen(1)), 50 * reference,
+        rtol=1e-8, atol=1e-9)
+    # the same weights in absolute units are not invariant: the penalty terms shrink against the likelihood
+    model, y_k = _scaled_problem(1000.0, 1.0)
+    absolute = _weighted_inferer(weight_units="absolute")
+    with pytest.warns(UserWarning, match="lambda_rdp"):
+        other = absolute(y_k, net, models=model, slice_scale=scale, generator=_gen(1))
+    assert float((other - reference).abs().max()) > 1e-3 * float(reference.max())
+
+
+def test_relative_weights_follow_the_mean_sensitivity_and_activity_scale():
+    model, y = _pet_problem()
+    inferer = _weighted_inferer(lambda_rdp=0.3, lambda_dds=2.0)
+    slice_scale = torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)
+    inferer(y, _conv_net(), models=model, slice_scale=slice_scale, generator=_gen(0))
+    column_sums = FakeProjector(0).matrix.sum(dim=0)  # Aᵀ1 (independent of the subsets)
+    mean_sensitivity = float(column_sums[column_sums > 0].mean())
+    assert inferer.weights["mean_sensitivity"] == pytest.approx(mean_sensitivity, rel=1e-12)
+    assert inferer.weights["activity_scale"] == pytest.approx(3.0)
+    assert inferer.weights["lambda_rdp"] == pytest.approx(0.3 * mean_sensitivity, rel=1e-12)
+    assert inferer.weights["lambda_dds"] == pytest.approx(2.0 * mean_sensitivity / 3.0, rel=1e-12)
+    assert set(inferer.step_sizes) == {"likelihood", "rdp", "proximity"}
+    assert all(v > 0 for v in inferer.step_sizes.values())
+
+
+def test_negligible_penalty_warns_and_names_the_weight():
+    model, y = _pet_problem()
+    with pytest.warns(UserWarning, match=r"the rdp term's step .* lambda_rdp=1e-08 \(absolute units\)"):
+        _weighted_inferer(lambda_rdp=1e-8, weight_units="absolute")(y, _conv_net(), models=model, generator=_gen(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _weighted_inferer()(y, _conv_net(), models=model, generator=_gen(0))  # relative defaults: no warning
+        _weighted_inferer(lambda_rdp=1e-8, negligible_ratio=0.0, weight_units="absolute")(
+            y, _conv_net(), models=model, generator=_gen(0))  # check switched off
+
+
 # ---------------------------------------------------------------- uncertainty
 def test_uncertainty_mean_and_coefficient_of_variation():
     mean, cv = uncertainty_from_samples([torch.tensor([1.0, 0.0]), torch.tensor([3.0, 0.0])])
@@ -269,6 +336,8 @@ def test_uncertainty_mean_and_coefficient_of_variation():
         ({"lambda_dds": "1"}, TypeError, "lambda_dds must be a finite number >= 0"),
         ({"eta": 1.5}, ValueError, "eta must be a finite number >= 0 and <= 1.0, got 1.5"),
         ({"preconditioner": "jacobi"}, ValueError, "preconditioner must be one of"),
+        ({"weight_units": "percent"}, ValueError, "weight_units must be one of"),
+        ({"negligible_ratio": -1.0}, ValueError, "negligible_ratio must be a finite number >= 0"),
         ({"previous_timestep": "t-1"}, ValueError, "previous_timestep must be one of"),
         ({"gradient_scale": 0}, ValueError, "gradient_scale must be a finite number > 0"),
         ({"prior": object()}, TypeError, "prior must have a gradient"),
