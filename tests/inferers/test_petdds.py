@@ -248,7 +248,7 @@ def test_full_sampler_is_non_negative_and_seeded():
 def _scaled_problem(counts: float, activity: float) -> tuple[PETForwardModel, torch.Tensor]:
     """_pet_problem's data in other units: every count × ``counts`` (A, b, y), activity unit ``activity`` times
     smaller (A / activity), so the same scan is described by a different but equivalent model."""
-    model, y = _pet_problem()
+    _, y = _pet_problem()
     scaled = PETForwardModel(projector=FakeProjector(0, scale=counts / activity),
                              background=torch.full(SINO_SHAPE, 0.5 * counts, dtype=torch.float64))
     return scaled, y * counts
