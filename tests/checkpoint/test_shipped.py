@@ -112,6 +112,20 @@ def test_ship_round_trip_keeps_only_the_chosen_weights_as_float32(tmp_path):
     assert _manifest(models)["toy"]["sha256"] == _sha256(again) != entry["sha256"]
 
 
+def test_cli_ship_and_list(tmp_path, capsys):
+    source = tmp_path / "network_final.pt"
+    _training_checkpoint(source)
+    models = tmp_path / "models"
+    assert main(["--models-dir", str(models), "ship", "toy", str(source), "--method", "petdds",
+                 "--train-command", "train it"]) == 0
+    sha = _sha256(models / "toy.pt")
+    assert sha in capsys.readouterr().out
+    assert main(["--models-dir", str(models), "list"]) == 0
+    assert capsys.readouterr().out.split("\t")[:4] == ["toy", "petdds", "toy.pt", f"sha256 {sha}"]
+    assert main(["--models-dir", str(models), "ship", "toy", str(source), "--method", "nope"]) == 2
+    assert "recipe must be one of" in capsys.readouterr().err
+
+
 def test_ship_never_overwrites_a_persons_card_and_names_bad_arguments(tmp_path):
     source = tmp_path / "network_final.pt"
     _training_checkpoint(source)
@@ -156,3 +170,14 @@ def test_shipped_score_model_fits_the_configured_network_and_reconstructs():
         image = inferer(counts, network, models=model, generator=torch.Generator().manual_seed(0))
     assert image.shape == geometry.image.shape
     assert torch.isfinite(image).all() and image.min() >= 0
+
+
+def test_paper_preset_defaults_to_its_own_training():
+    """The shipped weights fit network.json's U-Net, not paper.json's: the paper preset's checkpoint is the file its
+    training writes (ckpt_dir/network_final.pt), and the shipped file is indeed refused by its network."""
+    parser = ConfigParser()
+    parser.read_config([str(p) for p in recipe("petdds/evaluate").paths("petdds/paper.json")])
+    parser["output_dir"] = "/runs/paper"
+    assert parser.get_parsed_content("checkpoint") == "/runs/paper/petdds/checkpoints/network_final.pt"
+    with pytest.raises(CheckpointError, match="does not fit the configured DiffusionModelUNet"):
+        load_weights(parser.get_parsed_content("network_def"), shipped_weights("petdds_score"))
