@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ def _bundle_stages(stages):
             yield stage, argv
 
 
+@pytest.mark.parametrize("retrain", [False, True])
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
-def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget):
-    stages = plan(tmp_path, METHODS, budget)
+def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget, retrain):
+    stages = plan(tmp_path, METHODS, budget, retrain=retrain)
     checked = 0
     for stage, argv in _bundle_stages(stages):
         files = ast.literal_eval(argv[argv.index("--config_file") + 1])
@@ -37,7 +39,42 @@ def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget):
         for key in options[::2]:
             assert key.startswith("--") and key[2:] in parser.get(), f"{stage.name}: {key} is not a config id"
         checked += 1
-    assert checked >= 14  # petdds 2, legopet 5, upete 7
+    assert checked == 14 + retrain  # petdds 1 (+1: training, with retrain), legopet 5, upete 8
+
+
+def _option(argv, name):
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_petdds_evaluates_the_shipped_weights_on_other_subjects_unless_retrained(tmp_path):
+    """Default: no training stage, the evaluation passes no --checkpoint (the config's default, the shipped score
+    model) and the dataset is built with a seed other than the shipped model's training data (seed 0); --retrain
+    trains at the budget and evaluates exactly the checkpoint that training writes."""
+    from bundle.checkpoint import read_manifest
+
+    build, evaluate = plan(tmp_path, ["petdds"])
+    assert [s.name for s in plan(tmp_path, ["petdds"])].count("train score model") == 0
+    assert _option(evaluate.argv, "--checkpoint") is None
+    shipped_seeds = re.findall(r"seed[= ]+(\d+)", read_manifest()["petdds_score"]["train_command"])
+    assert shipped_seeds, "the shipped model's train_command must name its data seed"
+    assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
+
+    build_r, train, evaluate_r = plan(tmp_path, ["petdds"], "smoke", retrain=True)
+    assert build_r.argv == build.argv and _option(train.argv, "--max_epochs") == str(BUDGETS["smoke"]["petdds_epochs"])
+    final = f"{_option(train.argv, '--output_dir')}/petdds/checkpoints/network_final.pt"  # ckpt_dir of network.json
+    assert _option(evaluate_r.argv, "--checkpoint") == final
+
+
+def test_report_names_the_shipped_weights(tmp_path):
+    from bundle.checkpoint import read_manifest
+
+    stages = plan(tmp_path, ["petdds"])
+    timings = {"stages": [{"method": "petdds", "name": s.name, "command": "x", "seconds": 1.0, "returncode": 0}
+                          for s in stages], "total_seconds": 2.0}
+    text = write_report(tmp_path, stages, timings, budget="demo").read_text(encoding="utf-8")
+    assert read_manifest()["petdds_score"]["sha256"] in text and "models/petdds_score.pt" in text
+    retrained = write_report(tmp_path, plan(tmp_path, ["petdds"], retrain=True), timings, budget="demo")
+    assert "models/petdds_score.pt" not in retrained.read_text(encoding="utf-8")
 
 
 def test_plan_rejects_unknown_methods_and_budgets(tmp_path):

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--method", required=True, choices=METHODS)
     infer.add_argument("--image", required=True, help="petdds/legopet: .npy sinogram; upete: PET NIfTI or DICOM dir")
     infer.add_argument("--output", required=True, help=".nii/.nii.gz file or an existing folder")
-    infer.add_argument("--checkpoint", help="weights file (default: the config's training checkpoint)")
+    infer.add_argument("--checkpoint", help="weights file (default: the config's checkpoint; petdds: the shipped "
+                       "models/petdds_score.pt)")
     infer.add_argument("--config-file", action="append", dest="config_files", help="layered configs (repeat)")
     infer.add_argument("--override", action="append", default=[], help="config override KEY=JSON (repeat)")
     infer.add_argument("--device", help="e.g. cpu or cuda:0 (default: the config's device)")

@@ -2,7 +2,8 @@
 
 Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.checkpoint.load_state_dicts`):
 
-* petdds: ``{"network": state_dict}`` (training's ``network_final.pt``); default: the config's ``checkpoint``.
+* petdds: ``{"network": state_dict}`` (training's ``network_final.pt``); default: the config's ``checkpoint``, the
+  shipped score model ``models/petdds_score.pt`` (sha256-verified, :mod:`bundle.checkpoint.shipped`).
 * legopet: ``{"network": denoiser, "pnpnet": PnPNet}`` in one file (the model-zoo ``models/model.pt``), or, when
   ``checkpoint`` is ``None``, the config's ``checkpoint`` and ``pnpnet_ckpt`` (training's files); the cDPM
   (``pnpnet`` null in the config) needs only ``network``.

@@ -1,6 +1,7 @@
 """Checkpoint content and I/O: atomic save, ``weights_only`` load, the one weight loader (:func:`load_weights`,
 errors are :class:`CheckpointError`), the newest / resumable checkpoint of a folder, RNG states as a checkpoint entry,
-the uPETe calibration, trained variants and combined checkpoint.  The handlers that save and resume during training
+the uPETe calibration, trained variants and combined checkpoint, the shipped weights of ``models/`` (sha256-verified,
+:mod:`bundle.checkpoint.shipped`).  The handlers that save and resume during training
 live in :mod:`bundle.handlers`.  Importing runs nothing."""
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ from .upete import (
     read_combined,
 )
 
+# the shipped-weights names load on first use, so `python -m bundle.checkpoint.shipped` runs the module once (an
+# eager import here would make runpy execute it a second time, with a RuntimeWarning)
+_SHIPPED = ("read_manifest", "ship", "shipped_weights", "verify_shipped")
+
+
+def __getattr__(name: str):
+    if name in _SHIPPED:
+        from . import shipped
+
+        return getattr(shipped, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "COMBINED_FILENAME",
     "COMBINED_KEYS",
@@ -50,6 +64,10 @@ __all__ = [
     "load_weights",
     "numpy_random_states",
     "read_combined",
+    "read_manifest",
     "resumable_checkpoint",
     "save_checkpoint",
+    "ship",
+    "shipped_weights",
+    "verify_shipped",
 ]

@@ -76,7 +76,10 @@ def _frozen_overrides(method: str, task: Any, overrides: Mapping[str, Any]) -> d
         if task.count_scale is not None:
             frozen["count_scale"] = task.count_scale
     elif method == "petdds":
-        frozen.update(scanner_preset=task.scanner_preset, fwhm_mm=task.fwhm_mm)
+        # the layered configs' default checkpoint is the repository's shipped weights (models/manifest.json), which
+        # a bundle does not carry: inside the bundle it is the bundle's own weights
+        frozen.update(scanner_preset=task.scanner_preset, fwhm_mm=task.fwhm_mm,
+                      checkpoint="$@bundle_root + '/models/model.pt'")
     frozen.pop("device", None)  # chosen at run time by configs/inference.json
     return frozen
 
@@ -160,7 +163,8 @@ def export_bundle(
     Args:
         method: ``"legopet"``, ``"petdds"`` or ``"upete"``.
         output: parent folder (created); ``output/<name>`` must not exist or be empty.
-        checkpoint: weights (default: the config's training checkpoint); see :mod:`bundle.app.registry`.
+        checkpoint: weights (default: the config's checkpoint; PET-DDS-δ: the shipped weights of models/); see
+            :mod:`bundle.app.registry`.
         overrides: config overrides the model was trained with (architecture, scales); frozen into the bundle.
         name: bundle folder name (default ``<method>_bundle``).
         make_zip: also write the zip.
@@ -200,7 +204,7 @@ def export_bundle(
     shutil.copyfile(_repo() / "LICENSE", root / "LICENSE")
     weights = {"models/model.pt": sha256_file(root / "models" / "model.pt")}
     (root / "docs").mkdir(exist_ok=True)
-    source = None if checkpoint is None else str(checkpoint)
+    source = str(checkpoint if checkpoint is not None else getattr(task, "checkpoint", None) or "") or None
     (root / "docs" / "README.md").write_text(_model_card(metadata, method, weights, source), encoding="utf-8")
     (root / "docs" / "data_license.txt").write_text(_DATA_LICENSE[method] + "\n", encoding="utf-8")
     (root / "large_files.yml").write_text(_large_files(root), encoding="utf-8")

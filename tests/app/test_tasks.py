@@ -11,7 +11,7 @@ import torch
 
 from bundle.app import build_task
 from bundle.app.cli import main, parse_overrides
-from bundle.checkpoint import CheckpointError
+from bundle.checkpoint import CheckpointError, shipped_weights
 
 from .conftest import LEGOPET_TINY, PETDDS_TINY
 
@@ -111,3 +111,12 @@ def test_parse_overrides():
 def test_network_runs_on_the_task_device(petdds_task):
     assert next(petdds_task.network.parameters()).device == torch.device("cpu")
     assert petdds_task.info()["request"]["image"]["required"] is True
+
+
+def test_petdds_default_checkpoint_is_the_shipped_score_model():
+    """Without --checkpoint the task loads models/petdds_score.pt (sha256-verified), not a training folder."""
+    task = build_task("petdds", overrides={"device": "cpu"})
+    assert task.checkpoint == str(shipped_weights("petdds_score"))
+    stored = torch.load(task.checkpoint, weights_only=True)["network"]
+    loaded = task.network.state_dict()
+    assert loaded.keys() == stored.keys() and all(torch.equal(loaded[k], stored[k]) for k in stored)

@@ -118,3 +118,20 @@ def test_cli_export_petdds_without_zip(tmp_path):
     zoo = json.loads((tmp_path / "out/petdds_bundle/configs/petdds/zoo.json").read_text(encoding="utf-8"))
     assert zoo["scanner_preset"] == "tiny_3d" and "device" not in zoo
     assert not (tmp_path / "out" / "petdds_bundle.zip").exists()
+
+
+def test_export_petdds_defaults_to_the_shipped_weights(tmp_path):
+    """No --checkpoint: the bundle's models/model.pt holds the shipped score model, and inside the bundle (which has
+    no models/manifest.json) the layered configs' checkpoint is that file, not shipped_weights()."""
+    import torch
+
+    from bundle.checkpoint import shipped_weights
+
+    root = export_bundle(method="petdds", output=tmp_path, make_zip=False)
+    shipped = torch.load(shipped_weights("petdds_score"), weights_only=True)["network"]
+    exported = torch.load(root / "models" / "model.pt", weights_only=True)["network"]
+    assert exported.keys() == shipped.keys() and all(torch.equal(exported[k], shipped[k]) for k in shipped)
+    zoo = json.loads((root / "configs/petdds/zoo.json").read_text(encoding="utf-8"))
+    assert zoo["checkpoint"] == "$@bundle_root + '/models/model.pt'"
+    assert not (root / "models" / "manifest.json").exists()
+    assert str(shipped_weights("petdds_score")) in (root / "docs/README.md").read_text(encoding="utf-8")
