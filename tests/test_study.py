@@ -110,7 +110,8 @@ def test_evaluation_without_gans_is_unchanged(tmp_path):
                                         "pnpnet,deeppet,cdpm,legopet,evaluating"]))
     assert commands["evaluating"] == [
         *commands["evaluating"][:3], "run", "evaluating", "--config_file",
-        "['configs/common.json','configs/legopet/train_legopet.json','configs/legopet/deeppet.json',"
+        "['configs/common.json','configs/legopet/network.json','configs/legopet/train_legopet.json',"
+        "'configs/legopet/deeppet.json',"
         "'configs/legopet/evaluate.json','configs/legopet/tiny.json']",
         "--dataset_dir", "d", "--bundle_root", str(tmp_path / "o"), "--num_inference_steps", "20"]
 

@@ -128,8 +128,8 @@ def calibrate(
 
 
 _COMBINE_HINT = ("python -m monai.bundle run combining --config_file \"['configs/common.json',"
-                 "'configs/upete/train_autoencoder.json','configs/upete/train_ldm.json','configs/upete/evaluate.json',"
-                 "'configs/upete/inference.json']\" --variant VARIANT")
+                 "'configs/upete/network.json','configs/upete/inference.json']\" --variant VARIANT "
+                 "(recipe upete/combine)")
 
 
 def _require_file(path: str | Path, name: str, how: str) -> Path:

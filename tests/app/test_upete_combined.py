@@ -26,7 +26,7 @@ def _test_files(run) -> tuple[str, str]:
 def test_combined_checkpoint_equals_the_separately_loaded_variant(upete_run, tmp_path):
     task = build_task("upete", overrides=upete_run["app_overrides"])  # layouts come from the file's settings
     assert task.checkpoint == str(upete_run["combined"]) and task.variant == VARIANT
-    parser = method_parser("upete", overrides={**upete_run["overrides"], **upete_run["app_overrides"]})
+    parser = method_parser("upete", overrides={**upete_run["network_overrides"], **upete_run["app_overrides"]})
     autoencoder = load_weights(parser.get_parsed_content("autoencoder_def"), upete_run["autoencoder"],
                                key="autoencoder")
     network, inferer = load_trained_variants(

@@ -3,8 +3,6 @@ workflow (``evaluate.json``) run on random-weight checkpoints of the configured 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from ignite.engine import Engine
@@ -12,16 +10,17 @@ from monai.bundle import ConfigParser
 
 from bundle.networks.deeppet import DeepPET
 from bundle.networks.legopet import LegoPETDenoiser, PnPNet
+from bundle.recipes import recipe
 from tests.workflows.test_legopet import write_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY_LAYOUT = {"channels": [8, 16, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, False, True],
                "norm_num_groups": 8, "num_head_channels": 8}
 
 
-def _parser(*names: str, **overrides) -> ConfigParser:
+def _parser(name: str, *overlays: str, **overrides) -> ConfigParser:
+    """Recipe ``legopet/<name>`` (configs/recipes.json) with ``overlays`` (configs/legopet/ files) and ``overrides``."""
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / "common.json"), *(str(ROOT / "configs" / "legopet" / n) for n in names)])
+    parser.read_config([str(f) for f in recipe(f"legopet/{name}").paths(*(f"legopet/{o}" for o in overlays))])
     for key, value in overrides.items():
         parser[key] = value
     return parser
@@ -30,20 +29,20 @@ def _parser(*names: str, **overrides) -> ConfigParser:
 def test_paper_preset_is_the_default():
     """Published sizes (METHODS.md): 256 × 256, T = 1000, batch 4, 500 epochs, Adam 3e-5, 35.7 M denoiser
     parameters; DeepPET about 11 M."""
-    for names in (("train_pnpnet.json",), ("train_legopet.json",)):
-        p = _parser(*names)
+    for name in ("pnpnet", "legopet"):
+        p = _parser(name)
         assert (p["pad_size"], p["batch_size"], p["max_epochs"], p["learning_rate"]) == (256, 4, 500, 3e-5)
-    legopet = _parser("train_legopet.json")
+    legopet = _parser("legopet")
     assert legopet["num_train_timesteps"] == 1000
     denoiser = legopet.get_parsed_content("network_def")
     assert sum(p.numel() for p in denoiser.parameters()) == 35_742_849  # paper Table 1: 35.71 M
-    assert _parser("train_pnpnet.json")["layout"] == legopet["layout"]  # PnPNet features fit the denoiser
-    deeppet = _parser("train_pnpnet.json", "deeppet.json", "train_deeppet.json").get_parsed_content("network_def")
+    assert _parser("pnpnet")["layout"] == legopet["layout"]  # PnPNet features fit the denoiser
+    deeppet = _parser("deeppet").get_parsed_content("network_def")
     assert isinstance(deeppet, DeepPET) and sum(p.numel() for p in deeppet.parameters()) == 10_999_041
 
 
 def test_deeppet_training_config():
-    p = _parser("train_pnpnet.json", "deeppet.json", "train_deeppet.json", "tiny.json", dataset_dir="unused")
+    p = _parser("deeppet", "tiny.json", dataset_dir="unused")
     assert isinstance(p.get_parsed_content("network_def"), DeepPET)
     assert isinstance(p.get_parsed_content("loss"), torch.nn.MSELoss)
     assert p.get_parsed_content("ckpt_dir").endswith("/results/deeppet/checkpoints")
@@ -51,13 +50,13 @@ def test_deeppet_training_config():
     assert p.get_parsed_content("val_handlers#2#key_metric_filename") == "deeppet_best.pt"
     assert p["training"] == ["$@trainer.run()"]
     # the PnPNet workflow is unchanged by the model_name refactor
-    assert _parser("train_pnpnet.json").get_parsed_content("ckpt_dir").endswith("/results/pnpnet/checkpoints")
+    assert _parser("pnpnet").get_parsed_content("ckpt_dir").endswith("/results/pnpnet/checkpoints")
 
 
 def test_ema_handler_wiring_and_arithmetic():
     """The configured EMAHandler tracks @network with ema_momentum m: one update after θ ← θ + 1 gives θ0 + m, and
     the interval/final checkpoints save it as 'ema'."""
-    p = _parser("train_legopet.json", "cdpm.json", dataset_dir="unused", ema_momentum=0.25, layout=TINY_LAYOUT)
+    p = _parser("cdpm", dataset_dir="unused", ema_momentum=0.25, layout=TINY_LAYOUT)
     network = p.get_parsed_content("network")
     before = {k: v.detach().clone() for k, v in network.state_dict().items()}
     ema = p.get_parsed_content("ema")
@@ -92,7 +91,7 @@ def test_evaluate_config_runs_on_random_checkpoints(tmp_path):
         folder = results / name / "checkpoints"
         folder.mkdir(parents=True)
         torch.save({"network": net.state_dict()}, folder / f"{name}_final.pt")
-    p = _parser("train_legopet.json", "deeppet.json", "evaluate.json", "tiny.json", dataset_dir=str(dataset),
+    p = _parser("evaluate", "tiny.json", dataset_dir=str(dataset),
                 bundle_root=str(tmp_path / "run"), layout=TINY_LAYOUT, num_inference_steps=1, eval_limit=1,
                 deeppet_layout={"channels": [4, 8], "convs_per_level": 1, "norm": "batch"})
     p.get_parsed_content("evaluating")

@@ -33,7 +33,7 @@ def _cause(error: BaseException, kind: type[BaseException]) -> BaseException:
 @pytest.mark.parametrize("model", sorted(GANS))
 def test_gan_configs_layer_over_the_regression_workflow(model):
     _, criterion, l1_weight = GANS[model]
-    p = _parser("train_pnpnet.json", "gan.json", f"{model}.json", dataset_dir="unused")
+    p = _parser(model, dataset_dir="unused")
     iteration = p.get_parsed_content("gan_iteration")
     assert isinstance(iteration, ConditionalGANIteration)
     assert (iteration.criterion, iteration.adversarial_weight, iteration.l1_weight) == (criterion, 1.0, l1_weight)
@@ -58,7 +58,7 @@ def test_gan_configs_layer_over_the_regression_workflow(model):
         assert generator.eval()(torch.zeros(1, 1, 256, 256)).shape == (1, 1, 256, 256)
         assert discriminator.eval()(torch.zeros(1, 2, 256, 256))[-1].shape == (1, 1, 30, 30)
 
-    small = _parser("train_pnpnet.json", "gan.json", f"{model}.json", *SMALL, dataset_dir="unused")
+    small = _parser(model, *SMALL, dataset_dir="unused")
     assert small["learning_rate"] == 1e-3 and small["gan_layout"]["generator_channels"] == [8, 16, 32, 32]
     with torch.no_grad():
         assert small.get_parsed_content("network_def").eval()(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
@@ -92,7 +92,7 @@ def test_gans_train_and_join_the_evaluation_table(tmp_path):
     common = {"dataset_dir": str(dataset), "bundle_root": str(tmp_path / "run"), "max_epochs": 2, "batch_size": 2}
     results = tmp_path / "run" / "results"
     for model in GANS:
-        parser = _run(("train_pnpnet.json", "gan.json", f"{model}.json", *SMALL), "training", **common,
+        parser = _run((model, *SMALL), "training", **common,
                       val_interval=1)
         folder = results / model / "checkpoints"
         state = torch.load(folder / f"{model}_final.pt", weights_only=True)
@@ -106,14 +106,14 @@ def test_gans_train_and_join_the_evaluation_table(tmp_path):
         assert _scalar_tags(results / model / "logs") >= {"train_loss", "l1", "g_adv", "d_loss", "d_real", "d_fake",
                                                           "val_psnr", "val_ssim"}
 
-    names = ("train_legopet.json", "deeppet.json", "evaluate.json", *SMALL)
+    names = ("evaluate", *SMALL)
     networks = _parser(*names, dataset_dir=str(dataset))
     for name, model in (("pnpnet_def", "pnpnet"), ("network_def", "cdpm"), ("network_def", "legopet"),
                         ("deeppet_def", "deeppet")):
         _save_random(networks, name, model, results)
     evaluation = {**common, "num_inference_steps": 2}
     _run(names, "evaluating", **evaluation, eval_dir=str(tmp_path / "plain"))
-    with_gans = ("train_legopet.json", "deeppet.json", "evaluate.json", "gan.json", *SMALL)
+    with_gans = ("evaluate_gan", *SMALL)
     _run(with_gans, "evaluating", **evaluation, eval_dir=str(tmp_path / "gans"), gan_rows=["Pix2Pix", "cGAN"])
     table = (tmp_path / "gans" / "table.md").read_text(encoding="utf-8").splitlines()
     assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM",
@@ -140,17 +140,17 @@ GAN_LAYOUT = {"generator_channels": [4, 8, 8], "norm": "batch", "discriminator_c
 def test_pix2pix_resume_restores_the_discriminator_exactly(tmp_path):
     """Stopped after epoch 1 (final checkpoint at the epoch boundary) and resumed to epoch 3 with resume.json: the
     discriminator and its optimizer start from the checkpoint and everything ends bit-equal to an uninterrupted run."""
-    configs = ["train_pnpnet.json", "gan.json", "pix2pix.json"]
+    name = "pix2pix"
     reference_root, run_root = tmp_path / "reference", tmp_path / "run"
-    _train(_resume_parser(configs, _layer(tmp_path / "reference_cfg", reference_root, configs, max_epochs=3,
+    _train(_resume_parser(name, _layer(tmp_path / "reference_cfg", reference_root, name, max_epochs=3,
                                           gan_layout=GAN_LAYOUT)))
-    layer = _layer(tmp_path / "run_cfg", run_root, configs, gan_layout=GAN_LAYOUT)
-    _train(_resume_parser(configs, layer, max_epochs=1))
+    layer = _layer(tmp_path / "run_cfg", run_root, name, gan_layout=GAN_LAYOUT)
+    _train(_resume_parser(name, layer, max_epochs=1))
     ckpt_dir = run_root / "results" / "pix2pix" / "checkpoints"
     first = torch.load(ckpt_dir / "pix2pix_final.pt", weights_only=True)
     assert first["trainer"]["iteration"] == ITERATIONS_PER_EPOCH and first["d_optimizer"]["state"]
 
-    resumed = _resume_parser(configs, layer, resume=True, max_epochs=3)
+    resumed = _resume_parser(name, layer, resume=True, max_epochs=3)
     trainer = resumed.get_parsed_content("trainer")
     discriminator = resumed.get_parsed_content("discriminator")
     d_optimizer = resumed.get_parsed_content("d_optimizer")

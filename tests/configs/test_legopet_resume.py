@@ -21,8 +21,9 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 
+from bundle.recipes import recipe
+
 ROOT = Path(__file__).resolve().parents[2]
-LEGOPET = ROOT / "configs" / "legopet"
 LAYOUT = {"channels": [8, 16, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, False, True],
           "norm_num_groups": 8, "num_head_channels": 8}
 ITERATIONS_PER_EPOCH = 3  # 6 training pairs, batch 2
@@ -35,14 +36,16 @@ def _pairs(count: int, offset: int) -> str:
             f"for i in range({count})]")
 
 
-def _layer(folder: Path, bundle_root: Path, configs: list[str], **extra) -> Path:
-    """The tiny-data layer (written to ``folder/layer.json``) for ``bundle_root`` and the training ``configs``."""
+def _layer(folder: Path, bundle_root: Path, name: str, **extra) -> Path:
+    """The tiny-data layer (written to ``folder/layer.json``) for ``bundle_root`` and the training recipe
+    ``legopet/<name>`` (configs/recipes.json)."""
     layer = {
         "train_data": _pairs(6, 0), "train_transforms#transforms": [], "image_shape": [16, 16], "layout": LAYOUT,
         "batch_size": 2, "device": "$torch.device('cpu')", "bundle_root": str(bundle_root), "ckpt_interval": 1,
         "ckpt_keep": None, "learning_rate": 1e-3,
     }
-    if "train_pnpnet.json" in configs:  # validation set (evaluator, best checkpoint) = the sample images' set
+    if "legopet/train_pnpnet.json" in recipe(f"legopet/{name}").files:
+        # validation set (evaluator, best checkpoint) = the sample images' set
         layer.update({"val_data": _pairs(2, 50), "val_transforms#transforms": [], "val_interval": 1})
     else:
         # previews: the first training pairs; validation PSNR/SSIM (at the end only): 2 held-out pairs
@@ -64,10 +67,11 @@ def pnpnet_ckpt(tmp_path_factory) -> Path:
     return path
 
 
-def _parser(configs: list[str], layer: Path, *, resume: bool = False, **overrides) -> ConfigParser:
-    files = [ROOT / "configs" / "common.json", *(LEGOPET / c for c in configs), layer]
+def _parser(name: str, layer: Path, *, resume: bool = False, **overrides) -> ConfigParser:
+    """Recipe ``legopet/<name>`` + ``layer`` (+ configs/legopet/resume.json) with ``overrides``."""
+    files = [*recipe(f"legopet/{name}").paths(), layer]
     if resume:
-        files.append(LEGOPET / "resume.json")
+        files.append(recipe(f"legopet/{name}").paths("legopet/resume.json")[-1])
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
     for key, value in overrides.items():
@@ -116,22 +120,21 @@ def test_legopet_killed_mid_epoch_resumes_exactly_like_an_uninterrupted_run(tmp_
     states after epoch 3 are bit-identical to an uninterrupted 3-epoch run's."""
     killed_root, reference_root = tmp_path / "killed", tmp_path / "reference"
     common = {"pnpnet_ckpt": str(pnpnet_ckpt), "max_epochs": 3}
-    killed_layer = _layer(tmp_path / "killed_cfg", killed_root, ["train_legopet.json"], **common)
+    killed_layer = _layer(tmp_path / "killed_cfg", killed_root, "legopet", **common)
     kill = tmp_path / "killed_cfg" / "kill.json"  # SIGKILL itself after iteration 5 (mid epoch 2)
     kill.write_text(json.dumps({
         "kill_imports": ["$import os", "$import signal", "$import ignite"],
         "training": ["$@trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=5), "
                      "lambda engine: os.kill(os.getpid(), signal.SIGKILL))", "$@trainer.run()"],
     }), encoding="utf-8")
-    files = [ROOT / "configs/common.json", LEGOPET / "train_legopet.json", killed_layer, kill]
+    files = [*recipe("legopet/legopet").paths(), killed_layer, kill]
     command = [sys.executable, "-m", "monai.bundle", "run", "training",
                "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads()),
            "CUDA_VISIBLE_DEVICES": ""}  # same intra-op threads as this process: same float reductions
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _train(_parser(["train_legopet.json"],
-                      _layer(tmp_path / "reference_cfg", reference_root, ["train_legopet.json"], **common)))
+        _train(_parser("legopet", _layer(tmp_path / "reference_cfg", reference_root, "legopet", **common)))
     finally:
         _, stderr = process.communicate(timeout=300)
     assert process.returncode == -signal.SIGKILL, stderr[-3000:]
@@ -143,7 +146,7 @@ def test_legopet_killed_mid_epoch_resumes_exactly_like_an_uninterrupted_run(tmp_
     assert saved["trainer"]["iteration"] == ITERATIONS_PER_EPOCH
     assert set(saved["rng"]["generators"]) == {"prepare_batch"}
 
-    resumed = _parser(["train_legopet.json"], killed_layer, resume=True)
+    resumed = _parser("legopet", killed_layer, resume=True)
     trainer = resumed.get_parsed_content("trainer")
     network = resumed.get_parsed_content("network")
     seen = _record_start(trainer)
@@ -170,10 +173,10 @@ def test_pnpnet_resume_is_exact_and_keeps_the_best_checkpoint_tracking(tmp_path)
     """PnPNet stopped after epoch 1 (final checkpoint at the epoch boundary) and resumed to epoch 3 ends like an
     uninterrupted run: weights, optimizer, RNG, and the evaluator's best metric and best-checkpoint list."""
     reference_root, run_root = tmp_path / "reference", tmp_path / "run"
-    configs = ["train_pnpnet.json"]
-    _train(_parser(configs, _layer(tmp_path / "reference_cfg", reference_root, configs, max_epochs=3)))
-    layer = _layer(tmp_path / "run_cfg", run_root, configs)
-    _train(_parser(["train_pnpnet.json"], layer, max_epochs=1))
+    name = "pnpnet"
+    _train(_parser(name, _layer(tmp_path / "reference_cfg", reference_root, name, max_epochs=3)))
+    layer = _layer(tmp_path / "run_cfg", run_root, name)
+    _train(_parser(name, layer, max_epochs=1))
     ckpt_dir = run_root / "results" / "pnpnet" / "checkpoints"
     first = torch.load(ckpt_dir / "pnpnet_final.pt", weights_only=True)
     assert set(first) == {"network", "optimizer", "trainer", "rng", "validation"}
@@ -181,7 +184,7 @@ def test_pnpnet_resume_is_exact_and_keeps_the_best_checkpoint_tracking(tmp_path)
     assert validation["best_metric_epoch"] == 1 and len(validation["saved"]) == 1  # (score, name) of pnpnet_best.pt
     assert validation["saved"][0][0] == pytest.approx(validation["best_metric"])
 
-    resumed = _parser(["train_pnpnet.json"], layer, resume=True, max_epochs=3)
+    resumed = _parser(name, layer, resume=True, max_epochs=3)
     trainer = resumed.get_parsed_content("trainer")
     evaluator = resumed.get_parsed_content("evaluator")
     seen = _record_start(trainer)
@@ -204,19 +207,16 @@ def test_pnpnet_resume_is_exact_and_keeps_the_best_checkpoint_tracking(tmp_path)
     _assert_same_states(best, reference_best, "best")  # ignite stores a single entry without its name
 
 
-@pytest.mark.parametrize("configs", [["train_legopet.json", "cdpm.json"], ["train_pnpnet.json"],
-                                     ["train_pnpnet.json", "deeppet.json", "train_deeppet.json"]],
-                         ids=["cdpm", "pnpnet", "deeppet"])
-def test_resume_without_checkpoint_names_the_folder(tmp_path, configs):
-    parser = _parser(configs, _layer(tmp_path / "cfg", tmp_path / "empty", configs), resume=True)
+@pytest.mark.parametrize("name", ["cdpm", "pnpnet", "deeppet"])
+def test_resume_without_checkpoint_names_the_folder(tmp_path, name):
+    parser = _parser(name, _layer(tmp_path / "cfg", tmp_path / "empty", name), resume=True)
     with pytest.raises(RuntimeError) as caught:  # MONAI wraps instantiation errors; the cause is ours
         parser.get_parsed_content("training")
     cause = caught.value
     while cause.__cause__ is not None and not isinstance(cause, FileNotFoundError):
         cause = cause.__cause__
     assert isinstance(cause, FileNotFoundError)
-    model = {"cdpm.json": "cdpm", "train_deeppet.json": "deeppet"}.get(configs[-1], "pnpnet")
-    assert str(tmp_path / "empty" / "results" / model / "checkpoints") in str(cause)
+    assert str(tmp_path / "empty" / "results" / name / "checkpoints") in str(cause)
     assert "no checkpoint to resume from" in str(cause)
 
 
@@ -233,14 +233,12 @@ def _image_tags(log_dir: Path) -> dict[str, list[tuple[int, int, int]]]:
     return tags
 
 
-@pytest.mark.parametrize(("configs", "model"), [(["train_legopet.json"], "legopet"),
-                                                (["train_legopet.json", "cdpm.json"], "cdpm"),
-                                                (["train_pnpnet.json"], "pnpnet")])
-def test_tensorboard_sample_images_after_a_tiny_run(tmp_path, pnpnet_ckpt, configs, model):
+@pytest.mark.parametrize("model", ["legopet", "cdpm", "pnpnet"])
+def test_tensorboard_sample_images_after_a_tiny_run(tmp_path, pnpnet_ckpt, model):
     """image_log_interval 1, 2 epochs: 2 samples × (input, reference, prediction, side by side) at steps 3 and 6."""
-    layer = _layer(tmp_path / "cfg", tmp_path, configs, pnpnet_ckpt=str(pnpnet_ckpt), max_epochs=2,
+    layer = _layer(tmp_path / "cfg", tmp_path, model, pnpnet_ckpt=str(pnpnet_ckpt), max_epochs=2,
                    image_log_interval=1)
-    parser = _parser(configs, layer)
+    parser = _parser(model, layer)
     _train(parser)
     tags = _image_tags(tmp_path / "results" / model / "logs")
     expected = {f"samples/{i}/{name}_HW" for i in (0, 1)

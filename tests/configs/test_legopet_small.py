@@ -20,20 +20,22 @@ from monai.bundle import ConfigParser
 from bundle.data.io import load_image, save_image, save_sinogram
 from bundle.keys import Keys
 from bundle.physics import preset
+from bundle.recipes import recipe
 
-ROOT = Path(__file__).resolve().parents[2]
-SMALL = ("tiny.json", "small.json")
+SMALL = ("legopet/tiny.json", "legopet/small.json")
 
 
-def _parser(*names: str, **overrides) -> ConfigParser:
+def _parser(name: str, *overlays: str, **overrides) -> ConfigParser:
+    """Recipe ``legopet/<name>`` (configs/recipes.json) with ``overlays`` (relative to configs/) and ``overrides``."""
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / "common.json"), *(str(ROOT / "configs" / "legopet" / n) for n in names)])
+    parser.read_config([str(f) for f in recipe(f"legopet/{name}").paths(*overlays)])
     parser.update(overrides)
     return parser
 
 
 def _run(names: tuple[str, ...], run_id: str, **overrides) -> ConfigParser:
-    """What ``python -m monai.bundle run <run_id> --config_file <names> --key value …`` does, in this process."""
+    """What ``python -m monai.bundle run <run_id> --config_file <recipe files + overlays> --key value …`` does, in this
+    process; ``names`` = (recipe name, *overlays) as :func:`_parser` takes them."""
     parser = _parser(*names, **overrides)
     if "initialize" in parser.get():
         parser.get_parsed_content("initialize")
@@ -72,17 +74,17 @@ def write_small_dataset(root: Path) -> Path:
 
 
 def test_small_overlay_sets_the_64_grid_everywhere():
-    for names in (("train_pnpnet.json", *SMALL), ("train_legopet.json", *SMALL)):
+    for names in (("pnpnet", *SMALL), ("legopet", *SMALL)):
         p = _parser(*names)
         assert (p["pad_size"], p["image_shape"], p["sinogram_shape"]) == (64, [64, 64], [64, 64])
         assert p["layout"]["channels"] == [8, 16, 16, 16]  # tiny.json's networks are kept
-    evaluation = _parser("train_legopet.json", "deeppet.json", "evaluate.json", *SMALL)
+    evaluation = _parser("evaluate", *SMALL)
     assert evaluation.get_parsed_content("crop") == (0, 0, 64, 64)  # nothing padded: the whole grid
-    inference = _parser("train_legopet.json", "inference.json", *SMALL)
+    inference = _parser("inference", *SMALL)
     assert inference.get_parsed_content("image_geometry") == preset("brain_2d").image
     assert tuple(inference.get_parsed_content("sampler#crop")) == (0, 0, 64, 64)
     # the geometry keys small.json overrides are exactly the ones tiny.json and the base configs leave at 256 / 172
-    assert _parser("train_legopet.json", "tiny.json")["pad_size"] == 256
+    assert _parser("legopet", "legopet/tiny.json")["pad_size"] == 256
 
 
 @pytest.mark.slow
@@ -91,9 +93,9 @@ def test_small_overlay_trains_samples_and_evaluates(tmp_path):
     common = {"dataset_dir": str(dataset), "bundle_root": str(tmp_path / "run"), "max_epochs": 2, "batch_size": 2,
               "image_log_steps": 2}
     results = tmp_path / "run" / "results"
-    _run(("train_pnpnet.json", *SMALL), "training", **common, val_interval=2)
-    for method, extra in (("legopet", ()), ("cdpm", ("cdpm.json",))):
-        _run(("train_legopet.json", *extra, *SMALL), "training", **common, ckpt_interval=1)
+    _run(("pnpnet", *SMALL), "training", **common, val_interval=2)
+    for method in ("legopet", "cdpm"):
+        _run((method, *SMALL), "training", **common, ckpt_interval=1)
         folder = results / method / "checkpoints"
         assert (folder / f"{method}_final.pt").is_file()
         assert sorted(p.name for p in folder.glob("checkpoint_epoch=*.pt")) == [
@@ -101,14 +103,14 @@ def test_small_overlay_trains_samples_and_evaluates(tmp_path):
         state = torch.load(folder / f"{method}_final.pt", weights_only=True)
         assert int(state["trainer"]["iteration"]) == 2  # 2 epochs x (2 slices / batch 2)
 
-    _run(("train_legopet.json", "inference.json", *SMALL), "inferring", **common, num_inference_steps=2)
+    _run(("inference", *SMALL), "inferring", **common, num_inference_steps=2)
     for path in sorted((results / "legopet" / "predictions").glob("*.nii.gz")):
         image, geometry = load_image(path)
         assert image.shape == (1, 64, 64) and geometry == preset("brain_2d").image
         assert bool(torch.isfinite(image).all())
 
-    names = ("train_legopet.json", "deeppet.json", "evaluate.json", *SMALL)
-    _run(("train_pnpnet.json", "deeppet.json", "train_deeppet.json", *SMALL), "training", **common, val_interval=2)
+    names = ("evaluate", *SMALL)
+    _run(("deeppet", *SMALL), "training", **common, val_interval=2)
     _run(names, "evaluating", **common, num_inference_steps=2)
     table = (results / "legopet_evaluation" / "table.md").read_text(encoding="utf-8").splitlines()
     assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cDPM", "LegoPET"]

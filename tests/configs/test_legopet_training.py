@@ -20,20 +20,17 @@ from monai.bundle import ConfigParser
 from bundle.data.io import load_image, save_image, save_sinogram
 from bundle.keys import Keys
 from bundle.physics import preset
+from bundle.recipes import recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-LEGOPET = ROOT / "configs" / "legopet"
 TINY = {"channels": [8, 16, 16, 16], "num_res_blocks": 1, "norm_num_groups": 8, "num_head_channels": 8}
 TINY_ARGS = ["--layout#channels", "[8,16,16,16]", "--layout#num_res_blocks", "1", "--layout#norm_num_groups", "8",
              "--layout#num_head_channels", "8"]
 
 
-def _files(*names: str) -> list[str]:
-    return [str(ROOT / "configs" / "common.json"), *(str(LEGOPET / n) for n in names)]
-
-
-def _config_arg(*names: str) -> str:
-    return "[" + ",".join(f"'{f}'" for f in _files(*names)) + "]"
+def _files(name: str) -> list[str]:
+    """The config files of recipe ``name`` (configs/recipes.json)."""
+    return [str(p) for p in recipe(name).paths()]
 
 
 def _write_dataset(root: Path) -> None:
@@ -95,22 +92,22 @@ def test_pnpnet_legopet_cdpm_training_and_sampling(workspace):
     common = ["--dataset_dir", str(dataset), "--bundle_root", str(run), "--max_epochs", "1", "--batch_size", "4"]
     results = run / "results"
 
-    out = _run("training", "--config_file", _config_arg("train_pnpnet.json"), *common)
+    out = _run("training", "--config_file", recipe("legopet/pnpnet").config_arg(), *common)
     log = out.stdout + out.stderr
     assert "train_loss" in log and "val_psnr" in log and "val_ssim" in log
     pnpnet_ckpt = results / "pnpnet" / "checkpoints" / "pnpnet_final.pt"
     assert pnpnet_ckpt.is_file() and (results / "pnpnet" / "checkpoints" / "pnpnet_best.pt").is_file()
-    _load(pnpnet_ckpt, _network(_files("train_pnpnet.json"), "network_def"))
+    _load(pnpnet_ckpt, _network(_files("legopet/pnpnet"), "network_def"))
     assert list((results / "pnpnet" / "logs").glob("events.out.tfevents.*"))
 
-    for method, extra in (("legopet", ()), ("cdpm", ("cdpm.json",))):
-        _run("training", "--config_file", _config_arg("train_legopet.json", *extra), *common,
+    for method in ("legopet", "cdpm"):
+        _run("training", "--config_file", recipe(f"legopet/{method}").config_arg(), *common,
              "--pnpnet_ckpt", str(pnpnet_ckpt))
         ckpt = results / method / "checkpoints" / f"{method}_final.pt"
         assert ckpt.is_file() and list((results / method / "logs").glob("events.out.tfevents.*"))
-        _load(ckpt, _network(_files("train_legopet.json", *extra), "network_def"))
+        _load(ckpt, _network(_files(f"legopet/{method}"), "network_def"))
 
-    _run("inferring", "--config_file", _config_arg("train_legopet.json", "inference.json"), *common, "--pnpnet_ckpt",
+    _run("inferring", "--config_file", recipe("legopet/inference").config_arg(), *common, "--pnpnet_ckpt",
          str(pnpnet_ckpt), "--num_inference_steps", "2")
     predictions = sorted((results / "legopet" / "predictions").glob("*.nii.gz"))
     test_ids = [e["id"] for e in json.loads((dataset / "datalist.json").read_text(encoding="utf-8"))["test"]]
@@ -123,7 +120,7 @@ def test_pnpnet_legopet_cdpm_training_and_sampling(workspace):
 
 def test_cdpm_override_removes_pnpnet():
     parser = ConfigParser()
-    parser.read_config(_files("train_legopet.json", "cdpm.json"))
+    parser.read_config(_files("legopet/cdpm"))
     parser["layout"].update(TINY)
     assert parser["pnpnet"] is None and parser["method"] == "cdpm"
     prepare = parser.get_parsed_content("prepare_batch")

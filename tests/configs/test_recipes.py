@@ -39,7 +39,8 @@ def test_every_method_config_belongs_to_a_recipe():
 def test_command_is_a_monai_bundle_run_from_the_repository_root():
     command = recipe("legopet/cdpm").command("--max_epochs", "2", overlays=("legopet/tiny.json",))
     assert command[:5] == (sys.executable, "-m", "monai.bundle", "run", "training")
-    assert ast.literal_eval(command[6]) == ["configs/common.json", "configs/legopet/train_legopet.json",
+    assert ast.literal_eval(command[6]) == ["configs/common.json", "configs/legopet/network.json",
+                                            "configs/legopet/train_legopet.json",
                                             "configs/legopet/cdpm.json", "configs/legopet/tiny.json"]
     assert command[7:] == ("--max_epochs", "2")
     assert recipe("legopet/evaluate").command(run="guidance_sweep")[4] == "guidance_sweep"

@@ -22,24 +22,24 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 
+from bundle.recipes import configs_dir, recipe
 from tests.upete_fixtures import write_dataset
 from tests.upete_trained import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-UPETE = ROOT / "configs" / "upete"
 ITERATIONS_PER_EPOCH = 2  # 2 training subjects, batch 1
 MAX_EPOCHS = 2
 KILL_AT = 3  # mid epoch 2: the newest checkpoint is checkpoint_epoch=1.pt (iteration 2)
-STAGES = {  # stack after common.json; checkpoint folder under output_dir/upete; final file; checkpoint entries;
+STAGES = {  # recipe (configs/recipes.json); checkpoint folder under output_dir/upete; final file; checkpoint entries;
     # the stage's settings (an interval checkpoint every epoch, MAX_EPOCHS epochs)
-    "autoencoder": (["train_autoencoder.json"], "autoencoder", "autoencoder_final.pt",
+    "autoencoder": ("upete/autoencoder", "autoencoder", "autoencoder_final.pt",
                     {"autoencoder", "discriminator", "optimizer", "d_optimizer", "trainer", "rng"},
                     {"ae_handlers#0#save_interval": 1, "ae_max_epochs": MAX_EPOCHS, "adversarial_warmup": KILL_AT}),
-    "ldm": (["train_autoencoder.json", "train_ldm.json"], "LDM-P-CT", "ldm_final.pt",
+    "ldm": ("upete/ldm", "LDM-P-CT", "ldm_final.pt",
             {"network", "optimizer", "trainer", "rng"},
             {"ldm_handlers#0#save_interval": 1, "ldm_max_epochs": MAX_EPOCHS, "variant": "LDM-P-CT",
              "dose_osem": {"num_subsets": 2, "num_iterations": 1}}),
-    "unet": (["train_autoencoder.json", "train_unet.json"], "unet", "unet_final.pt",
+    "unet": ("upete/unet", "unet", "unet_final.pt",
              {"network", "optimizer", "trainer", "rng"},
              {"unet_handlers#0#save_interval": 1, "unet_max_epochs": MAX_EPOCHS, "unet_def#channels": [4, 8, 16]}),
 }
@@ -85,8 +85,8 @@ def _layer(folder: Path, stage: str, data: Path, output_dir: Path, **extra) -> P
 
 
 def _stack(stage: str, *layers: Path, resume: bool = False) -> list[str]:
-    files = [ROOT / "configs" / "common.json", *(UPETE / f for f in STAGES[stage][0]), *layers]
-    return [str(f) for f in (*files, *([UPETE / "resume.json"] if resume else []))]
+    files = [*recipe(STAGES[stage][0]).paths(), *layers]
+    return [str(f) for f in (*files, *([configs_dir() / "upete" / "resume.json"] if resume else []))]
 
 
 def _parser(files: list[str]) -> ConfigParser:
