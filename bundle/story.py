@@ -47,7 +47,7 @@ BUDGETS: dict[str, dict[str, int]] = {
               "legopet_steps": 2, "legopet_slices": 1, "upete_ae_epochs": 1, "upete_ldm_epochs": 1,
               "upete_unet_epochs": 1},
 }
-# MAP-EM setting tuned on the validation subject (docs/petdds.md, scripts/petdds_tune.py)
+# MAP-EM setting tuned on the validation subject (docs/petdds.md, the tuning id of configs/petdds/evaluate.json)
 PETDDS_MAP_EM = ("--map_em_beta", "0.02", "--map_em_iterations", "2")
 
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from monai.networks.nets import DiffusionModelUNet
 
+from bundle.app.petdds import reconstruct_petdds_file
 from bundle.data.build import build_dataset
 from bundle.data.io import load_image
 from bundle.data.petdds import PETDDSCase, PETDDSDataset, load_petdds_case
@@ -208,6 +209,21 @@ def test_inference_config_reconstructs_a_sinogram_with_a_checkpoint(dataset, tmp
     assert image.shape == (8, 64, 64) and bool(torch.isfinite(image).all()) and float(image.sum()) > 0
 
 
+
+def test_reconstruct_file_with_two_samples_writes_their_mean_and_cv(dataset, tmp_path):
+    entry = _test_entry(dataset)
+    options = {"case": entry["id"], "sinogram": dataset / entry["sinogram_low"][0], "network": _tiny_network(),
+               "inferer": _tiny_inferer()}
+    singles = [load_image(reconstruct_petdds_file(dataset, output_file=tmp_path / f"s{seed}.nii.gz", seed=seed,
+                                                  **options))[0].double() for seed in (5, 6)]
+    output = reconstruct_petdds_file(dataset, output_file=tmp_path / "mean.nii.gz", seed=5, samples=2, **options)
+    assert not (tmp_path / "s5_cv.nii.gz").exists()  # one sample: no CV
+    stacked = torch.stack(singles)
+    torch.testing.assert_close(load_image(output)[0].double(), stacked.mean(0), rtol=1e-5, atol=1e-6)
+    expected_cv = torch.where(stacked.mean(0) > 0, stacked.std(0, correction=0) / stacked.mean(0), 0.0)
+    cv, _ = load_image(tmp_path / "mean_cv.nii.gz")
+    torch.testing.assert_close(cv.double(), expected_cv, rtol=1e-4, atol=1e-5)
+
 def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule():
     from monai.bundle import ConfigParser
 
@@ -219,6 +235,12 @@ def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule
     for entry, function in (("bias_variance", "bias_variance_study"), ("uncertainty", "uncertainty_study")):
         assert f"petdds_studies.{function}(" in parser[entry][0] and "network=@trained_network" in parser[entry][0]
     assert parser.get_parsed_content("bias_variance_deltas") == [0.1, 0.2, 0.5]
+    assert "samples=@petdds_samples" in parser["evaluating"][0] and parser["petdds_samples"] == 4
+    assert "petdds_studies.count_sweep(" in parser["count_sweep"][0]
+    assert parser.get_parsed_content("count_sweep_fractions") == [0.005, 0.01, 0.02, 0.05, 0.1]
+    assert "petdds_tuning.tune_petdds(" in parser["tuning"][0] and "network=@trained_network" in parser["tuning"][0]
+    assert "network=" not in parser["tuning_baselines"][0] and parser["tuning_split"] == "validation"
+    assert parser.get_parsed_content("tuning_num_inference_steps") == [parser.get_parsed_content("num_inference_steps")]
     inferer = parser.get_parsed_content("petdds_inferer")
     training = parser.get_parsed_content("scheduler")
     assert inferer.num_subsets == 21 and torch.equal(inferer.scheduler.alphas_cumprod, training.alphas_cumprod)
