@@ -289,11 +289,18 @@ def count_sweep(
     rows: list[dict[str, Any]] = []
     jobs = [(i, j, r) for i in range(len(entries)) for j in range(len(fraction_list)) for r in range(n_real)]
     generators: dict[tuple[int, int], torch.Generator] = {}
+    loaded: dict[int, tuple[torch.Tensor, ...]] = {}  # subject -> (reference, mask, activity), read once
+    expectations: dict[tuple[int, int], tuple[PETForwardModel, torch.Tensor]] = {}
     for i, j, r in tqdm(jobs, disable=not progress, desc="count sweep"):
         entry, fraction = entries[i], fraction_list[j]
-        reference, mask = ds.reference_and_mask(entry)
-        activity, _ = load_image(ds.root / entry["activity"])
-        model, expected = sweep_expectation(ds, entry, activity, fraction)
+        if i not in loaded:
+            loaded.clear()
+            expectations.clear()
+            loaded[i] = (*ds.reference_and_mask(entry), load_image(ds.root / entry["activity"])[0])
+        reference, mask, activity = loaded[i]
+        if (i, j) not in expectations:
+            expectations[(i, j)] = sweep_expectation(ds, entry, activity, fraction)
+        model, expected = expectations[(i, j)]
         generator = generators.setdefault((i, j), torch.Generator().manual_seed(sweep_seed(seed, i, j)))
         case = PETDDSCase(poisson_noise(expected, generator=generator), model, reference, mask)
         result = reconstruct_case(case, methods=chosen, osem=(n_subsets, n_iterations), map_em_beta=beta,
