@@ -49,7 +49,7 @@ BUDGETS: dict[str, dict[str, int]] = {
               "legopet_steps": 2, "legopet_slices": 1, "upete_ae_epochs": 1, "upete_ldm_epochs": 1,
               "upete_unet_epochs": 1},
 }
-# MAP-EM setting tuned on the validation subject (docs/petdds.md, scripts/petdds_tune.py)
+# MAP-EM setting tuned on the validation subject (docs/petdds.md, the tuning id of configs/petdds/evaluate.json)
 PETDDS_MAP_EM = ("--map_em_beta", "0.02", "--map_em_iterations", "2")
 # Seed of the main job's tiny PET-DDS-δ dataset.  The shipped score model is trained on `python -m bundle.data build
 # petdds --preset small --seed 0`, and the tiny preset with the same seed 0 draws the same first subjects (s00-s03)

@@ -3,8 +3,14 @@
 Request keys: ``image`` (counts ``.npy`` of the scanner preset's sinogram shape (planes, views, radial)),
 ``normalisation`` (``.npy`` of the same shape with n ⊙ a ⊙ calibration, default ones), ``background`` (``.npy``
 of the same shape or a number: expected randoms + scatter counts per bin, > 0 wherever counts are > 0),
-``scanner_preset`` and ``fwhm_mm`` (defaults from the task), ``output``, ``seed``.  The forward model is
-ȳ = n ⊙ A(G x) + s as in :mod:`bundle.data.petdds`.
+``scanner_preset`` and ``fwhm_mm`` (defaults from the task), ``samples`` (N >= 1, default the task's), ``output``,
+``seed``.  The forward model is ȳ = n ⊙ A(G x) + s as in :mod:`bundle.data.petdds`.
+
+Samples: with N > 1 the sampler runs N times, sample k with ``torch.Generator().manual_seed(seed + k)`` (k = 0 … N − 1,
+so sample 0 is the single-sample result; one OSEM image for the slice scale,
+:func:`bundle.inferers.petdds.reconstruct_many`); the output is the voxel-wise mean and ``<stem>_cv.nii.gz`` next to
+it holds the coefficient of variation std / mean (population std, 0 where the mean is 0,
+:func:`bundle.inferers.petdds.uncertainty_from_samples`), the paper's uncertainty image.  The JSON result names both.
 
 :func:`reconstruct_petdds_file` reconstructs one sinogram file of a petdds dataset with the forward model stored for
 its sample (configs/petdds/inference.json, run id ``inferring``).
@@ -23,12 +29,20 @@ import torch
 from bundle._checks import check_int, check_nonnegative
 from bundle.data.io import load_sinogram, save_image
 from bundle.data.petdds import PETDDSDataset
-from bundle.inferers.petdds import Network, PETDDSInferer, check_inferer, default_inferer, timed_network
+from bundle.inferers.petdds import (
+    Network,
+    PETDDSInferer,
+    check_inferer,
+    default_inferer,
+    reconstruct_many,
+    timed_network,
+    uncertainty_from_samples,
+)
 from bundle.physics import PRESETS, SinogramProjector, forward_model_from_arrays, preset
 
 from .task import InferTask, RequestKey, to_device_network
 
-__all__ = ["PETDDSInferTask", "reconstruct_petdds_file"]
+__all__ = ["PETDDSInferTask", "cv_path", "reconstruct_petdds_file"]
 
 
 def _check_preset(name: object) -> str:
@@ -50,12 +64,34 @@ def _sinogram_like(value: object, name: str, shape: tuple[int, ...]) -> torch.Te
     return array
 
 
+def cv_path(output: str | Path) -> Path:
+    """``<stem>_cv.nii.gz`` next to ``output`` (``x.nii.gz`` or ``x.nii`` -> ``x_cv.nii.gz``): the CV of N > 1
+    samples."""
+    output = Path(output)
+    name = output.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(f"{name}_cv.nii.gz")
+
+
+def _samples(inferer: PETDDSInferer, counts: torch.Tensor, network: Network, *, models: Any, seed: int,
+             samples: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image, CV): the one sample of ``seed``, or the mean and CV of ``samples`` seeds seed … seed + N − 1."""
+    if samples == 1:
+        return inferer(counts, network, models=models, generator=torch.Generator().manual_seed(seed)), None
+    stacked = reconstruct_many(inferer, counts, network, models=models, seeds=[seed + k for k in range(samples)])
+    return uncertainty_from_samples(stacked)
+
+
 class PETDDSInferTask(InferTask):
     """PET-DDS-δ reconstruction as a MONAI Label-style task (module docstring for the request).
 
     Args (keyword-only): those of :class:`~bundle.app.task.InferTask` plus
         scanner_preset: default scanner preset (``bundle.physics.PRESETS``) of the sinograms.
         fwhm_mm: default image-space resolution FWHM of the forward model (0 = none).
+        samples: default number N >= 1 of samples (module docstring).
     """
 
     method = "petdds"
@@ -67,9 +103,11 @@ class PETDDSInferTask(InferTask):
                    required=True),
         RequestKey("scanner_preset", expected=f"one of {list(PRESETS)}"),
         RequestKey("fwhm_mm", expected="a number >= 0 (resolution FWHM in mm)"),
+        RequestKey("samples", expected="an int >= 1: sampler runs; > 1 writes their mean and <stem>_cv.nii.gz"),
     )
 
-    def __init__(self, *, scanner_preset: str = "small_3d", fwhm_mm: float = 4.5, **kwargs: Any) -> None:
+    def __init__(self, *, scanner_preset: str = "small_3d", fwhm_mm: float = 4.5, samples: int = 1,
+                 **kwargs: Any) -> None:
         from bundle.inferers.petdds import PETDDSInferer
 
         super().__init__(**kwargs)
@@ -77,6 +115,7 @@ class PETDDSInferTask(InferTask):
             raise TypeError(f"inferer must be a PETDDSInferer, got {type(self.inferer).__name__}")
         self.scanner_preset = _check_preset(scanner_preset)
         self.fwhm_mm = check_nonnegative(fwhm_mm, "fwhm_mm")
+        self.samples = check_int(samples, "samples", minimum=1)
 
     def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:
         return (self._load, self._forward_model)
@@ -110,17 +149,26 @@ class PETDDSInferTask(InferTask):
     def run_inferer(self, data: dict) -> dict:
         d = dict(data)
         network = to_device_network(self.network, self.device)
-        generator = torch.Generator().manual_seed(d["seed"])
-        d["pred"] = self.inferer(d["counts"], network, models=d["model"], generator=generator).to("cpu")
+        d["samples"] = check_int(d.get("samples", self.samples), "request['samples']", minimum=1)
+        image, cv = _samples(self.inferer, d["counts"], network, models=d["model"], seed=d["seed"],
+                             samples=d["samples"])
+        d["pred"], d["cv"] = image.to("cpu"), None if cv is None else cv.to("cpu")
         return d
 
     def write(self, data: dict, path: Path) -> dict:
         image = data["pred"].to(torch.float32)
         geometry = data["geometry"].image
         save_image(path, image, geometry)
-        return {"shape_zyx": list(image.shape), "voxel_size_mm": list(geometry.voxel_size_mm),
-                "scanner_preset": data["geometry"].name, "units": "activity units of the forward model",
-                "max": float(np.max(image.numpy()))}
+        entries = {"shape_zyx": list(image.shape), "voxel_size_mm": list(geometry.voxel_size_mm),
+                   "scanner_preset": data["geometry"].name, "units": "activity units of the forward model",
+                   "max": float(np.max(image.numpy())), "samples": data["samples"],
+                   "sample_seeds": [data["seed"] + k for k in range(data["samples"])]}
+        if data.get("cv") is not None:
+            cv_file = cv_path(path)
+            save_image(cv_file, data["cv"].to(torch.float32), geometry)
+            entries.update(image_is="mean of the samples", cv_file=str(cv_file),
+                           cv="std / mean over the samples (population std; 0 where the mean is 0)")
+        return entries
 
 
 def reconstruct_petdds_file(
@@ -132,10 +180,14 @@ def reconstruct_petdds_file(
     output_file: str | Path,
     inferer: PETDDSInferer | None = None,
     count_fraction: float | None = None,
+    samples: int = 1,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Path:
     """PET-DDS-δ of one sinogram file with the forward model of dataset sample ``case``; writes a NIfTI.
+
+    ``samples`` N > 1: ``output_file`` is the mean of N samples (seeds ``seed + k``) and :func:`cv_path` of it their
+    CV (module docstring); N = 1 (default): the one sample of ``seed``.  Returns ``output_file``.
 
     ``count_fraction`` (f of :mod:`bundle.data.petdds`) scales c·n⊙a and the background; ``None`` = taken from the
     file: 1 for the sample's full-count sinogram, ``low_count_fraction`` for one of its low-count realisations
@@ -146,6 +198,7 @@ def reconstruct_petdds_file(
         raise ValueError("reconstruct_petdds_file needs a network")
     inferer = check_inferer(inferer)
     seed = check_int(seed, "seed", minimum=0)
+    samples = check_int(samples, "samples", minimum=1)
     ds = PETDDSDataset.open(dataset_dir)
     entry = ds.find_entry(case)
     path = Path(sinogram)
@@ -163,8 +216,9 @@ def reconstruct_petdds_file(
     counts = ds.load_array(str(path.resolve()), "sinogram")
     model = ds.forward_model(entry, fraction)
     sampler = inferer or default_inferer()
-    image = sampler(counts, timed, models=model,
-                    generator=torch.Generator().manual_seed(seed))
+    image, cv = _samples(sampler, counts, timed, models=model, seed=seed, samples=samples)
     output = Path(output_file)
     save_image(output, image, ds.image)
+    if cv is not None:
+        save_image(cv_path(output), cv, ds.image)
     return output

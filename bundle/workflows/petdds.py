@@ -34,21 +34,37 @@ Evaluation conventions (:func:`evaluate_petdds`)
   with the resolution model; :attr:`PETDDSInferer.timings`) and ``other_s`` = total − network − projector (RDP,
   proximity, preconditioner, DDIM updates, all on the CPU tensors of the data).  The OSEM image used for c_z is
   timed as the OSEM row, not again under PET-DDS-δ.
+- Samples (``samples`` = N > 1): N PET-DDS-δ reconstructions of every low-count sinogram, sample k of realisation r
+  with seed ``seed + r + SAMPLE_SEED_STRIDE · k`` (:func:`sample_seeds`; k = 0 is the single-sample seed above, so
+  the "PET-DDS-δ" row, sample 0, stays comparable with single-sample runs), all sharing one OSEM image for c_z.  The
+  row "PET-DDS-δ (mean of N)" scores the voxel-wise mean; the voxel-wise CV = std / mean (population std,
+  :func:`bundle.inferers.petdds.uncertainty_from_samples`, 0 where the mean is 0) is saved per case, next to the
+  mean and every sample.  The mean row's times are the sums over the N samples; the per-sample times are in
+  ``summary.json`` (``sample_timings``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bundle.data.io import save_image
-from bundle.data.petdds import PETDDSDataset
+from bundle.data.petdds import PETDDSCase, PETDDSDataset
 from bundle.evaluation import mean_std, metrics_table, output_folder, volume_panel, write_csv, write_json
-from bundle.inferers.petdds import Network, PETDDSInferer, check_inferer, default_inferer, timed_network
+from bundle.inferers.petdds import (
+    Network,
+    PETDDSInferer,
+    TimedNetwork,
+    check_inferer,
+    default_inferer,
+    timed_network,
+    uncertainty_from_samples,
+)
 from bundle.metrics import MetricConvention, image_metrics, ssim_kernel_size, units
 from bundle.physics import ImageGeometry, Neighbourhood, PoissonDataModel, RelativeDifferencePrior, map_em
 from bundle.physics import osem as osem_reconstruction
@@ -59,16 +75,26 @@ from .._checks import check_int as _check_int
 __all__ = [
     "METHODS",
     "METRICS",
+    "SAMPLE_SEED_STRIDE",
+    "CaseReconstructions",
     "absolute_beta",
+    "cv_display",
     "evaluate_petdds",
+    "mean_label",
     "rdp_prior",
+    "reconstruct_case",
+    "sample_seeds",
+    "summarise_rows",
 ]
 
 METHODS: tuple[str, ...] = ("OSEM", "MAP-EM", "PET-DDS-δ")
 """Method names, exactly as they appear in tables, CSV and JSON."""
 METRICS: tuple[str, ...] = ("NRMSE", "PSNR", "SSIM")
 """Metric columns of the table (NRMSE and SSIM in %, PSNR in dB)."""
+SAMPLE_SEED_STRIDE = 100_000
+"""Seed offset between the samples of one realisation (:func:`sample_seeds`); > any realisation count."""
 _SLUG = {"OSEM": "osem", "MAP-EM": "map_em", "PET-DDS-δ": "pet_dds_delta"}
+_TIME_KEYS = ("time_s", "network_s", "projector_s", "other_s")
 _CSV_FIELDS = ("subject", "realisation", "method", *METRICS, "time_s", "network_s", "projector_s", "other_s")
 
 
@@ -111,6 +137,121 @@ def rdp_prior(geometry: ImageGeometry) -> RelativeDifferencePrior:
     return RelativeDifferencePrior(neighbourhood=Neighbourhood.FULL, voxel_size_mm=geometry.voxel_size_mm)
 
 
+# ------------------------------------------------------------------------------------------ one case, N samples
+
+
+def sample_seeds(seed: int, realisation: int, samples: int) -> list[int]:
+    """Seeds of the ``samples`` PET-DDS-δ samples of low-count realisation ``realisation``:
+    ``seed + realisation + SAMPLE_SEED_STRIDE · k`` for k = 0 … samples − 1 (k = 0: the single-sample seed)."""
+    seed = _check_int(seed, "seed", minimum=0)
+    realisation = _check_int(realisation, "realisation", minimum=0)
+    if realisation >= SAMPLE_SEED_STRIDE:
+        raise ValueError(f"realisation must be < SAMPLE_SEED_STRIDE ({SAMPLE_SEED_STRIDE}), got {realisation}")
+    return [seed + realisation + SAMPLE_SEED_STRIDE * k
+            for k in range(_check_int(samples, "samples", minimum=1))]
+
+
+def mean_label(samples: int) -> str:
+    """Table name of the mean of ``samples`` PET-DDS-δ samples: ``"PET-DDS-δ (mean of N)"``."""
+    return f"PET-DDS-δ (mean of {samples})"
+
+
+def cv_display(cv: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The CV image for display: inside the head mask (outside it the mean is ~0 and the CV explodes), clipped at
+    its 99th percentile there -> ``(image, clip value)``."""
+    top = float(torch.quantile(cv[mask].double(), 0.99))
+    return torch.where(mask, cv.clamp(max=top), torch.zeros_like(cv)), top
+
+
+@dataclass
+class CaseReconstructions:
+    """What :func:`reconstruct_case` made of one low-count sinogram."""
+
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Method name (:data:`METHODS`, plus :func:`mean_label` for N > 1) -> image ``(n_z, n_y, n_x)``."""
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Method name -> seconds (module docstring; the mean row sums its samples)."""
+    samples: torch.Tensor | None = None
+    """The N PET-DDS-δ samples ``(N, n_z, n_y, n_x)`` (``None`` without PET-DDS-δ)."""
+    cv: torch.Tensor | None = None
+    """Voxel-wise CV = std / mean of the samples (population std; only for N > 1)."""
+    sample_timings: list[dict[str, float]] = field(default_factory=list)
+    """Seconds of each sample (``time_s``, ``network_s``, ``projector_s``, ``other_s``)."""
+    beta: float | None = None
+    """Absolute MAP-EM β used (``None`` without MAP-EM)."""
+
+
+def reconstruct_case(
+    case: PETDDSCase,
+    *,
+    methods: Sequence[str],
+    osem: tuple[int, int],
+    map_em_beta: float,
+    map_em_iterations: int,
+    geometry: ImageGeometry,
+    network: TimedNetwork | None = None,
+    inferer: PETDDSInferer | None = None,
+    seeds: Sequence[int] = (0,),
+) -> CaseReconstructions:
+    """OSEM / MAP-EM / PET-DDS-δ of one low-count sinogram, the conventions of :func:`evaluate_petdds`.
+
+    The OSEM image (``osem`` = (subsets, iterations)) is always computed: it is the OSEM row and PET-DDS-δ's c_z.
+    MAP-EM uses the relative ``map_em_beta`` on the same subsets.  PET-DDS-δ draws one sample per seed in ``seeds``
+    (``torch.Generator().manual_seed(s)``); with more than one, the mean (:func:`mean_label`) is added and the CV
+    kept.  ``methods`` is a checked subset of :data:`METHODS`; ``network`` a :class:`TimedNetwork` and ``inferer``
+    a sampler when PET-DDS-δ is among them.
+    """
+    n_subsets, n_iterations = osem
+    models, data = case.subsets(n_subsets)
+    result = CaseReconstructions()
+    start = time.perf_counter()
+    osem_image = osem_reconstruction(models, data, num_iterations=n_iterations)
+    if "OSEM" in methods:
+        result.images["OSEM"], result.timings["OSEM"] = osem_image, {"time_s": time.perf_counter() - start}
+    if "MAP-EM" in methods:
+        result.beta = absolute_beta(models, case.mask, map_em_beta)
+        start = time.perf_counter()
+        result.images["MAP-EM"] = map_em(models, data, prior=rdp_prior(geometry), beta=result.beta,
+                                         num_iterations=map_em_iterations)
+        result.timings["MAP-EM"] = {"time_s": time.perf_counter() - start}
+    if "PET-DDS-δ" in methods:
+        if network is None or inferer is None:
+            raise ValueError("reconstruct_case: PET-DDS-δ needs a network and an inferer")
+        samples = []
+        for seed in seeds:
+            network.seconds = 0.0
+            start = time.perf_counter()
+            samples.append(inferer(case.counts, network, models=case.model, initial_osem=osem_image,
+                                   generator=torch.Generator().manual_seed(seed)))
+            seconds = time.perf_counter() - start
+            projector = inferer.timings["projector_s"]  # A_kᵀ(y_k/ȳ_k − 1), from the sampler's clocks
+            result.sample_timings.append({"time_s": seconds, "network_s": network.seconds, "projector_s": projector,
+                                          "other_s": seconds - network.seconds - projector})
+        result.samples = torch.stack(samples)
+        result.images["PET-DDS-δ"], result.timings["PET-DDS-δ"] = samples[0], dict(result.sample_timings[0])
+        if len(samples) > 1:
+            mean, result.cv = uncertainty_from_samples(result.samples)
+            label = mean_label(len(samples))
+            result.images[label] = mean
+            result.timings[label] = {k: sum(t[k] for t in result.sample_timings) for k in _TIME_KEYS}
+    return result
+
+
+def summarise_rows(rows: Sequence[dict[str, Any]], names: Sequence[str],
+                   keys: Sequence[str] = (*METRICS, *_TIME_KEYS)) -> dict[str, Any]:
+    """``{name: {"n": rows, key: {"mean", "std"}}}`` over the ``rows`` of each method ``name`` (ddof 1)."""
+    summary: dict[str, Any] = {}
+    for name in names:
+        chosen = [row for row in rows if row["method"] == name]
+        summary[name] = {"n": len(chosen)}
+        for key in keys:
+            values = [row[key] for row in chosen if key in row]
+            if values:
+                mean, std = mean_std(values)
+                summary[name][key] = {"mean": mean, "std": std}
+    return summary
+
+
 # -------------------------------------------------------------------------------------------------- evaluation
 
 
@@ -125,6 +266,7 @@ def evaluate_petdds(
     map_em_beta: float = 0.005,
     map_em_iterations: int = 2,
     realisations: int | None = None,
+    samples: int = 1,
     split: str = "test",
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -146,11 +288,15 @@ def evaluate_petdds(
         map_em_beta: relative RDP weight (β = map_em_beta × mean_M Aᵀ1, module docstring), >= 0.
         map_em_iterations: MAP-EM passes over the subsets (>= 1).
         realisations: the first this many low-count realisations per subject; ``None`` = all stored.
+        samples: N >= 1 PET-DDS-δ samples per sinogram (module docstring, "Samples"): N > 1 adds the row
+            ``"PET-DDS-δ (mean of N)"`` and writes ``*_pet_dds_delta_mean.nii.gz`` / ``*_pet_dds_delta_cv.nii.gz``
+            (and ``*_pet_dds_delta_sampleKK.nii.gz`` for k >= 1) per case.
         split: datalist split to evaluate (``"test"``).
-        seed: PET-DDS-δ uses ``torch.Generator().manual_seed(seed + realisation)``.
+        seed: sample k of realisation r uses ``torch.Generator().manual_seed(seed + r + SAMPLE_SEED_STRIDE · k)``.
         device: where the network runs (the physics stays on the CPU).
         save_images: write every reconstruction as NIfTI.
-        figures: write one transverse + coronal panel per subject (first realisation).
+        figures: write one transverse + coronal panel per subject (first realisation; with the mean and the CV in
+            the head for N > 1).
         progress: tqdm bar over (subject, realisation).
         metric_convention: :class:`~bundle.metrics.MetricConvention` of the scores (``"petdds"``: the paper's
             NRMSE and SSIM in %, as the tables in ``docs/petdds.md``).
@@ -166,6 +312,7 @@ def evaluate_petdds(
     n_subsets, n_iterations = _check_osem(osem)
     beta_relative = check_nonnegative(map_em_beta, "map_em_beta")
     map_iterations = _check_int(map_em_iterations, "map_em_iterations", minimum=1)
+    n_samples = _check_int(samples, "samples", minimum=1)
     seed = _check_int(seed, "seed", minimum=0)
     convention = check_choice(metric_convention, MetricConvention, "metric_convention")
     metric_units = units(convention)
@@ -178,70 +325,62 @@ def evaluate_petdds(
     counts = {e["id"]: ds.realisation_count(e, realisations) for e in entries}
     if "PET-DDS-δ" in chosen and inferer is None:
         inferer = default_inferer(num_subsets=n_subsets)
+    names = [*chosen, *([mean_label(n_samples)] if "PET-DDS-δ" in chosen and n_samples > 1 else [])]
 
     rows: list[dict[str, Any]] = []
     files: dict[str, Any] = {"reconstructions": [], "figures": []}
     betas: dict[str, float] = {}
+    sample_timings: dict[str, list[dict[str, float]]] = {}
     pairs = [(e, r) for e in entries for r in range(counts[e["id"]])]
     from tqdm.auto import tqdm
 
     for entry, r in tqdm(pairs, disable=not progress, desc="evaluate petdds"):
         case = ds.case(entry, r)
-        models, data = case.subsets(n_subsets)
-        images: dict[str, torch.Tensor] = {}
-        timings: dict[str, dict[str, float]] = {}
-        start = time.perf_counter()
-        osem_image = osem_reconstruction(models, data, num_iterations=n_iterations)
-        if "OSEM" in chosen:
-            images["OSEM"], timings["OSEM"] = osem_image, {"time_s": time.perf_counter() - start}
-        if "MAP-EM" in chosen:
-            beta = absolute_beta(models, case.mask, beta_relative)
-            betas[f"{entry['id']}/{r}"] = beta
-            start = time.perf_counter()
-            images["MAP-EM"] = map_em(models, data, prior=rdp_prior(ds.image), beta=beta, num_iterations=map_iterations)
-            timings["MAP-EM"] = {"time_s": time.perf_counter() - start}
-        if "PET-DDS-δ" in chosen:
-            assert inferer is not None and timed is not None
-            timed.seconds = 0.0
-            generator = torch.Generator().manual_seed(seed + r)
-            start = time.perf_counter()
-            images["PET-DDS-δ"] = inferer(case.counts, timed, models=case.model, initial_osem=osem_image,
-                                          generator=generator)
-            seconds = time.perf_counter() - start
-            split_s = inferer.timings  # network / projector (A_kᵀ(y_k/ȳ_k − 1)) / rest, from the sampler's clocks
-            timings["PET-DDS-δ"] = {"time_s": seconds, "network_s": timed.seconds,
-                                    "projector_s": split_s["projector_s"],
-                                    "other_s": seconds - timed.seconds - split_s["projector_s"]}
-        for method, recon in images.items():
-            row = {"subject": entry["id"], "realisation": r, "method": method,
-                   **image_metrics(recon, case.reference, mask=case.mask, convention=convention),
-                   **timings[method]}
-            rows.append(row)
-            if save_images:
-                path = out / "reconstructions" / f"{entry['id']}_r{r:02d}_{_SLUG[method]}.nii.gz"
-                save_image(path, recon, ds.image)
+        key = f"{entry['id']}/{r}"
+        result = reconstruct_case(case, methods=chosen, osem=(n_subsets, n_iterations), map_em_beta=beta_relative,
+                                  map_em_iterations=map_iterations, geometry=ds.image, network=timed,
+                                  inferer=inferer, seeds=sample_seeds(seed, r, n_samples))
+        if result.beta is not None:
+            betas[key] = result.beta
+        if result.sample_timings:
+            sample_timings[key] = result.sample_timings
+        for method, recon in result.images.items():
+            rows.append({"subject": entry["id"], "realisation": r, "method": method,
+                         **image_metrics(recon, case.reference, mask=case.mask, convention=convention),
+                         **result.timings[method]})
+        if save_images:
+            stem = out / "reconstructions" / f"{entry['id']}_r{r:02d}"
+            extra = {}
+            if result.cv is not None:
+                assert result.samples is not None
+                extra = {f"pet_dds_delta_sample{k:02d}": result.samples[k] for k in range(1, n_samples)}
+                extra["pet_dds_delta_cv"] = result.cv
+            images = {(_SLUG[m] if m in _SLUG else "pet_dds_delta_mean"): v for m, v in result.images.items()}
+            for slug, image in {**images, **extra}.items():
+                path = Path(f"{stem}_{slug}.nii.gz")
+                save_image(path, image, ds.image)
                 files["reconstructions"].append(str(path))
         if figures and r == 0:
-            path = volume_panel({"reference": case.reference, **images}, out / "figures" / f"{entry['id']}_r00.png",
-                          geometry=ds.image, vmax=float(case.reference[case.mask].max()),
-                          title=f"{entry['id']}, low-count realisation 0")
+            panel = {"reference": case.reference, **result.images}
+            cmaps = {}
+            if result.cv is not None:
+                panel["CV (head)"], top = cv_display(result.cv, case.mask)
+                cmaps["CV (head)"] = "magma"
+            title = f"{entry['id']}, low-count realisation 0"
+            path = volume_panel(panel, out / "figures" / f"{entry['id']}_r00.png", geometry=ds.image,
+                                vmax=float(case.reference[case.mask].max()), cmaps=cmaps,
+                                title=title if result.cv is None else f"{title}; CV shown in [0, {top:.2f}]")
             files["figures"].append(str(path))
 
-    summary: dict[str, Any] = {}
-    for method in chosen:
-        chosen_rows = [row for row in rows if row["method"] == method]
-        summary[method] = {"n": len(chosen_rows)}
-        for key in (*METRICS, "time_s", "network_s", "projector_s", "other_s"):
-            values = [row[key] for row in chosen_rows if key in row]
-            if values:
-                mean, std = mean_std(values)
-                summary[method][key] = {"mean": mean, "std": std}
-    table = metrics_table({m: {k: (summary[m][k]["mean"], summary[m][k]["std"]) for k in METRICS} for m in chosen},
+    summary = summarise_rows(rows, names)
+    table = metrics_table({m: {k: (summary[m][k]["mean"], summary[m][k]["std"]) for k in METRICS} for m in names},
                           METRICS, digits={"PSNR": 2, **dict.fromkeys(("NRMSE", "SSIM"), 2 if percent else 4)})
     settings = {
         "dataset_dir": str(ds.root), "split": split, "scanner_preset": ds.scanner.name, "methods": list(chosen),
         "osem": [n_subsets, n_iterations], "map_em_beta_relative": beta_relative, "map_em_beta_absolute": betas,
         "map_em_iterations": map_iterations, "realisations": counts, "seed": seed, "device": str(device),
+        "samples": n_samples,
+        "sample_seeds": "seed + realisation + SAMPLE_SEED_STRIDE * k" + f" (stride {SAMPLE_SEED_STRIDE})",
         "metric_convention": convention.value, "units": {**metric_units, "time_s": "s"},
         "mask": "mu_map > 0 (head)", "data_range": "max of the reference in the mask",
         "ssim_kernel_size": ssim_kernel_size(tuple(n for n in ds.image.shape if n > 1)),
@@ -250,7 +389,7 @@ def evaluate_petdds(
                                              "delta", "lambda_rdp", "lambda_dds", "eta")},
     }
     write_csv(out / "per_case.csv", _CSV_FIELDS, rows)
-    write_json(out / "summary.json", {"summary": summary, "settings": settings})
+    write_json(out / "summary.json", {"summary": summary, "settings": settings, "sample_timings": sample_timings})
     (out / "table.md").write_text(
         table + f"\n\nNRMSE and SSIM {'in %' if percent else 'as fractions'}, PSNR in dB (metric convention "
         f"{convention.value!r}); mean ± std over (test subject, realisation); mask μ > 0.\n",
@@ -259,5 +398,3 @@ def evaluate_petdds(
     files.update({"csv": str(out / "per_case.csv"), "summary": str(out / "summary.json"),
                   "table": str(out / "table.md")})
     return {"rows": rows, "summary": summary, "table": table, "files": files, "settings": settings}
-
-

@@ -41,6 +41,26 @@ def test_petdds_request_to_nifti_and_json(petdds_task, petdds_files, tmp_path):
     np.testing.assert_array_equal(np.asarray(nib.load(again).dataobj), image)  # same seed, same image
 
 
+
+def test_petdds_samples_write_their_mean_and_the_cv(petdds_task, petdds_files, tmp_path):
+    request = {"image": str(petdds_files["sinogram"]), "normalisation": str(petdds_files["normalisation"]),
+               "background": 0.5, "seed": 3}
+    singles = []
+    for seed in (3, 4):  # sample k of seed s uses seed s + k
+        path, result = petdds_task({**request, "seed": seed, "output": str(tmp_path / f"one_{seed}.nii.gz")})
+        singles.append(np.asarray(nib.load(path).dataobj, dtype=np.float64))
+        assert result["samples"] == 1 and "cv_file" not in result
+    path, result = petdds_task({**request, "samples": 2, "output": str(tmp_path / "two.nii.gz")})
+    assert result["samples"] == 2 and result["sample_seeds"] == [3, 4] and result["image_is"] == "mean of the samples"
+    assert result["cv_file"] == str(tmp_path / "two_cv.nii.gz")
+    stacked = np.stack(singles)
+    np.testing.assert_allclose(np.asarray(nib.load(path).dataobj), stacked.mean(0), rtol=1e-5, atol=1e-6)
+    mean = stacked.mean(0)
+    cv = np.where(mean > 0, stacked.std(0) / np.where(mean > 0, mean, 1.0), 0.0)
+    np.testing.assert_allclose(np.asarray(nib.load(result["cv_file"]).dataobj), cv, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"request\['samples'\] must be >= 1"):
+        petdds_task({**request, "samples": 0, "output": str(tmp_path / "zero.nii.gz")})
+
 def test_legopet_request_to_nifti(legopet_task, legopet_files, tmp_path):
     path, result = legopet_task({"image": str(legopet_files["sinogram"]), "count_scale": 0.25,
                                  "output": str(tmp_path / "slice.nii")})

@@ -22,7 +22,8 @@ METHODS = ("legopet", "petdds", "upete")
 # (train*.json, resume.json, multi_gpu_train.json) define `training` or, as overlays, nothing; inference.json defines
 # `inferring` (and may add helpers); every other file (presets, network overlays) defines no workflow id
 EVALUATION_IDS = {
-    "petdds": {"evaluating", "evaluating_baselines", "bias_variance", "uncertainty"},
+    "petdds": {"evaluating", "evaluating_baselines", "bias_variance", "uncertainty", "count_sweep", "tuning",
+               "tuning_baselines"},
     "legopet": {"evaluating", "training_progress", "denoising_loss", "restart_from_reference", "sampling_cost",
                 "guidance_sweep"},
     "upete": {"evaluating"},

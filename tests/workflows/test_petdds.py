@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,21 @@ import pytest
 import torch
 from monai.networks.nets import DiffusionModelUNet
 
+from bundle.app.petdds import reconstruct_petdds_file
 from bundle.data.build import build_dataset
 from bundle.data.io import load_image
-from bundle.data.petdds import PETDDSCase, load_petdds_case
+from bundle.data.petdds import PETDDSCase, PETDDSDataset, load_petdds_case
 from bundle.inferers.petdds import default_inferer
-from bundle.workflows.petdds import METHODS, evaluate_petdds
-from bundle.workflows.petdds_studies import bias_variance_study, uncertainty_study
+from bundle.metrics import image_metrics
+from bundle.workflows.petdds import METHODS, SAMPLE_SEED_STRIDE, evaluate_petdds, mean_label, sample_seeds
+from bundle.workflows.petdds_studies import (
+    bias_variance_study,
+    count_sweep,
+    sweep_expectation,
+    sweep_seed,
+    uncertainty_study,
+)
+from bundle.workflows.petdds_tuning import tune_petdds
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "| method | NRMSE | PSNR | SSIM |"
@@ -199,6 +209,21 @@ def test_inference_config_reconstructs_a_sinogram_with_a_checkpoint(dataset, tmp
     assert image.shape == (8, 64, 64) and bool(torch.isfinite(image).all()) and float(image.sum()) > 0
 
 
+
+def test_reconstruct_file_with_two_samples_writes_their_mean_and_cv(dataset, tmp_path):
+    entry = _test_entry(dataset)
+    options = {"case": entry["id"], "sinogram": dataset / entry["sinogram_low"][0], "network": _tiny_network(),
+               "inferer": _tiny_inferer()}
+    singles = [load_image(reconstruct_petdds_file(dataset, output_file=tmp_path / f"s{seed}.nii.gz", seed=seed,
+                                                  **options))[0].double() for seed in (5, 6)]
+    output = reconstruct_petdds_file(dataset, output_file=tmp_path / "mean.nii.gz", seed=5, samples=2, **options)
+    assert not (tmp_path / "s5_cv.nii.gz").exists()  # one sample: no CV
+    stacked = torch.stack(singles)
+    torch.testing.assert_close(load_image(output)[0].double(), stacked.mean(0), rtol=1e-5, atol=1e-6)
+    expected_cv = torch.where(stacked.mean(0) > 0, stacked.std(0, correction=0) / stacked.mean(0), 0.0)
+    cv, _ = load_image(tmp_path / "mean_cv.nii.gz")
+    torch.testing.assert_close(cv.double(), expected_cv, rtol=1e-4, atol=1e-5)
+
 def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule():
     from monai.bundle import ConfigParser
 
@@ -210,6 +235,149 @@ def test_evaluate_config_resolves_both_entries_and_matches_the_training_schedule
     for entry, function in (("bias_variance", "bias_variance_study"), ("uncertainty", "uncertainty_study")):
         assert f"petdds_studies.{function}(" in parser[entry][0] and "network=@trained_network" in parser[entry][0]
     assert parser.get_parsed_content("bias_variance_deltas") == [0.1, 0.2, 0.5]
+    assert "samples=@petdds_samples" in parser["evaluating"][0] and parser["petdds_samples"] == 4
+    assert "petdds_studies.count_sweep(" in parser["count_sweep"][0]
+    assert parser.get_parsed_content("count_sweep_fractions") == [0.005, 0.01, 0.02, 0.05, 0.1]
+    assert "petdds_tuning.tune_petdds(" in parser["tuning"][0] and "network=@trained_network" in parser["tuning"][0]
+    assert "network=" not in parser["tuning_baselines"][0] and parser["tuning_split"] == "validation"
+    assert parser.get_parsed_content("tuning_num_inference_steps") == [parser.get_parsed_content("num_inference_steps")]
     inferer = parser.get_parsed_content("petdds_inferer")
     training = parser.get_parsed_content("scheduler")
     assert inferer.num_subsets == 21 and torch.equal(inferer.scheduler.alphas_cumprod, training.alphas_cumprod)
+
+
+# ------------------------------------------------------------------------------------- N samples: mean and CV
+
+
+def test_sample_seeds_are_distinct_and_sample_zero_is_the_single_sample_seed():
+    assert sample_seeds(7, 0, 1) == [7]
+    assert sample_seeds(7, 2, 3) == [9, 9 + SAMPLE_SEED_STRIDE, 9 + 2 * SAMPLE_SEED_STRIDE]
+    seeds = [s for r in range(5) for s in sample_seeds(0, r, 4)]
+    assert len(set(seeds)) == len(seeds)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        sample_seeds(0, 0, 0)
+
+
+def test_evaluation_with_two_samples_scores_their_mean_and_saves_the_cv(dataset, tmp_path):
+    network, inferer = _tiny_network(), _tiny_inferer()
+    options = {"network": network, "inferer": inferer, "methods": ["PET-DDS-δ"], "osem": (4, 1), "realisations": 1}
+    result = evaluate_petdds(dataset, output_dir=tmp_path / "two", samples=2, **options)
+    single = evaluate_petdds(dataset, output_dir=tmp_path / "one", figures=False, **options)
+    label = mean_label(2)
+    assert label == "PET-DDS-δ (mean of 2)"
+    assert [line.split(" | ")[0] for line in result["table"].splitlines()[2:]] == ["| PET-DDS-δ", f"| {label}"]
+    rows = {row["method"]: row for row in result["rows"]}
+    # sample 0 is the single-sample reconstruction: old numbers stay comparable
+    assert rows["PET-DDS-δ"]["NRMSE"] == single["rows"][0]["NRMSE"]
+    folder, subject = tmp_path / "two" / "reconstructions", rows["PET-DDS-δ"]["subject"]
+    first, _ = load_image(folder / f"{subject}_r00_pet_dds_delta.nii.gz")
+    second, _ = load_image(folder / f"{subject}_r00_pet_dds_delta_sample01.nii.gz")
+    mean, _ = load_image(folder / f"{subject}_r00_pet_dds_delta_mean.nii.gz")
+    cv, _ = load_image(folder / f"{subject}_r00_pet_dds_delta_cv.nii.gz")
+    assert not torch.equal(first, second)  # distinct seeds
+    stacked = torch.stack([first, second]).double()
+    torch.testing.assert_close(mean.double(), stacked.mean(0), rtol=1e-6, atol=1e-6)
+    expected_cv = torch.where(stacked.mean(0) > 0, stacked.std(0, correction=0) / stacked.mean(0), 0.0)
+    torch.testing.assert_close(cv.double(), expected_cv, rtol=1e-4, atol=1e-5)
+    case = load_petdds_case(dataset, subject, low_index=0)
+    scores = image_metrics(stacked.mean(0).float(), case.reference, mask=case.mask)
+    assert rows[label]["NRMSE"] == pytest.approx(scores["NRMSE"], rel=1e-5)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text(encoding="utf-8"))
+    timings = summary["sample_timings"][f"{subject}/0"]
+    assert len(timings) == 2 and rows[label]["time_s"] == pytest.approx(sum(t["time_s"] for t in timings))
+    assert summary["settings"]["samples"] == 2 and Path(result["files"]["figures"][0]).stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------------ count sweep
+
+
+def test_sweep_expectation_is_the_stored_model_scaled_by_g_over_f(dataset):
+    ds = PETDDSDataset.open(dataset)
+    entry = _test_entry(dataset)
+    activity, _ = load_image(dataset / entry["activity"])
+    f = float(entry["low_count_fraction"])
+    _, at_f = sweep_expectation(ds, entry, activity, f)
+    _, at_g = sweep_expectation(ds, entry, activity, 0.05)
+    torch.testing.assert_close(at_g.double(), (0.05 / f) * at_f.double(), rtol=1e-5, atol=1e-6)
+    # the builder's realisations are Poisson draws of the expectation at f: their mean matches it within noise
+    stored = torch.stack([ds.load_array(p, "sinogram") for p in entry["sinogram_low"]]).double().mean(0)
+    total = float(at_f.double().sum())
+    assert abs(float(stored.sum()) - total) < 5 * math.sqrt(total / len(entry["sinogram_low"]))
+    planes = at_f.double().sum((1, 2))  # and plane by plane (64 planes, 5σ each)
+    assert bool(((stored.sum((1, 2)) - planes).abs() < 5 * (planes / 2).sqrt() + 1).all())
+    seeds = {sweep_seed(0, i, j) for i in range(3) for j in range(5)}
+    assert len(seeds) == 15 and sweep_seed(0, 1, 2) == sweep_seed(0, 1, 2)
+
+
+def test_count_sweep_writes_json_table_and_figure(dataset, tmp_path):
+    result = count_sweep(dataset, output_dir=tmp_path, fractions=(0.01, 0.1), realisations=2, osem=(4, 2),
+                         map_em_iterations=1, network=_tiny_network(), inferer=_tiny_inferer())
+    rows = result["rows"]
+    assert len(rows) == 1 * 2 * 2 * 3  # subject × fraction × realisation × method
+    osem_rows = [r for r in rows if r["method"] == "OSEM"]
+    assert osem_rows[0]["NRMSE"] != osem_rows[1]["NRMSE"]  # independent realisations
+    summary = result["summary"]
+    assert summary["0.1"]["OSEM"]["NRMSE"]["mean"] < summary["0.01"]["OSEM"]["NRMSE"]["mean"]  # 10× the counts
+    assert set(summary["0.01"]) == {"OSEM", "MAP-EM", "PET-DDS-δ"} and summary["0.01"]["MAP-EM"]["n"] == 2
+    table = (tmp_path / "sweep.md").read_text(encoding="utf-8")
+    assert "| 1 % | OSEM |" in table and "| 10 % | PET-DDS-δ |" in table
+    assert json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))["summary"] == summary
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    with pytest.raises(ValueError, match=r"fractions\[0\] must be a finite number in \(0, 1\]"):
+        count_sweep(dataset, output_dir=tmp_path, fractions=(0.0,))
+
+
+# ----------------------------------------------------------------------------------------------------- tuning
+
+
+@pytest.fixture()
+def validation_only(dataset, tmp_path) -> Path:
+    """The fixture's subject as the only validation subject; the test split points at files that do not exist, so
+    reading it would raise."""
+    root = tmp_path / "validation_only"
+    shutil.copytree(dataset, root)
+    entry = _test_entry(dataset)
+    missing = {k: f"missing/{k}.npy" for k in ("sinogram_high", "multiplicative_factors", "background_full")}
+    test_entry = {**entry, "id": "never_read", **missing, "sinogram_low": ["missing/low.npy"],
+                  "reference": "missing/ref.nii.gz", "mu_map": "missing/mu.nii.gz", "activity": "missing/a.nii.gz"}
+    (root / "datalist.json").write_text(json.dumps({"training": [], "validation": [entry], "test": [test_entry]}),
+                                        encoding="utf-8")
+    return root
+
+
+def test_tuning_picks_the_argmin_of_mean_nrmse_and_records_failures(validation_only, tmp_path):
+    result = tune_petdds(validation_only, output_dir=tmp_path, network=_tiny_network(), inferer=_tiny_inferer(),
+                         lambda_rdp=(0.0, 0.5), lambda_dds=(0.5,), delta=(0.5,), num_inference_steps=(1, 2),
+                         map_em_betas=(0.001, 1e4), map_em_iterations=(1, 2), realisations=2, osem=(4, 1))
+    points = json.loads((tmp_path / "tune.json").read_text(encoding="utf-8"))["points"]
+    validation = json.loads((validation_only / "datalist.json").read_text(encoding="utf-8"))["validation"]
+    assert {p["subject"] for p in points} == {validation[0]["id"]}  # never the test split
+    dds = [p for p in points if p["method"] == "PET-DDS-δ"]
+    assert len(dds) == 2 * 2 * 2 and all("error" not in p for p in dds)  # grid × realisations
+
+    def mean_nrmse(method, keys, setting):
+        chosen = [p["NRMSE"] for p in points if p["method"] == method and tuple(p[k] for k in keys) == setting]
+        return sum(chosen) / len(chosen)
+
+    keys = ("lambda_rdp", "lambda_dds", "delta", "num_inference_steps")
+    settings = {tuple(p[k] for k in keys) for p in dds}
+    best = min(settings, key=lambda s: mean_nrmse("PET-DDS-δ", keys, s))
+    written = json.loads((tmp_path / "best.json").read_text(encoding="utf-8"))
+    assert written == result["best"] and tuple(written["pet_dds"][k] for k in keys) == best
+    failed = [p for p in points if p["method"] == "MAP-EM" and p["beta"] == 1e4]
+    assert failed and all("one-step-late" in p["error"] for p in failed)  # recorded, not fatal
+    ok = {(p["beta"], p["iterations"]) for p in points if p["method"] == "MAP-EM" and "error" not in p}
+    assert ok == {(0.001, 1), (0.001, 2)}
+    chosen = min(ok, key=lambda s: mean_nrmse("MAP-EM", ("beta", "iterations"), s))
+    assert (written["map_em"]["beta"], written["map_em"]["iterations"]) == chosen
+    table = (tmp_path / "tune.md").read_text(encoding="utf-8")
+    assert "| OSEM |" in table and "failed: " in table
+    with pytest.raises(ValueError, match="split must not be 'test'"):
+        tune_petdds(validation_only, output_dir=tmp_path, split="test")
+
+
+def test_tuning_without_a_network_tunes_map_em_only(validation_only, tmp_path):
+    result = tune_petdds(validation_only, output_dir=tmp_path, map_em_betas=(0.001,), map_em_iterations=(1,),
+                         osem=(4, 1))
+    assert result["best"] == {"pet_dds": None, "map_em": {"beta": 0.001, "iterations": 1}}
+    assert not [p for p in result["points"] if p["method"] == "PET-DDS-δ"]
