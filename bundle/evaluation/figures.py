@@ -144,7 +144,7 @@ def volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: Im
 
 def bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> Path:
     """Normalised bias against normalised std (%): one MAP-EM curve per β over its passes, one PET-DDS-δ curve over
-    δ (``points`` as :func:`bundle.workflows.petdds_studies.bias_variance_study` writes them)."""
+    δ and one over λ_RDP (``points`` as :func:`bundle.workflows.petdds_studies.bias_variance_study` writes them)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.0, 4.5), layout="constrained")
@@ -152,7 +152,9 @@ def bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, tit
     # one MAP-EM curve per β over the passes (labelled with the pass count), one PET-DDS-δ curve over δ
     curves = [(f"MAP-EM β={b:g}", "o", [p for p in points if p["method"] == "MAP-EM" and p["beta"] == b], "iterations")
               for b in dict.fromkeys(p["beta"] for p in points if p["method"] == "MAP-EM")]
-    curves.append(("PET-DDS-δ (δ)", "s", [p for p in points if p["method"] == "PET-DDS-δ"], "delta"))
+    for key, marker in (("delta", "s"), ("lambda_rdp", "^")):
+        curves.append((f"PET-DDS-δ ({'δ' if key == 'delta' else 'λ_RDP'})", marker,
+                       [p for p in points if p["method"] == "PET-DDS-δ" and p.get("varied", "delta") == key], key))
     for label, marker, chosen, key in curves:
         if not chosen:
             continue
@@ -163,7 +165,7 @@ def bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, tit
             ax.annotate(f"{p[key]:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel("normalised standard deviation (%)")
     ax.set_ylabel("normalised bias (%)")
-    ax.set_title(title + "\n(numbers: MAP-EM passes, PET-DDS-δ δ)", fontsize=9)
+    ax.set_title(title + "\n(numbers: MAP-EM passes, PET-DDS-δ δ or λ_RDP)", fontsize=9)
     ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

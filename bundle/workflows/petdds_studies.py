@@ -81,6 +81,7 @@ def bias_variance_study(
     network: Network | None = None,
     inferer: PETDDSInferer | None = None,
     deltas: Sequence[float] = (0.1, 0.2, 0.5),
+    lambda_rdps: Sequence[float] = (),
     realisations: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -91,7 +92,8 @@ def bias_variance_study(
     MAP-EM (RDP, ``num_subsets`` subsets) for every relative β in ``betas`` (as ``map_em_beta`` of
     :func:`evaluate_petdds`) and every iteration count in ``map_em_iterations`` (one run per β and realisation,
     read out after each requested pass); PET-DDS-δ for every δ in ``deltas`` when a network is given (``inferer`` a
-    template, default :func:`default_inferer`; realisation r uses seed ``seed + r``).  Each setting gives one point
+    template, default :func:`default_inferer`; realisation r uses seed ``seed + r``) and for every relative λ_RDP in
+    ``lambda_rdps`` at the template's δ (the axial coupling's own trade-off).  Each setting gives one point
     of :func:`bundle.metrics.bias_variance` against the full-count reference in the head mask (μ > 0).
 
     Returns:
@@ -102,6 +104,7 @@ def bias_variance_study(
     iteration_list = sorted(set(check_sequence(map_em_iterations, "map_em_iterations",
                                                 lambda v, n: check_int(v, n, minimum=1))))
     delta_list = check_sequence(deltas, "deltas", check_nonnegative)
+    rdp_list = check_sequence(lambda_rdps, "lambda_rdps", check_nonnegative) if len(lambda_rdps) else []
     if any(d == 0 for d in delta_list):
         raise ValueError(f"deltas must be > 0, got {list(deltas)}")
     num_subsets = check_int(num_subsets, "num_subsets", minimum=1)
@@ -117,7 +120,9 @@ def bias_variance_study(
     template = (inferer or default_inferer(num_subsets=num_subsets)) if network is not None else None
 
     map_images: dict[tuple[float, int], list[torch.Tensor]] = {(b, i): [] for b in beta_list for i in iteration_list}
-    dds_images: dict[float, list[torch.Tensor]] = {d: [] for d in delta_list} if template is not None else {}
+    settings = [("delta", d) for d in delta_list] + [("lambda_rdp", v) for v in rdp_list]
+    dds_images: dict[tuple[str, float], list[torch.Tensor]] = (
+        {k: [] for k in settings} if template is not None else {})
     absolute: dict[float, list[float]] = {b: [] for b in beta_list}
     reference = mask = None
     for r in tqdm(range(n_real), disable=not progress, desc="bias-variance"):
@@ -138,13 +143,12 @@ def bias_variance_study(
         if template is not None:
             t_models, t_data = loaded.subsets(template.num_subsets)
             initial = osem_reconstruction(t_models, t_data, num_iterations=template.osem_iterations)
-            for delta in delta_list:
+            for name, value in settings:
                 sampler = copy.copy(template)
-                sampler.delta = delta
+                setattr(sampler, name, value)
                 generator = torch.Generator().manual_seed(seed + r)
-                dds_images[delta].append(sampler(loaded.counts, timed, models=loaded.model,
-                                                 initial_osem=initial, generator=generator))
-    assert reference is not None and mask is not None
+                dds_images[(name, value)].append(sampler(loaded.counts, timed, models=loaded.model,
+                                                         initial_osem=initial, generator=generator))
 
     def point(images: list[torch.Tensor]) -> dict[str, float]:
         result = bias_variance(torch.stack(images).double(), reference.double(), mask=mask)
@@ -152,7 +156,8 @@ def bias_variance_study(
 
     points = [{"method": "MAP-EM", "beta": b, "beta_absolute_mean": float(np.mean(absolute[b])), "iterations": i,
                **point(map_images[(b, i)])} for b in beta_list for i in iteration_list]
-    points += [{"method": "PET-DDS-δ", "delta": d, **point(images)} for d, images in dds_images.items()]
+    points += [{"method": "PET-DDS-δ", "delta": template.delta, "lambda_rdp": template.lambda_rdp, name: value,
+                "varied": name, **point(images)} for (name, value), images in dds_images.items()]
     json_path = write_json(out / "bias_variance.json", {
         "subject": entry["id"], "realisations": n_real, "num_subsets": num_subsets, "mask": "mu_map > 0 (head)",
         "definitions": "bundle.metrics.bias_variance (NB = ‖mean − r‖/‖r‖, NSD = sqrt(mean σ²)/mean r, over M)",

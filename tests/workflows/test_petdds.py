@@ -172,11 +172,15 @@ def test_evaluation_with_an_untrained_network_adds_the_petdds_row(dataset, tmp_p
 def test_bias_variance_study_gives_one_point_per_setting(dataset, tmp_path):
     network = _tiny_network()
     result = bias_variance_study(dataset, output_dir=tmp_path, betas=(0.01,), map_em_iterations=(1, 2),
-                                 num_subsets=4, network=network, inferer=_tiny_inferer(), deltas=(0.5,))
+                                 num_subsets=4, network=network, inferer=_tiny_inferer(), deltas=(0.5,),
+                                 lambda_rdps=(0.0, 5.0))
     points = result["points"]
-    assert len(points) == 1 * 2 + 1  # one point per (β, iterations) and per δ
+    assert len(points) == 1 * 2 + 1 + 2  # one point per (β, iterations), per δ and per λ_RDP
     assert [(p["beta"], p["iterations"]) for p in points[:2]] == [(0.01, 1), (0.01, 2)]
-    assert [p["method"] for p in points] == ["MAP-EM", "MAP-EM", "PET-DDS-δ"] and points[2]["delta"] == 0.5
+    assert [p["method"] for p in points] == ["MAP-EM", "MAP-EM"] + ["PET-DDS-δ"] * 3 and points[2]["delta"] == 0.5
+    assert [(p["varied"], p["lambda_rdp"]) for p in points[3:]] == [("lambda_rdp", 0.0), ("lambda_rdp", 5.0)]
+    assert points[3]["delta"] == points[4]["delta"] == _tiny_inferer().delta
+    assert points[3]["normalised_std"] != points[4]["normalised_std"]  # the axial coupling acts
     assert all(p["normalised_bias"] > 0 and p["normalised_std"] > 0 for p in points)
     assert json.loads((tmp_path / "bias_variance.json").read_text(encoding="utf-8"))["points"] == points
     assert (tmp_path / "bias_variance.png").stat().st_size > 0
