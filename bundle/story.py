@@ -49,8 +49,6 @@ BUDGETS: dict[str, dict[str, int]] = {
               "legopet_steps": 2, "legopet_slices": 1, "upete_ae_epochs": 1, "upete_ldm_epochs": 1,
               "upete_unet_epochs": 1},
 }
-# MAP-EM setting tuned on the validation subject (docs/petdds.md, the tuning id of configs/petdds/evaluate.json)
-PETDDS_MAP_EM = ("--map_em_beta", "0.02", "--map_em_iterations", "2")
 # Seed of the main job's tiny PET-DDS-δ dataset.  The shipped score model is trained on `python -m bundle.data build
 # petdds --preset small --seed 0`, and the tiny preset with the same seed 0 draws the same first subjects (s00-s03)
 # from the same streams, so with seed 0 the shipped model would be evaluated on its own training images; seed 1
@@ -96,7 +94,7 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
             weights = ("--checkpoint", f"{res}/petdds/checkpoints/network_final.pt")
         name = "evaluate OSEM, MAP-EM, PET-DDS-δ" + ("" if retrain else " (shipped score model)")
         stages.append(Stage("petdds", name, recipe("petdds/evaluate").command(
-            *common, *weights, "--num_inference_steps", str(b["petdds_steps"]), *PETDDS_MAP_EM, "--progress", "True"),
+            *common, *weights, "--num_inference_steps", str(b["petdds_steps"]), "--progress", "True"),
             ("petdds_run/petdds/evaluation",)))
     if "legopet" in methods:
         data, res = f"{out}/data/legopet", f"{out}/legopet_run"

@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["build_parser", "main", "parse_overrides"]
 
 _METHOD_KEYS = {
-    "petdds": ("normalisation", "background", "scanner_preset", "fwhm_mm"),
+    "petdds": ("normalisation", "background", "scanner_preset", "fwhm_mm", "samples"),
     "legopet": ("count_scale",),
     "upete": ("ct", "dose"),
 }
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--background", help="petdds: .npy or number, randoms + scatter counts per bin")
     infer.add_argument("--scanner-preset", help="petdds: scanner preset of the sinogram")
     infer.add_argument("--fwhm-mm", type=float, help="petdds: resolution FWHM in mm")
+    infer.add_argument("--samples", type=int, help="petdds: N sampler seeds; N > 1 writes their mean and "
+                       "<stem>_cv.nii.gz (voxel-wise std / mean, the uncertainty image)")
     infer.add_argument("--count-scale", type=float, help="legopet: counts per activity unit of the sample")
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -112,6 +113,13 @@ def test_cli_petdds_writes_nifti_and_sidecar(petdds_files, tmp_path, capsys):
     assert output.is_file()
     sidecar = json.loads((tmp_path / "cli.json").read_text(encoding="utf-8"))
     assert sidecar["file"] == str(output) and json.loads(capsys.readouterr().out) == sidecar
+    # --samples 2: the mean of seeds 0 and 1 and the CV file beside it, as the task's own request key
+    status = main(["infer", "--method", "petdds", "--image", str(petdds_files["sinogram"]), "--background", "0.5",
+                   "--output", str(tmp_path / "two.nii.gz"), "--checkpoint", str(petdds_files["checkpoint"]),
+                   "--samples", "2", *overrides])
+    assert status == 0, capsys.readouterr().err
+    sidecar = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))
+    assert sidecar["samples"] == 2 and sidecar["sample_seeds"] == [0, 1] and Path(sidecar["cv_file"]).is_file()
 
 
 def test_cli_errors_exit_2_with_the_argument_named(petdds_files, tmp_path, capsys):
