@@ -140,8 +140,16 @@ def test_small_legopet_preset_builds_64_by_64_slices(tmp_path, head_brains):
 
 
 def test_preset_missing_for_a_kind():
-    with pytest.raises(ValueError, match=r"preset_name must be one of \['paper', 'tiny'\] for a petdds dataset"):
-        dataset_config("petdds", "small")
+    with pytest.raises(ValueError, match=r"preset_name must be one of \['paper', 'tiny'\] for a upete dataset"):
+        dataset_config("upete", "small")
+
+
+def test_petdds_small_preset_adds_subjects_not_geometry():
+    """The small preset keeps tiny's scanner, counts and reference and adds subjects (16/4/4) and realisations."""
+    tiny, small = dataset_config("petdds", "tiny"), dataset_config("petdds", "small")
+    assert (small.subjects, small.split, small.realisations) == (24, (16, 4, 4), 5)
+    same = ("scanner_preset", "full_counts", "low_count_fraction", "fwhm_mm", "osem_subsets", "osem_iterations")
+    assert all(getattr(small, k) == getattr(tiny, k) for k in same)
 
 
 def test_command_line_overrides_reach_the_manifest(tmp_path, head_brains):
