@@ -33,7 +33,7 @@ relative change, with the same relative-β convention as MAP-EM (:func:`bundle.w
 takes the head mask instead of the FOV for s̄); (x − x̂0) has activity units, so D λ_DDS (x − x̂0) =
 λ̃_DDS (s̄ / Aᵀ1) x ⊙ (x − x̂0) / ā is one too.  Then scaling (A, b, y) by k gives the same image, and expressing
 the activity in units a times smaller gives a times the image (tests/inferers/test_petdds.py checks both).  In
-absolute units λ_RDP = 1e-4 (the paper's value, for its scanner and units) makes the RDP step about 4e-5 of the
+absolute units λ_RDP = 1e-4 (the paper's value, for its scanner and units) makes the median RDP step 2–4e-5 of the
 likelihood step on this project's data: the axial coupling is off.  After every call :attr:`PETDDSInferer.weights`
 holds the absolute λ's used and :attr:`PETDDSInferer.step_sizes` the median |preconditioned step| of each term
 (activity units, in-FOV voxels, the largest over the first diffusion step's p DC steps); a term whose weight is
@@ -223,9 +223,9 @@ class PETDDSInferer(Inferer):
         num_subsets: n_sub view subsets (21).
         steps_per_diffusion_step: p DC steps per diffusion step (5); 0 switches data consistency off.
         delta: δ > 0 (0.2).
-        lambda_rdp: λ_RDP >= 0, weight of the axial RDP ``prior``, in ``weight_units`` (relative: 0.2).
+        lambda_rdp: λ_RDP >= 0, weight of the axial RDP ``prior``, in ``weight_units`` (relative: 0.1, tuned on validation, docs/petdds.md).
         lambda_dds: λ_DDS >= 0, weight of the proximity term (λ_DDS / 2)‖x − x̂0‖², in ``weight_units``
-            (relative: 0.5).
+            (relative: 0.1, tuned likewise).
         weight_units: :class:`WeightUnits` of the two λ's (``RELATIVE``).
         negligible_ratio: a penalty term whose median step is below this fraction of the likelihood step draws a
             warning (1e-3; 0 switches the check off).
@@ -259,8 +259,8 @@ class PETDDSInferer(Inferer):
         num_subsets: int = 21,
         steps_per_diffusion_step: int = 5,
         delta: float = 0.2,
-        lambda_rdp: float = 0.2,
-        lambda_dds: float = 0.5,
+        lambda_rdp: float = 0.1,
+        lambda_dds: float = 0.1,
         weight_units: WeightUnits | str = WeightUnits.RELATIVE,
         negligible_ratio: float = 1e-3,
         eta: float = 0.0,

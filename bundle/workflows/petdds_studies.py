@@ -320,7 +320,7 @@ def count_sweep(
                for g in fraction_list}
     percent = units(convention)["SSIM"] == "%"
     digits = {"NRMSE": 2 if percent else 4, "PSNR": 2, "SSIM": 2 if percent else 4}
-    lines = ["| counts | method | " + " | ".join(METRICS) + " |", "| --- | --- | " + "--- | " * len(METRICS)]
+    lines = ["| counts | method | " + " | ".join(METRICS) + " |", "| --- | --- |" + " --- |" * len(METRICS)]
     for g in fraction_list:
         for name in names:
             cells = [format_mean_std(summary[f"{g:g}"][name][m]["mean"], summary[f"{g:g}"][name][m]["std"],

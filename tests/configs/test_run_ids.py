@@ -165,3 +165,58 @@ def test_code_commands_name_an_id():
                         f"{path.relative_to(ROOT)}:{node.lineno}: monai.bundle run without an id"
                     checked += 1
     assert checked >= 5, checked
+
+
+def _strings(node, path=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{path}#{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{path}#{i}")
+    elif isinstance(node, str):
+        yield path, node
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((ROOT / "configs" / "recipes.json").read_text())))
+def test_every_reference_a_run_id_reaches_resolves(name):
+    """Each ``@id`` (``@a#b`` included) reachable from a recipe's run id (and from every evaluation id its files
+    define) names an item its layered files define,
+    so the run cannot fail on a dangling or non-indexable reference (``@osem#0`` once pointed into an expression)."""
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    from bundle.recipes import recipe
+
+    if name.startswith("_"):
+        pytest.skip("comment")
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / f) for f in recipe(name).files])
+    config = parser.get()
+
+    def lookup(ref: str):
+        node = config
+        for part in ref.replace("::", "#").split("#"):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise KeyError(ref)
+        return node
+
+    ids = [recipe(name).run, "initialize", *(i for i in EVALUATION_IDS[name.split("/")[0]] if i in config)]
+    missing, seen, todo = [], set(), ids
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        try:
+            node = lookup(ref)
+        except KeyError:
+            if ref != "initialize":
+                missing.append(ref)
+            continue
+        for _, text in _strings(node):
+            todo.extend(ReferenceResolver.match_refs_pattern(text))
+    assert not missing, f"{name}: its workflow ids reach undefined items: {missing}"
