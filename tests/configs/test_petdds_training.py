@@ -140,6 +140,25 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     assert final["trainer"]["iteration"] == 6
 
 
+def test_resume_from_an_epoch_end_is_bit_exact(tmp_path):
+    """3 epochs in one run and 2 epochs + a resumed third (after the global RNG moved on, as in a new process) give
+    identical weights: the checkpoint holds the RNG states that shuffling, noise, timesteps and augmentation draw."""
+    dataset = _fabricated_dataset(tmp_path)
+    torch.manual_seed(0)
+    uninterrupted = _parser(dataset, tmp_path / "a", 3, resume=False)
+    uninterrupted.get_parsed_content("training")
+    expected = uninterrupted.get_parsed_content("network").state_dict()
+
+    torch.manual_seed(0)
+    _parser(dataset, tmp_path / "b", 2, resume=False).get_parsed_content("training")
+    torch.manual_seed(12345)  # a killed run's process is gone: nothing of its RNG survives outside the checkpoint
+    resumed = _parser(dataset, tmp_path / "b", 3, resume=True)
+    resumed.get_parsed_content("training")
+    got = resumed.get_parsed_content("network").state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"{name} differs after resume")
+
+
 def _resume_error(parser: ConfigParser) -> FileNotFoundError:
     with pytest.raises(RuntimeError) as caught:  # MONAI wraps expression errors; the cause is ours
         parser.get_parsed_content("resume_checkpoint")
