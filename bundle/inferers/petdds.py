@@ -223,7 +223,8 @@ class PETDDSInferer(Inferer):
         num_subsets: n_sub view subsets (21).
         steps_per_diffusion_step: p DC steps per diffusion step (5); 0 switches data consistency off.
         delta: δ > 0 (0.2).
-        lambda_rdp: λ_RDP >= 0, weight of the axial RDP ``prior``, in ``weight_units`` (relative: 0.1, tuned on validation, docs/petdds.md).
+        lambda_rdp: λ_RDP >= 0, weight of the axial RDP ``prior``, in ``weight_units``
+            (relative: 0.1, tuned on validation, docs/petdds.md).
         lambda_dds: λ_DDS >= 0, weight of the proximity term (λ_DDS / 2)‖x − x̂0‖², in ``weight_units``
             (relative: 0.1, tuned likewise).
         weight_units: :class:`WeightUnits` of the two λ's (``RELATIVE``).
