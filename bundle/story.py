@@ -9,9 +9,10 @@ and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.st
 1. physics: a head-phantom scan reconstructed with OSEM and MAP-EM (:mod:`bundle.demo`);
 2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``),
    train the ``tiny`` presets through ``python -m monai.bundle run training``, and run its evaluation workflow
-   against the baselines (``python -m monai.bundle run evaluating``).  PET-DDS-δ trains nothing: it evaluates the
-   shipped score model ``models/petdds_score.pt`` (:mod:`bundle.checkpoint.shipped`) on a dataset of other
-   subjects; ``--retrain`` trains its score model at the budget instead and evaluates that checkpoint;
+   against the baselines (``python -m monai.bundle run evaluating``).  PET-DDS-δ and LegoPET train nothing: they
+   evaluate the shipped weights (``models/petdds_score.pt``; ``models/legopet.pt``, ``cdpm.pt``,
+   ``legopet_deeppet.pt``; :mod:`bundle.checkpoint.shipped`) on datasets of other subjects; ``--retrain`` trains
+   them at the budget instead and evaluates those checkpoints;
 3. ``OUTPUT/report.md``: the metric tables and figures of every stage, the commands and the wall time of every
    stage.
 
@@ -43,17 +44,21 @@ UPETE_VARIANTS = ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
 # training/evaluation budgets of the main job (epochs, sampling steps, test slices); "smoke" is for the tests
 BUDGETS: dict[str, dict[str, int]] = {
     "demo": {"petdds_epochs": 120, "petdds_steps": 25, "legopet_regression_epochs": 12,
-             "legopet_diffusion_epochs": 20, "legopet_steps": 10, "legopet_slices": 4, "upete_ae_epochs": 16,
+             "legopet_diffusion_epochs": 20, "legopet_steps": 20, "legopet_slices": 8, "legopet_samples": 4,
+             "upete_ae_epochs": 16,
              "upete_ldm_epochs": 8, "upete_unet_epochs": 8},
     "smoke": {"petdds_epochs": 1, "petdds_steps": 2, "legopet_regression_epochs": 1, "legopet_diffusion_epochs": 1,
-              "legopet_steps": 2, "legopet_slices": 1, "upete_ae_epochs": 1, "upete_ldm_epochs": 1,
-              "upete_unet_epochs": 1},
+              "legopet_steps": 2, "legopet_slices": 1, "legopet_samples": 2, "upete_ae_epochs": 1,
+              "upete_ldm_epochs": 1, "upete_unet_epochs": 1},
 }
 # Seed of the main job's tiny PET-DDS-δ dataset.  The shipped score model is trained on `python -m bundle.data build
 # petdds --preset small --seed 0`, and the tiny preset with the same seed 0 draws the same first subjects (s00-s03)
 # from the same streams, so with seed 0 the shipped model would be evaluated on its own training images; seed 1
 # draws other phantoms.
 PETDDS_DATA_SEED = 1
+# Seed of the main job's LegoPET dataset: the shipped LegoPET weights were trained on `--preset small --seed 0`;
+# seed 1 draws other phantoms (as for PET-DDS-δ above).
+LEGOPET_DATA_SEED = 1
 PETDDS_TRAIN_STAGE = "train score model"
 
 
@@ -96,7 +101,19 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
         stages.append(Stage("petdds", name, recipe("petdds/evaluate").command(
             *common, *weights, "--num_inference_steps", str(b["petdds_steps"]), "--progress", "True"),
             ("petdds_run/petdds/evaluation",)))
-    if "legopet" in methods:
+    if "legopet" in methods and not retrain:
+        data, res = f"{out}/data/legopet", f"{out}/legopet_run"
+        stages += [
+            Stage("legopet", "build dataset", (py, "-m", "bundle.data", "build", "legopet", "--output", data,
+                                               "--preset", "small", "--seed", str(LEGOPET_DATA_SEED), "--subjects",
+                                               "3", "--split", "1,1,1")),
+            Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET (shipped weights)",
+                  recipe("legopet/evaluate_shipped").command(
+                      "--dataset_dir", data, "--output_dir", res, "--num_inference_steps", str(b["legopet_steps"]),
+                      "--eval_limit", str(b["legopet_slices"]), "--num_samples", str(b["legopet_samples"])),
+                  ("legopet_run/legopet_evaluation",)),
+        ]
+    elif "legopet" in methods:
         data, res = f"{out}/data/legopet", f"{out}/legopet_run"
         common = ("--dataset_dir", data, "--output_dir", res)
         regression = ("--max_epochs", str(b["legopet_regression_epochs"]))
@@ -113,7 +130,7 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
                                                                                  overlays=preset)),
             Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET", recipe("legopet/evaluate").command(
                 *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit", str(b["legopet_slices"]),
-                overlays=preset), ("legopet_run/legopet_evaluation",)),
+                "--num_samples", str(b["legopet_samples"]), overlays=preset), ("legopet_run/legopet_evaluation",)),
         ]
     if "upete" in methods:
         data, res = f"{out}/data/upete", f"{out}/upete_run"
@@ -216,6 +233,18 @@ def _shipped_note() -> str:
             "this budget instead.")
 
 
+def _shipped_legopet_note() -> str:
+    """The report's line on the shipped LegoPET weights."""
+    from bundle.checkpoint import read_manifest
+
+    manifest = read_manifest()
+    names = [n for n in ("legopet", "cdpm", "legopet_deeppet") if n in manifest]
+    files = ", ".join(f"`models/{manifest[n]['file']}` (sha256 `{manifest[n]['sha256'][:12]}…`)" for n in names)
+    return (f"LegoPET, cDPM and DeepPET use the shipped weights {files} (cards `models/<name>.md`), evaluated on "
+            "subjects they were not trained on; the diffusion rows give one sample and the mean of N samples; "
+            "`--retrain` trains tiny models at this budget instead.")
+
+
 def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget: str) -> Path:
     """``OUTPUT/report.md``: per method its tables (the *.md its evaluation wrote) and figures, then the commands."""
     lines = ["# Diffusion-model PET reconstruction: main-job report", "",
@@ -227,6 +256,8 @@ def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget
         lines += [f"## {_TITLES[method]}", "", f"Wall time of its stages: {seconds[method] / 60:.1f} min.", ""]
         if method == "petdds" and not any(s.name == PETDDS_TRAIN_STAGE for s in stages):
             lines += [_shipped_note(), ""]
+        if method == "legopet" and any(s.method == "legopet" and "shipped" in s.name for s in stages):
+            lines += [_shipped_legopet_note(), ""]
         for folder in (f for s in stages if s.method == method for f in s.results):
             root = output / folder
             for table in sorted(root.rglob("*.md")):
@@ -248,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
     parser.add_argument("--retrain", action="store_true",
-                        help="PET-DDS-δ: train the score model at the budget instead of using models/petdds_score.pt")
+                        help="PET-DDS-δ and LegoPET: train at the budget instead of using the shipped weights")
     args = parser.parse_args(argv)
     for stream in (sys.stdout, sys.stderr):  # stage names hold δ; an ASCII terminal gets an escape, not a crash
         if hasattr(stream, "reconfigure"):

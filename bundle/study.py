@@ -40,10 +40,12 @@ from bundle.story import Stage, run_stages
 
 __all__ = ["GANS", "STAGES", "commands", "gan_rows", "main", "parse_args"]
 
-STAGES = ("pnpnet", "deeppet", "cgan", "pix2pix", "cdpm", "legopet", "evaluating", "training_progress",
-          "denoising_loss", "sampling_cost", "guidance_sweep")
+STAGES = ("pnpnet", "deeppet", "cgan", "pix2pix", "cdpm", "legopet", "cdpm_image", "legopet_image", "evaluating",
+          "training_progress", "denoising_loss", "sampling_cost", "guidance_sweep")
 """The LegoPET study's stages, in the order they run."""
 GANS = {"cgan": "cGAN", "pix2pix": "Pix2Pix"}
+IMAGE_CONDITION = {"cdpm_image": "cDPM + image condition", "legopet_image": "LegoPET + image condition"}
+"""Image-condition stage (= recipe and checkpoint folder) → row name of the evaluation table (beyond the paper)."""
 """GAN stage (= model name, recipe and checkpoint option prefix) → row name of the evaluation table."""
 
 
@@ -78,7 +80,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         pnpnet = ["--pnpnet_ckpt", f"{results}/pnpnet/checkpoints/pnpnet_final.pt"]
         deeppet = ["--deeppet_ckpt", f"{results}/deeppet/checkpoints/deeppet_final.pt"]
     p_dp = [] if args.p_dp is None else ["--p_dp", repr(args.p_dp)]
-    lr = [] if args.diffusion_lr is None else ["--learning_rate", repr(args.diffusion_lr)]
+    lr = [] if args.diffusion_lr is None else ["--diffusion_learning_rate", repr(args.diffusion_lr)]
     seed = [] if args.diffusion_seed is None else ["--seed", str(args.diffusion_seed)]
     diffusion = ["--max_epochs", str(args.diffusion_epochs), "--ckpt_interval", str(args.ckpt_interval), *p_dp,
                  *lr, *seed, *pnpnet]
@@ -86,6 +88,10 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     evaluation = ["--num_inference_steps", str(args.steps), *guidance, *pnpnet, *deeppet]
     rows, gan_ckpts = gan_rows(args)
     gan_options = ["--gan_rows", "[" + ",".join(f"'{r}'" for r in rows) + "]", *gan_ckpts] if rows else []
+    extensions = [row for model, row in IMAGE_CONDITION.items()
+                  if model in args.stages or _final(args.output, model).is_file()]
+    if extensions:
+        gan_options += ["--extension_rows", "[" + ",".join(f"'{r}'" for r in extensions) + "]"]
     progress = [] if args.progress_slices is None else ["--eval_limit", str(args.progress_slices)]
     ddpm = ["--cost_ddpm_samplers", "[]"] if args.no_ddpm else []
     sweep = ["--num_inference_steps", str(args.steps), *pnpnet, "--guidance_scales", f"[{args.sweep_scales}]"]
@@ -101,6 +107,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         **{model: run(model, *common, *regression) for model in GANS},
         "cdpm": run("cdpm", *common, *diffusion),
         "legopet": run("legopet", *common, *diffusion),
+        **{model: run(model, *common, *diffusion) for model in IMAGE_CONDITION},
         "evaluating": run("evaluate_gan" if rows else "evaluate", *common, *evaluation, *gan_options),
         "training_progress": run("evaluate", *common, *evaluation, *progress, run_id="training_progress"),
         "denoising_loss": run("evaluate", *common, *pnpnet, *progress, run_id="denoising_loss"),
@@ -121,7 +128,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      help="comma-separated preset configs of configs/legopet layered last, in order ('' = paper "
                      "defaults; 'tiny.json,small.json' = the 64 x 64 CPU study)")
     sub.add_argument("--regression-epochs", type=int, default=40, help="PnPNet, DeepPET, cGAN and Pix2Pix epochs")
-    sub.add_argument("--diffusion-epochs", type=int, default=40, help="cDPM and LegoPET epochs (equal budgets)")
+    sub.add_argument("--diffusion-epochs", type=int, default=40,
+                     help="cDPM, LegoPET and image-condition epochs (equal budgets)")
     sub.add_argument("--val-interval", type=int, default=10)
     sub.add_argument("--ckpt-interval", type=int, default=10, help="epochs between progress-curve checkpoints")
     sub.add_argument("--steps", type=int, default=20, help="DDIM steps of the table and the curve")

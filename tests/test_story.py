@@ -39,7 +39,8 @@ def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget, r
         for key in options[::2]:
             assert key.startswith("--") and key[2:] in parser.get(), f"{stage.name}: {key} is not a config id"
         checked += 1
-    assert checked == 14 + retrain  # petdds 1 (+1: training, with retrain), legopet 5, upete 8
+    # petdds 1 (+1: training, with retrain), legopet 1 (shipped weights; 5 with retrain: 4 trainings), upete 8
+    assert checked == (15 if retrain else 10)
 
 
 def _option(argv, name):
@@ -63,6 +64,22 @@ def test_petdds_evaluates_the_shipped_weights_on_other_subjects_unless_retrained
     assert build_r.argv == build.argv and _option(train.argv, "--max_epochs") == str(BUDGETS["smoke"]["petdds_epochs"])
     final = f"{_option(train.argv, '--output_dir')}/petdds/checkpoints/network_final.pt"  # ckpt_dir of network.json
     assert _option(evaluate_r.argv, "--checkpoint") == final
+
+
+def test_legopet_evaluates_the_shipped_weights_on_other_subjects_unless_retrained(tmp_path):
+    """Default: the dataset is built with another seed than the shipped weights' training data (seed 0 in their
+    train_command), and the one bundle stage is the shipped-weights evaluation (no training); --retrain trains."""
+    from bundle.checkpoint import read_manifest
+
+    build, evaluate = plan(tmp_path, ["legopet"])
+    assert "evaluate_shipped" not in " ".join(build.argv)
+    assert "configs/legopet/shipped.json" in evaluate.argv[evaluate.argv.index("--config_file") + 1]
+    shipped_seeds = re.findall(r"seed[= ]+(\d+)", read_manifest()["legopet"]["train_command"])
+    assert shipped_seeds, "the shipped model's train_command must name its data seed"
+    assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
+    assert _option(evaluate.argv, "--num_samples") == str(BUDGETS["demo"]["legopet_samples"])
+    assert not any("training" in s.argv for s in plan(tmp_path, ["legopet"]))
+    assert sum("training" in s.argv for s in plan(tmp_path, ["legopet"], retrain=True)) == 4
 
 
 def test_report_names_the_shipped_weights(tmp_path):

@@ -54,16 +54,17 @@ def test_small_preset_ablation_and_sweep_options():
     assert (_value(sweep, "--guidance_scales"), _value(sweep, "--eval_limit")) == ("[0.0,2.0]", "4")
     plain = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o"]))
     assert not any(flag in plain[s] for s in plain
-                   for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt", "--learning_rate"))
+                   for flag in ("--p_dp", "--guidance_scale", "--pnpnet_ckpt", "--diffusion_learning_rate"))
 
 
 def test_diffusion_learning_rate_and_seed_reach_only_the_diffusion_trainings():
     commands = m.commands(m.parse_args(["legopet", "--dataset-dir", "d", "--output", "o", "--diffusion-lr", "2e-4",
                                         "--diffusion-seed", "3"]))
-    assert _value(commands["cdpm"], "--learning_rate") == _value(commands["legopet"], "--learning_rate") == "0.0002"
-    assert _value(commands["cdpm"], "--seed") == _value(commands["legopet"], "--seed") == "3"
-    for flag in ("--learning_rate", "--seed"):
-        assert not any(flag in commands[s] for s in commands if s not in ("cdpm", "legopet"))
+    diffusion = ("cdpm", "legopet", "cdpm_image", "legopet_image")
+    assert {_value(commands[s], "--diffusion_learning_rate") for s in diffusion} == {"0.0002"}
+    assert {_value(commands[s], "--seed") for s in diffusion} == {"3"}
+    for flag in ("--diffusion_learning_rate", "--seed"):
+        assert not any(flag in commands[s] for s in commands if s not in diffusion)
 
 
 @pytest.mark.parametrize("bad", [["--p-dp", "1.5"], ["--guidance-scale", "-1"], ["--sweep-scales", "1,-2"],

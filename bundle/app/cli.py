@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main", "parse_overrides"]
 
 _METHOD_KEYS = {
     "petdds": ("normalisation", "background", "scanner_preset", "fwhm_mm", "samples"),
-    "legopet": ("count_scale",),
+    "legopet": ("count_scale", "samples"),
     "upete": ("ct", "dose"),
 }
 
@@ -66,22 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--background", help="petdds: .npy or number, randoms + scatter counts per bin")
     infer.add_argument("--scanner-preset", help="petdds: scanner preset of the sinogram")
     infer.add_argument("--fwhm-mm", type=float, help="petdds: resolution FWHM in mm")
-    infer.add_argument("--samples", type=int, help="petdds: N sampler seeds; N > 1 writes their mean and "
-                       "<stem>_cv.nii.gz (voxel-wise std / mean, the uncertainty image)")
+    infer.add_argument("--samples", type=int, help="petdds: N sampler seeds, N > 1 writes their mean and "
+                       "<stem>_cv.nii.gz (voxel-wise std / mean); legopet: N samples (default 4), N > 1 writes their "
+                       "mean and <stem>_std.nii.gz (per-pixel standard deviation): the uncertainty images")
     infer.add_argument("--count-scale", type=float, help="legopet: counts per activity unit of the sample")
     return parser
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     request: dict[str, Any] = {"image": args.image, "output": args.output, "seed": args.seed}
-    for method, keys in _METHOD_KEYS.items():
-        for key in keys:
-            value = getattr(args, key)
-            if value is None:
-                continue
-            if method != args.method:
-                raise ValueError(f"--{key.replace('_', '-')} applies to --method {method} only, not {args.method}")
-            request[key] = value
+    for key in dict.fromkeys(k for keys in _METHOD_KEYS.values() for k in keys):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        owners = [m for m, keys_of in _METHOD_KEYS.items() if key in keys_of]
+        if args.method not in owners:
+            raise ValueError(f"--{key.replace('_', '-')} applies to --method {' / '.join(owners)} only, not "
+                             f"{args.method}")
+        request[key] = value
     return request
 
 

@@ -5,7 +5,11 @@ The pipeline is configs/legopet/inference.json's: ``LoadSinogramd`` → ``ToNetw
 ``FromNetworkUnitsd`` (× scale / c) → NIfTI in the scanner preset's image geometry.
 
 Request keys: ``image`` (the sinogram), ``count_scale`` (c, the sample's counts per activity unit, as the datalist's
-``count_scale``; default from the task), ``output``, ``seed``.
+``count_scale``; default from the task), ``samples`` (N >= 1, default the task's, 4), ``output``, ``seed``.
+
+With N > 1 the output is the pixel-wise mean of N samples (x_T drawn one after the other from one generator seeded
+with ``seed``, :meth:`~bundle.inferers.LegoPETInferer.sample_many`) and ``<stem>_std.nii.gz`` next to it holds their
+per-pixel standard deviation (sample std, activity units): the uncertainty map.  The JSON result names both.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ from typing import Any
 
 import torch
 
-from bundle._checks import check_positive
+from bundle._checks import check_int, check_positive
 from bundle.data.io import save_image
 from bundle.physics import preset
 from bundle.transforms.legopet import LoadSinogramd, PadToSquared
 from bundle.transforms.scaling import FromNetworkUnitsd, ToNetworkUnitsd
 
-from .task import InferTask, RequestKey
+from .task import InferTask, RequestKey, companion_path
 
 __all__ = ["LegoPETInferTask"]
 
@@ -38,12 +42,14 @@ class LegoPETInferTask(InferTask):
         sinogram_shape: (views, radial).
         pad_size: the square the network works on.
         scanner_preset: the preset whose image geometry the output gets (``mmr_2d``).
+        samples: default number N >= 1 of samples (module docstring).
     """
 
     method = "legopet"
     request_keys: Sequence[RequestKey] = (
         RequestKey("image", expected="a .npy sinogram of counts (1, views, radial)", required=True, path=True),
         RequestKey("count_scale", expected="a number > 0: counts per activity unit of the sample (datalist value)"),
+        RequestKey("samples", expected="an int >= 1: samples; > 1 writes their mean and <stem>_std.nii.gz"),
     )
 
     def __init__(
@@ -56,6 +62,7 @@ class LegoPETInferTask(InferTask):
         sinogram_shape: Sequence[int] = (252, 172),
         pad_size: int = 256,
         scanner_preset: str = "mmr_2d",
+        samples: int = 4,
         **kwargs: Any,
     ) -> None:
         from bundle.inferers.legopet import LegoPETInferer
@@ -67,6 +74,7 @@ class LegoPETInferTask(InferTask):
         self.image_scale = check_positive(image_scale, "image_scale")
         self.count_scale = None if count_scale is None else check_positive(count_scale, "count_scale")
         self.count_scale_key = count_scale_key
+        self.samples = check_int(samples, "samples", minimum=1)
         self.geometry = preset(scanner_preset).image
         self.load = LoadSinogramd(keys="sinogram", expected_shape=tuple(sinogram_shape))
         self.to_network_units = ToNetworkUnitsd(keys="sinogram", scale=self.sinogram_scale, arithmetic="input")
@@ -91,11 +99,22 @@ class LegoPETInferTask(InferTask):
         d = dict(data)
         x = d["sinogram"][None].to(self.device)
         generator = torch.Generator(device=x.device).manual_seed(d["seed"])
-        d["pred"] = self.inferer(x, self.network, generator=generator)[0].to("cpu", torch.float32)
+        d["samples"] = check_int(d.get("samples", self.samples), "request['samples']", minimum=1)
+        draws = self.inferer.sample_many(x, self.network, num_samples=d["samples"], generator=generator)[:, 0]
+        draws = draws.to("cpu", torch.float32)  # (N, 1, h, w)
+        d["pred"] = draws.mean(dim=0)
+        d["pred_std"] = draws.std(dim=0) if d["samples"] > 1 else None
         return d
 
+    def _to_image_units(self, data: dict) -> dict:
+        d = dict(data)
+        spread = d.pop("pred_std", None)
+        if spread is not None:  # x = x' · k: a standard deviation scales by the same k
+            d["pred_std"] = self.to_image_units({**d, "pred": spread})["pred"]
+        return {**self.to_image_units(d), "pred_std": d.get("pred_std")}
+
     def post_transforms(self, data: Mapping[str, Any]) -> Sequence:
-        return (self.to_image_units,)
+        return (self._to_image_units,)
 
     def write(self, data: dict, path: Path) -> dict:
         image = torch.as_tensor(data["pred"]).as_subclass(torch.Tensor)
@@ -103,5 +122,12 @@ class LegoPETInferTask(InferTask):
             raise ValueError(f"prediction shape {tuple(image.shape)} must equal the output geometry's "
                              f"{self.geometry.shape}; check pad_size / crop / scanner_preset")
         save_image(path, image, self.geometry)
-        return {"shape_zyx": list(image.shape), "voxel_size_mm": list(self.geometry.voxel_size_mm),
-                "units": "activity units of the training references", "max": float(image.max())}
+        entries = {"shape_zyx": list(image.shape), "voxel_size_mm": list(self.geometry.voxel_size_mm),
+                   "units": "activity units of the training references", "max": float(image.max()),
+                   "samples": data["samples"]}
+        if data.get("pred_std") is not None:
+            std_file = companion_path(path, "std")
+            save_image(std_file, torch.as_tensor(data["pred_std"]).as_subclass(torch.Tensor), self.geometry)
+            entries.update(image_is="mean of the samples", std_file=str(std_file),
+                           std="per-pixel sample standard deviation of the samples (activity units)")
+        return entries

@@ -40,7 +40,7 @@ from bundle.inferers.petdds import (
 )
 from bundle.physics import PRESETS, SinogramProjector, forward_model_from_arrays, preset
 
-from .task import InferTask, RequestKey, to_device_network
+from .task import InferTask, RequestKey, companion_path, to_device_network
 
 __all__ = ["PETDDSInferTask", "cv_path", "reconstruct_petdds_file"]
 
@@ -67,13 +67,7 @@ def _sinogram_like(value: object, name: str, shape: tuple[int, ...]) -> torch.Te
 def cv_path(output: str | Path) -> Path:
     """``<stem>_cv.nii.gz`` next to ``output`` (``x.nii.gz`` or ``x.nii`` -> ``x_cv.nii.gz``): the CV of N > 1
     samples."""
-    output = Path(output)
-    name = output.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return output.with_name(f"{name}_cv.nii.gz")
+    return companion_path(output, "cv")
 
 
 def _samples(inferer: PETDDSInferer, counts: torch.Tensor, network: Network, *, models: Any, seed: int,

@@ -4,9 +4,10 @@ Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.checkpoint.load_st
 
 * petdds: ``{"network": state_dict}`` (training's ``network_final.pt``); default: the config's ``checkpoint``, the
   shipped score model ``models/petdds_score.pt`` (sha256-verified, :mod:`bundle.checkpoint.shipped`).
-* legopet: ``{"network": denoiser, "pnpnet": PnPNet}`` in one file (the model-zoo ``models/model.pt``), or, when
-  ``checkpoint`` is ``None``, the config's ``checkpoint`` and ``pnpnet_ckpt`` (training's files); the cDPM
-  (``pnpnet`` null in the config) needs only ``network``.
+* legopet: ``{"network": denoiser, "pnpnet": PnPNet[, "settings": {sinogram_scale, image_scale}]}`` in one file
+  (the shipped ``models/<legopet|cdpm|...>.pt``, the default of configs/legopet/inference.json, or the model-zoo
+  ``models/model.pt``); a training checkpoint without ``pnpnet`` takes the PnPNet from the config's ``pnpnet_ckpt``
+  (entry ``pnpnet_key``); the cDPM (``pnpnet`` null in the config) needs only ``network``.
 * upete: the combined checkpoint ``{"network": state_dict of upete_network, "calibration": {...}, "variant": ...,
   "settings": {...}}`` (:mod:`bundle.checkpoint.upete`; written by the config id ``combining``); default: the
   config's ``checkpoint`` (``<upete_dir>/<variant>/upete_model.pt``).  The file decides ``variant``, the
@@ -52,22 +53,24 @@ def _petdds(parser, checkpoint: str | Path | None, device: str | None) -> InferT
 
 
 def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> InferTask:
+    from bundle.checkpoint import load_checkpoint
+
     from .legopet import LegoPETInferTask
 
     guided = parser.get("pnpnet") is not None
-    if guided:
-        parser["pnpnet"] = "$@pnpnet_def.requires_grad_(False).eval()"  # weights come from the checkpoint below
-    network = parser.get_parsed_content("network_def")
-    objects = {"network": network}
-    if guided:
-        objects["pnpnet"] = parser.get_parsed_content("pnpnet")
     if checkpoint is not None:
-        _load(objects, checkpoint)
-    else:
-        checkpoint = parser.get_parsed_content("checkpoint")
-        _load({"network": network}, checkpoint)
-        if guided:
-            _load({"network": objects["pnpnet"]}, parser.get_parsed_content("pnpnet_ckpt"))
+        parser["checkpoint"] = str(checkpoint)  # replaces the shipped file, also as the source of the settings
+    checkpoint = parser.get_parsed_content("checkpoint")
+    if guided:
+        parser["pnpnet"] = "$@pnpnet_def.requires_grad_(False).eval()"  # weights are loaded below
+    network = parser.get_parsed_content("network_def")
+    _load({"network": network}, checkpoint)
+    if guided:
+        pnpnet = parser.get_parsed_content("pnpnet")
+        if "pnpnet" in load_checkpoint(checkpoint):  # a shipped / model-zoo file holds its PnPNet
+            _load({"pnpnet": pnpnet}, checkpoint)
+        else:  # a training checkpoint: the PnPNet of pnpnet_ckpt (entry pnpnet_key)
+            _load({parser.get_parsed_content("pnpnet_key"): pnpnet}, parser.get_parsed_content("pnpnet_ckpt"))
     count_key = parser.get_parsed_content("count_scale_key")
     return LegoPETInferTask(
         network=network, inferer=parser.get_parsed_content("sampler"), device=_device(parser, device),
@@ -76,6 +79,7 @@ def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> Infer
         count_scale=parser.get("count_scale"), count_scale_key=count_key,
         sinogram_shape=parser.get_parsed_content("sinogram_shape"), pad_size=parser.get_parsed_content("pad_size"),
         scanner_preset=parser.get_parsed_content("scanner_preset"), checkpoint=checkpoint,
+        samples=parser.get("num_samples", 4),
         description=("LegoPET" if guided else "cDPM") + ": 2D sinogram -> 2D PET (guided conditional diffusion)")
 
 

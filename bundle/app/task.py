@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["InferTask", "RequestKey", "resolve_output", "to_device_network"]
+__all__ = ["InferTask", "RequestKey", "companion_path", "resolve_output", "to_device_network"]
 
 Transform = Callable[[dict], dict]
 
@@ -53,6 +53,18 @@ def resolve_output(output: object, *, image: str, method: str) -> Path:
     if not (path.name.endswith(".nii.gz") or path.name.endswith(".nii")):
         raise ValueError(f"output must end with .nii or .nii.gz (or be an existing folder), got {str(path)!r}")
     return path
+
+
+def companion_path(output: str | Path, tag: str) -> Path:
+    """``<stem>_<tag>.nii.gz`` next to ``output`` (``x.nii.gz`` or ``x.nii`` -> ``x_<tag>.nii.gz``): the file a task
+    writes beside its main output (PET-DDS-δ: ``cv``; LegoPET: ``std``)."""
+    output = Path(output)
+    name = output.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(f"{name}_{tag}.nii.gz")
 
 
 def _seed(value: object) -> int:

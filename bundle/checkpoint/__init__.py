@@ -33,7 +33,7 @@ from .upete import (
 
 # the shipped-weights names load on first use, so `python -m bundle.checkpoint.shipped` runs the module once (an
 # eager import here would make runpy execute it a second time, with a RuntimeWarning)
-_SHIPPED = ("read_manifest", "ship", "shipped_weights", "verify_shipped")
+_SHIPPED = ("read_manifest", "ship", "shipped_weights", "stored_settings", "verify_shipped")
 
 
 def __getattr__(name: str):
@@ -69,5 +69,6 @@ __all__ = [
     "save_checkpoint",
     "ship",
     "shipped_weights",
+    "stored_settings",
     "verify_shipped",
 ]

@@ -5,7 +5,8 @@
     {"petdds_score": {"file": "petdds_score.pt", "sha256": "<hex>", "card": "petdds_score.md",
                       "method": "petdds", "recipe": "petdds/inference", "train_command": "<how it was trained>"}}
 
-* ``file`` holds ``{"network": state_dict}`` (float32 tensors), readable with ``torch.load(weights_only=True)`` and
+* ``file`` holds ``{"network": state_dict}`` (float32 tensors; LegoPET files add ``"pnpnet"`` and
+  ``"settings"``), readable with ``torch.load(weights_only=True)`` and
   :func:`bundle.checkpoint.load_weights`; ``recipe`` is the inference recipe (configs/recipes.json) whose
   ``network_def`` it fits; ``card`` is the model card (Markdown: data, preset, steps, wall time, measured metrics),
   written by a person; ``train_command`` is how to retrain it.
@@ -37,7 +38,16 @@ import torch
 
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 
-__all__ = ["MANIFEST", "default_models_dir", "main", "read_manifest", "ship", "shipped_weights", "verify_shipped"]
+__all__ = [
+    "MANIFEST",
+    "default_models_dir",
+    "main",
+    "read_manifest",
+    "ship",
+    "shipped_weights",
+    "stored_settings",
+    "verify_shipped",
+]
 
 MANIFEST = "manifest.json"
 """The registry file inside the models folder."""
@@ -194,6 +204,8 @@ def ship(
     train_command: str | None = None,
     recipe_name: str | None = None,
     models_dir: str | Path | None = None,
+    include: Mapping[str, str | Path] | None = None,
+    settings: Mapping[str, float] | None = None,
 ) -> Path:
     """Ship the network (or EMA) weights of training ``checkpoint`` as ``models_dir/<name>.pt`` and record them in
     the manifest.
@@ -214,6 +226,12 @@ def ship(
             new entry).
         recipe_name: the inference recipe the weights fit (default ``<method>/inference``).
         models_dir: the models folder (default: :func:`default_models_dir`).
+        include: further networks shipped in the same file, ``{entry: checkpoint}``: the ``"network"`` weights of
+            each checkpoint are stored under ``entry`` (LegoPET: ``{"pnpnet": <pnpnet_final.pt>}``, the frozen
+            PnPNet the denoiser was trained with).
+        settings: numbers the weights only make sense with, stored as the ``"settings"`` entry (LegoPET: the
+            training's ``sinogram_scale`` and ``image_scale``, so that inference needs no dataset;
+            :func:`stored_settings` reads them).
 
     Returns:
         The shipped file.
@@ -250,13 +268,15 @@ def ship(
 
     source = Path(checkpoint)
     key = "ema" if use_ema else "network"
-    state = load_checkpoint(source, expected_keys=[key])[key]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint {source}: entry {key!r} must be a state dict (name -> tensor), got "
-                              f"{type(state).__name__}")
-    weights = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
-               for k, v in state.items()}
-    target = save_checkpoint({"network": weights}, folder / f"{name}.pt")
+    content: dict[str, object] = {"network": _float32_state(source, key)}
+    for entry_name, other in (include or {}).items():
+        if entry_name in ("network", "settings") or not isinstance(entry_name, str) or not entry_name:
+            raise ValueError(f"include keys must name further entries (not 'network' or 'settings'), got "
+                             f"{entry_name!r}")
+        content[entry_name] = _float32_state(Path(other), "network")
+    if settings:
+        content["settings"] = {str(k): _finite_setting(k, v) for k, v in settings.items()}
+    target = save_checkpoint(content, folder / f"{name}.pt")
     os.chmod(target, 0o644)
     entry = {"file": target.name, "sha256": _sha256(target), "card": card_path.name, "method": method,
              "recipe": recipe_name, "train_command": train_command}
@@ -268,6 +288,46 @@ def ship(
     manifest[name] = entry
     _atomic_write_text(folder / MANIFEST, json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
     return target
+
+
+def _float32_state(source: Path, key: str) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(source, expected_keys=[key])[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {source}: entry {key!r} must be a state dict (name -> tensor), got "
+                              f"{type(state).__name__}")
+    return {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+            for k, v in state.items()}
+
+
+def _finite_setting(name: object, value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number == number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"settings[{name!r}] must be a finite number, got {value!r}")
+    return number
+
+
+def stored_settings(path: str | Path, *keys: str, required: bool = True) -> dict[str, float]:
+    """The ``"settings"`` entry of a shipped file (:func:`ship`'s ``settings``), checked to hold ``keys``.
+
+    ``required=False``: a file without a ``settings`` entry (a training checkpoint) gives ``{}``, so that a config can
+    fall back to the dataset's values (configs/legopet/inference.json).
+
+    Raises:
+        CheckpointError: the file is unreadable, has no ``settings`` entry (``required``) or lacks one of ``keys``
+            (the message says which option sets the value instead).
+    """
+    content = load_checkpoint(path, expected_keys=["settings"] if required else None)
+    if "settings" not in content:
+        return {}
+    settings = content["settings"]
+    missing = [k for k in keys if k not in settings]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: its 'settings' entry lacks {missing} (has {sorted(settings)}); "
+                              f"give them as options (--{' --'.join(missing)}) or use a shipped file")
+    return {str(k): float(v) for k, v in settings.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     shipping.add_argument("--card", type=Path, default=None)
     shipping.add_argument("--train-command", default=None)
     shipping.add_argument("--recipe", default=None)
+    shipping.add_argument("--include", action="append", default=[], metavar="ENTRY=CHECKPOINT",
+                          help="ship the network weights of CHECKPOINT as ENTRY too (e.g. pnpnet=...pnpnet_final.pt)")
+    shipping.add_argument("--setting", action="append", default=[], metavar="NAME=NUMBER",
+                          help="store a number with the weights (e.g. sinogram_scale=12.5)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -299,8 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not problems:
                 print(f"all shipped weights match {_models_dir(args.models_dir) / MANIFEST}")
             return 1 if problems else 0
+        pairs = {}
+        for option, values in (("--include", args.include), ("--setting", args.setting)):
+            for value in values:
+                if "=" not in value:
+                    raise ValueError(f"{option} must be NAME=VALUE, got {value!r}")
+                pairs.setdefault(option, {})[value.split("=", 1)[0]] = value.split("=", 1)[1]
         path = ship(args.name, args.checkpoint, method=args.method, use_ema=args.use_ema, card=args.card,
-                    train_command=args.train_command, recipe_name=args.recipe, models_dir=args.models_dir)
+                    train_command=args.train_command, recipe_name=args.recipe, models_dir=args.models_dir,
+                    include=pairs.get("--include"), settings=pairs.get("--setting"))
         print(f"shipped {path} (sha256 {read_manifest(path.parent)[args.name]['sha256']}); commit it with "
               f"{shlex.quote(str(path.parent / MANIFEST))} and the card")
         return 0

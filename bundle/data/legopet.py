@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_int, check_positive
 from ..keys import Keys
 from ..transforms.legopet import LoadImageZYXd, LoadSinogramd, PadToSquared, manifest_counts_per_bin, reference_max
 from ..transforms.scaling import ToNetworkUnitsd
@@ -65,6 +65,8 @@ def load_samples(
     pad_size: int = 256,
     limit: int | None = None,
     count_scale_key: str | None = Keys.COUNT_SCALE,
+    sinogram_scale: float | None = None,
+    image_scale: float | None = None,
 ) -> list[LegoPETSample]:
     """The slices of ``split`` with network inputs prepared as in training (module docstring).
 
@@ -74,15 +76,23 @@ def load_samples(
         pad_size: side of the square grid S (≥ every sinogram/image side; 256 as the paper).
         limit: first ``limit`` entries only (``None`` = all).
         count_scale_key: entry key of c in k_x = image_scale / c (``None``: k_x = image_scale).
+        sinogram_scale, image_scale: the network units of the model that will see the samples (a shipped model's
+            stored settings); ``None`` = this dataset's (``manifest_counts_per_bin``, ``reference_max`` of its training
+            split), the units a model trained on it has.
     """
     root = Path(dataset_dir)
     pad_size = check_int(pad_size, "pad_size", minimum=1)
     entries = legopet_datalist(root, split)
     if limit is not None:
         entries = entries[: check_int(limit, "limit", minimum=1)]
-    image_scale = reference_max(root, count_scale_key=count_scale_key)
+    if image_scale is None:
+        image_scale = reference_max(root, count_scale_key=count_scale_key)
+    if sinogram_scale is None:
+        sinogram_scale = manifest_counts_per_bin(root)
+    image_scale = check_positive(image_scale, "image_scale")
     load = LoadSinogramd(keys=Keys.SINOGRAM)
-    to_units = ToNetworkUnitsd(keys=Keys.SINOGRAM, scale=manifest_counts_per_bin(root), arithmetic="input")
+    to_units = ToNetworkUnitsd(keys=Keys.SINOGRAM, scale=check_positive(sinogram_scale, "sinogram_scale"),
+                               arithmetic="input")
     pad = PadToSquared(keys=Keys.SINOGRAM, size=pad_size)
     images = LoadImageZYXd(keys=[Keys.REFERENCE, Keys.OSEM], allow_missing_keys=True)
     samples = []

@@ -10,7 +10,9 @@ draws, in this order from one explicit ``torch.Generator``:
 computes b_d, b_m = PnPNet.features(s) once under ``torch.no_grad`` (PnPNet frozen, in eval mode for the call), and
 replaces {s, b_d, b_m} of every dropped sample jointly by the null condition ∅ (zeros, :func:`null_condition`).
 
-It returns MONAI's ``DiffusionPrepareBatch`` tuple ``(x_0, target, (), kwargs)`` with target = ε (paper eq. (6):
+x_0 is first put into the schedule's units by the ``standardisation`` (z = (x' − mean) / std,
+:class:`~bundle.transforms.scaling.Standardisation`); "x_0" below is that z.  It returns MONAI's
+``DiffusionPrepareBatch`` tuple ``(x_0, target, (), kwargs)`` with target = ε (paper eq. (6):
 ‖ε − ε_θ(x_t, t, C)‖²; x_0 or v for a scheduler with that ``prediction_type``) and
 ``kwargs = {"noise", "timesteps", "condition", "down_residuals", "mid_residual"}`` (the last two only with a PnPNet;
 without one this prepares cDPM batches with sinogram dropout only).  The noisy image
@@ -48,7 +50,8 @@ from monai.engines.utils import DiffusionPrepareBatch
 from bundle._checks import check_choice
 from bundle.diffusion.ddim import PredictionType
 from bundle.keys import Keys
-from bundle.networks.legopet import LegoPETCondition, PnPNet, null_condition
+from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition, pnpnet_condition
+from bundle.transforms.scaling import Standardisation
 
 __all__ = ["LegoPETPrepareBatch"]
 
@@ -66,6 +69,11 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
             moved to the batch device); ``None`` = ``torch.Generator().manual_seed(0)``.
         scheduler: the training scheduler; its ``prediction_type`` sets the target (``epsilon``: ε, ``sample``: x_0,
             ``v_prediction``: v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0 from ``scheduler.get_velocity``); ``None`` = ε.
+        standardisation: :class:`~bundle.transforms.scaling.Standardisation` of x_0 (network units → the schedule's
+            units; the sampler inverts it); ``None`` = identity.
+        pnpnet_features: add PnPNet's b_d, b_m (LegoPET); ``False`` with ``pnpnet_image`` = "cDPM + image condition".
+        pnpnet_image: stack the PnPNet output image with s (the image-condition extension,
+            :func:`bundle.networks.legopet.pnpnet_condition`); needs ``pnpnet``.
     """
 
     def __init__(
@@ -78,6 +86,9 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
         condition_name: str = Keys.SINOGRAM,
         generator: torch.Generator | None = None,
         scheduler: object | None = None,
+        standardisation: Standardisation | None = None,
+        pnpnet_features: bool = True,
+        pnpnet_image: bool = False,
     ) -> None:
         if not isinstance(num_train_timesteps, numbers.Integral) or isinstance(num_train_timesteps, bool):
             raise TypeError(f"num_train_timesteps must be an int, got {num_train_timesteps!r}")
@@ -94,6 +105,15 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
             generator = torch.Generator().manual_seed(0)
         elif not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if standardisation is not None and not isinstance(standardisation, Standardisation):
+            raise TypeError(f"standardisation must be a Standardisation or None, got {type(standardisation).__name__}")
+        if pnpnet is None and (pnpnet_image or not pnpnet_features):
+            raise ValueError("pnpnet must be given for pnpnet_image=True or pnpnet_features=False (cDPM: leave both "
+                             f"at their defaults); got pnpnet=None, pnpnet_features={pnpnet_features}, "
+                             f"pnpnet_image={pnpnet_image}")
+        self.standardisation = standardisation or Standardisation()
+        self.pnpnet_features = bool(pnpnet_features)
+        self.pnpnet_image = bool(pnpnet_image)
         self.pnpnet = pnpnet
         self.drop_probability = float(drop_probability)
         self.image_key = str(image_key)
@@ -133,27 +153,30 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
     # ------------------------------------------------------------------ condition
     def condition(self, sinogram: torch.Tensor, drop_mask: torch.Tensor) -> LegoPETCondition:
         """C = {s, b_d, b_m} with the samples of ``drop_mask`` replaced jointly by the null condition."""
-        features = None
-        down = mid = None
-        if self.pnpnet is not None:
+        if self.pnpnet is None:
+            full = LegoPETCondition(sinogram)
+        else:
             was_training = self.pnpnet.training
             self.pnpnet.eval()
             try:
-                with torch.no_grad():
-                    down, mid = self.pnpnet.features(sinogram)
+                full = pnpnet_condition(sinogram, self.pnpnet, features=self.pnpnet_features,
+                                        image=self.pnpnet_image, standardisation=self.standardisation)
             finally:
                 self.pnpnet.train(was_training)
-            features = self.pnpnet.feature_shapes(*sinogram.shape[:1], *sinogram.shape[-2:])
-        null = null_condition(sinogram.shape, features, dtype=sinogram.dtype, device=sinogram.device)
+        down, mid = full.down_residuals, full.mid_residual
+        features = None
+        if down is not None and mid is not None:
+            features = FeatureShapes(tuple(tuple(r.shape) for r in down), tuple(mid.shape))
+        null = null_condition(full.sinogram.shape, features, dtype=sinogram.dtype, device=sinogram.device)
         keep = ~drop_mask.to(sinogram.device)
 
         def select(value: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
             return torch.where(keep.reshape((-1,) + (1,) * (value.ndim - 1)), value, empty)
 
         if down is None or mid is None or null.down_residuals is None or null.mid_residual is None:
-            return LegoPETCondition(select(sinogram, null.sinogram))
+            return LegoPETCondition(select(full.sinogram, null.sinogram))
         return LegoPETCondition(
-            select(sinogram, null.sinogram),
+            select(full.sinogram, null.sinogram),
             tuple(select(r, z) for r, z in zip(down, null.down_residuals, strict=True)),
             select(mid, null.mid_residual),
         )
@@ -180,6 +203,7 @@ class LegoPETPrepareBatch(DiffusionPrepareBatch):
                 f"batchdata[{self.condition_name!r}] must have the image's shape {tuple(images.shape)} (sinogram "
                 f"resampled/padded to the image grid), got {tuple(sinogram.shape)}"
             )
+        images = self.standardisation.forward(images)  # x_0 in the schedule's units
         drop_mask = self.get_drop_mask(images.shape[0])
         timesteps = self.get_timesteps(images)
         noise = self.get_noise(images)

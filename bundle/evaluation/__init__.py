@@ -12,6 +12,7 @@ from .figures import (
     metric_curves,
     monai_volume_panel,
     slice_figure,
+    uncertainty_figure,
     volume_panel,
 )
 from .tables import format_mean_std, mean_std, metrics_table, output_folder, summarise, write_csv, write_json
@@ -28,6 +29,7 @@ __all__ = [
     "output_folder",
     "slice_figure",
     "summarise",
+    "uncertainty_figure",
     "volume_panel",
     "write_csv",
     "write_json",

@@ -65,6 +65,40 @@ def slice_figure(counts: torch.Tensor, reference: torch.Tensor, images: Mapping[
     return path
 
 
+def uncertainty_figure(reference: torch.Tensor, means: Mapping[str, torch.Tensor], stds: Mapping[str, torch.Tensor],
+                       path: Path, *, name: str) -> Path:
+    """The reference, then per method the mean of its samples and their per-pixel standard deviation (all ``(h, w)``,
+    activity units; means on the reference's scale, standard deviations on one scale of their own), with colour bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(means)
+    vmax = float(reference.max())
+    smax = max(float(stds[n].max()) for n in names) or 1.0
+    fig, axes = plt.subplots(2, 1 + len(names), figsize=(2.6 * (1 + len(names)), 4.8), squeeze=False)
+    im = axes[0, 0].imshow(reference.numpy(), cmap="gray_r", vmin=0, vmax=vmax)
+    axes[0, 0].set_title("reference", fontsize=8)
+    fig.colorbar(im, ax=axes[0, 0], fraction=0.046)
+    axes[1, 0].axis("off")
+    for j, n in enumerate(names, start=1):
+        im = axes[0, j].imshow(means[n].numpy(), cmap="gray_r", vmin=0, vmax=vmax)
+        axes[0, j].set_title(n, fontsize=8)
+        fig.colorbar(im, ax=axes[0, j], fraction=0.046)
+        im = axes[1, j].imshow(stds[n].numpy(), cmap="magma", vmin=0, vmax=smax)
+        axes[1, j].set_title("per-pixel std", fontsize=8)
+        fig.colorbar(im, ax=axes[1, j], fraction=0.046)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{name}: mean and standard deviation of the samples (activity units)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def metric_curves(rows: Sequence[Mapping[str, Any]], path: Path, *, x_key: str, x_label: str) -> Path:
     """PSNR and SSIM (``rows[i]["PSNR"]`` ± ``rows[i]["PSNR_std"]``, same for SSIM) of every ``rows[i]["method"]``
     against ``rows[i][x_key]``, one panel per metric, saved to ``path``."""

@@ -48,8 +48,9 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from bundle._checks import check_choice, check_int, check_real
 from bundle.diffusion.ddim import DDIMStep, DDPMStep, PredictionType, PreviousTimestep
 from bundle.diffusion.sampler import StepRule, classifier_free_guidance, sample
-from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition
+from bundle.networks.legopet import FeatureShapes, LegoPETCondition, PnPNet, null_condition, pnpnet_condition
 from bundle.transforms.legopet import padding_offsets
+from bundle.transforms.scaling import Standardisation
 
 __all__ = ["LegoPETInferer", "LegoPETTrainingInferer", "default_crop", "slice_condition"]
 
@@ -123,6 +124,11 @@ class LegoPETInferer(Inferer):
         seed: seed of the generator used when ``__call__`` gets none.
         previous_timestep: DDIM only: :class:`bundle.diffusion.ddim.PreviousTimestep` (default
             ``next_in_schedule``; ``ddim_step`` reproduces MONAI's ``DDIMScheduler.step`` loop).
+        standardisation: the training's :class:`~bundle.transforms.scaling.Standardisation` (the model samples
+            z = (x' − mean) / std; the returned image is x' = z · std + mean, in network units); ``None`` = identity.
+        pnpnet_features: add PnPNet's b_d, b_m (LegoPET; the training's ``pnpnet_features``).
+        pnpnet_image: stack the PnPNet output image with s (the image-condition extension; the training's
+            ``pnpnet_image``); needs ``pnpnet``.
     """
 
     def __init__(
@@ -138,8 +144,19 @@ class LegoPETInferer(Inferer):
         chunk_size: int = 16,
         seed: int = 0,
         previous_timestep: PreviousTimestep | str = PreviousTimestep.NEXT_IN_SCHEDULE,
+        standardisation: Standardisation | None = None,
+        pnpnet_features: bool = True,
+        pnpnet_image: bool = False,
     ) -> None:
         super().__init__()
+        if standardisation is not None and not isinstance(standardisation, Standardisation):
+            raise TypeError(f"standardisation must be a Standardisation or None, got {type(standardisation).__name__}")
+        if pnpnet is None and (pnpnet_image or not pnpnet_features):
+            raise ValueError("pnpnet must be given for pnpnet_image=True or pnpnet_features=False; got pnpnet=None, "
+                             f"pnpnet_features={pnpnet_features}, pnpnet_image={pnpnet_image}")
+        self.standardisation = standardisation or Standardisation()
+        self.pnpnet_features = bool(pnpnet_features)
+        self.pnpnet_image = bool(pnpnet_image)
         if not isinstance(scheduler, DDPMScheduler | DDIMScheduler):
             raise TypeError(f"scheduler must be a MONAI DDPMScheduler or DDIMScheduler, got {type(scheduler).__name__}")
         check_choice(scheduler.prediction_type, PredictionType, "scheduler.prediction_type")
@@ -201,13 +218,18 @@ class LegoPETInferer(Inferer):
         sinogram = _check_sinogram(sinogram)
         if self.pnpnet is None:
             return LegoPETCondition(sinogram)
-        downs, mids = [], []
-        for start in range(0, sinogram.shape[0], self.chunk_size):
-            down, mid = self.pnpnet.features(sinogram[start : start + self.chunk_size])
-            downs.append(down)
-            mids.append(mid)
+        parts = [
+            pnpnet_condition(sinogram[start : start + self.chunk_size], self.pnpnet, features=self.pnpnet_features,
+                             image=self.pnpnet_image, standardisation=self.standardisation)
+            for start in range(0, sinogram.shape[0], self.chunk_size)
+        ]
+        stack = torch.cat([p.sinogram for p in parts])
+        if not self.pnpnet_features:
+            return LegoPETCondition(stack)
         return LegoPETCondition(
-            sinogram, tuple(torch.cat(level) for level in zip(*downs, strict=True)), torch.cat(mids)
+            stack,
+            tuple(torch.cat(level) for level in zip(*(p.down_residuals for p in parts), strict=True)),
+            torch.cat([p.mid_residual for p in parts]),
         )
 
     @staticmethod
@@ -270,7 +292,8 @@ class LegoPETInferer(Inferer):
                 ``seed``.
 
         Returns:
-            The sampled images ``(B, 1, height, width)`` after the crop (``(B, 1, H, W)`` without one).
+            The sampled images ``(B, 1, height, width)`` in network units (the standardisation inverted) after the
+            crop (``(B, 1, H, W)`` without one).
         """
         sinogram = _check_sinogram(inputs)
         if not callable(network):
@@ -295,7 +318,28 @@ class LegoPETInferer(Inferer):
         else:
             rule = DDPMStep(scheduler=self.scheduler, timesteps=timesteps)
         x_t, _ = self.sample(x_t, network, condition, timesteps, step_rule=rule, generator=generator)
-        return self.crop_image(x_t)
+        return self.crop_image(self.standardisation.inverse(x_t))
+
+    @torch.no_grad()
+    def sample_many(
+        self,
+        inputs: torch.Tensor,
+        network: Network,
+        *,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``num_samples`` independent samples per sinogram: ``(num_samples, B, 1, height, width)``.
+
+        Sample k of every sinogram is drawn with x_T (and the DDPM / η noise) of the k-th call of :meth:`__call__`
+        on the same ``generator``, so sample 0 is exactly what one call gives.  Their mean is the posterior-mean
+        estimate a user reports, their per-pixel standard deviation the uncertainty map.
+        """
+        count = check_int(num_samples, "num_samples", minimum=1)
+        sinogram = _check_sinogram(inputs)
+        if generator is None:
+            generator = torch.Generator(device=sinogram.device).manual_seed(self.seed)
+        return torch.stack([self(sinogram, network, generator=generator) for _ in range(count)])
 
     def sample(
         self,
@@ -308,7 +352,8 @@ class LegoPETInferer(Inferer):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`bundle.diffusion.sampler.sample` from ``x_t`` at ``timesteps[0]`` with the guided prediction, the
-        scheduler's ``prediction_type`` and its ``clip_sample``; returns (x after the last step, the last x̂_0)."""
+        scheduler's ``prediction_type`` and its ``clip_sample``; returns (x after the last step, the last x̂_0), both
+        in the model's (standardised) units."""
         clip = self.scheduler.clip_sample_values if self.scheduler.clip_sample else None
         return sample(
             x_t,

@@ -51,6 +51,8 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
+from bundle.transforms.scaling import Standardisation
+
 __all__ = [
     "FeatureInjection",
     "FeatureShapes",
@@ -58,6 +60,7 @@ __all__ = [
     "LegoPETDenoiser",
     "PnPNet",
     "null_condition",
+    "pnpnet_condition",
 ]
 
 
@@ -78,7 +81,10 @@ class FeatureShapes(NamedTuple):
 
 
 class LegoPETCondition(NamedTuple):
-    """The condition C = {s, b_d, b_m}; ``down_residuals``/``mid_residual`` are ``None`` for the cDPM (s only)."""
+    """The condition C = {s, b_d, b_m}; ``down_residuals``/``mid_residual`` are ``None`` for the cDPM (s only).
+
+    ``sinogram`` is the image-domain channel stack given to the denoiser: ``(B, 1, H, W)`` = [s] (the paper), or
+    ``(B, 2, H, W)`` = [s, x̂_PnP] with the PnPNet output image (the image-condition extension)."""
 
     sinogram: torch.Tensor
     down_residuals: tuple[torch.Tensor, ...] | None = None
@@ -216,6 +222,8 @@ class LegoPETDenoiser(torch.nn.Module):
         resblock_updown: residual blocks for up/downsampling.
         use_flash_attention: PyTorch scaled-dot-product attention.
         feature_injection: :class:`FeatureInjection` (``"add"`` or ``"adapter"``).
+        condition_channels: channels of the image-domain condition stacked with x_t: 1 = [s] (the paper), 2 =
+            [s, x̂_PnP] with the PnPNet output image (the image-condition extension; :class:`LegoPETCondition`).
     """
 
     def __init__(
@@ -229,8 +237,13 @@ class LegoPETDenoiser(torch.nn.Module):
         resblock_updown: bool = False,
         use_flash_attention: bool = False,
         feature_injection: FeatureInjection | str = FeatureInjection.ADD,
+        condition_channels: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(condition_channels, bool) or not isinstance(condition_channels, int) or condition_channels < 1:
+            raise ValueError(f"condition_channels must be an int >= 1 (1: [s], 2: [s, PnPNet image]), "
+                             f"got {condition_channels!r}")
+        self.condition_channels = condition_channels
         self.layout = _UNetLayout(
             channels=channels,
             num_res_blocks=num_res_blocks,
@@ -246,7 +259,9 @@ class LegoPETDenoiser(torch.nn.Module):
             raise ValueError(
                 f"feature_injection must be one of {[f.value for f in FeatureInjection]}, got {feature_injection!r}"
             ) from None
-        self.unet = DiffusionModelUNet(spatial_dims=2, in_channels=2, out_channels=1, **self.layout.kwargs)
+        self.unet = DiffusionModelUNet(
+            spatial_dims=2, in_channels=1 + condition_channels, out_channels=1, **self.layout.kwargs
+        )
         self.down_adapters: torch.nn.ModuleList | None = None
         self.mid_adapter: torch.nn.Module | None = None
         if self.feature_injection is FeatureInjection.ADAPTER:
@@ -271,7 +286,8 @@ class LegoPETDenoiser(torch.nn.Module):
         Args:
             x_t: ``(B, 1, H, W)`` noisy image.
             timesteps: ``(B,)`` integer timesteps.
-            sinogram: ``(B, 1, H, W)`` sinogram on the image grid (zeros = null).
+            sinogram: ``(B, condition_channels, H, W)``: the sinogram on the image grid [and the PnPNet image]
+                (zeros = null).
             down_residuals: b_d, shapes ``feature_shapes(B, H, W).down`` (``None`` = cDPM); with ``mid_residual``.
             mid_residual: b_m, shape ``feature_shapes(B, H, W).mid``.
 
@@ -279,9 +295,11 @@ class LegoPETDenoiser(torch.nn.Module):
             Predicted noise ``(B, 1, H, W)``.
         """
         _check_image(x_t, "x_t")
-        _check_image(sinogram, "sinogram")
-        if sinogram.shape != x_t.shape:
-            raise ValueError(f"sinogram shape {tuple(sinogram.shape)} must equal x_t shape {tuple(x_t.shape)}")
+        _check_image(sinogram, "sinogram", channels=self.condition_channels)
+        expected = (x_t.shape[0], self.condition_channels, *x_t.shape[2:])
+        if tuple(sinogram.shape) != expected:
+            raise ValueError(f"sinogram (condition stack) must have shape {expected} (x_t's batch and grid, "
+                             f"condition_channels={self.condition_channels}), got {tuple(sinogram.shape)}")
         b, _, h, w = x_t.shape
         self.layout.check_spatial(h, w, "x_t")
         if (down_residuals is None) != (mid_residual is None):
@@ -396,3 +414,41 @@ class PnPNet(torch.nn.Module):
             down.extend(res)
         mid = unet.middle_block(hidden_states=h, temb=emb, context=None)
         return tuple(down), mid
+
+
+@torch.no_grad()
+def pnpnet_condition(
+    sinogram: torch.Tensor,
+    pnpnet: PnPNet | None,
+    *,
+    features: bool = True,
+    image: bool = False,
+    standardisation: Standardisation | None = None,
+) -> LegoPETCondition:
+    """The condition C of sinograms ``(B, 1, H, W)`` from the frozen PnPNet (run under ``no_grad``, mode unchanged).
+
+    * ``pnpnet`` ``None``: C = {s} (the cDPM);
+    * ``features``: C = {s, b_d, b_m} (LegoPET, the paper);
+    * ``image``: the PnPNet output image x̂_PnP (network units, put through ``standardisation`` so that it is in
+      the diffusion model's units, like x_0) is stacked with s: ``sinogram`` = [s, x̂_PnP] ``(B, 2, H, W)``.  This
+      is the image-condition extension (the sinogram's features, added to image-domain skips, are not spatially
+      aligned with the image; x̂_PnP is); with ``features`` too it is "LegoPET + image condition", without them
+      "cDPM + image condition".
+    """
+    if pnpnet is None:
+        if image or not features:
+            raise ValueError("pnpnet must be given for the image condition (image=True) or features=False; "
+                             f"got pnpnet=None with features={features}, image={image}")
+        return LegoPETCondition(sinogram)
+    if not (features or image):
+        raise ValueError("a PnPNet condition needs features=True, image=True or both; got both False")
+    stack = sinogram
+    if image:
+        estimate = pnpnet(sinogram)
+        if standardisation is not None:
+            estimate = standardisation.forward(estimate)
+        stack = torch.cat([sinogram, estimate.to(sinogram.dtype)], dim=1)
+    if not features:
+        return LegoPETCondition(stack)
+    down, mid = pnpnet.features(sinogram)
+    return LegoPETCondition(stack, down, mid)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .petct import CTWindowd, ValidatePETCTd, invert_petct_preprocessing, petct_preprocessing
-from .scaling import FromNetworkUnitsd, ScaleStatistic, ToNetworkUnitsd
+from .scaling import FromNetworkUnitsd, ScaleStatistic, Standardisation, ToNetworkUnitsd
 from .simulation import BinomialThinningd, SimulateScand
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "FromNetworkUnitsd",
     "ScaleStatistic",
     "SimulateScand",
+    "Standardisation",
     "ToNetworkUnitsd",
     "ValidatePETCTd",
     "invert_petct_preprocessing",

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
@@ -57,6 +59,7 @@ __all__ = [
     "manifest_counts_per_bin",
     "padding_offsets",
     "reference_max",
+    "reference_moments",
 ]
 
 
@@ -160,6 +163,28 @@ def reference_max(
     ``count_scale_key`` value, 1 when ``None``); cached per arguments, reads every image of the split once."""
     count_key = None if count_scale_key is None else str(count_scale_key)
     return _reference_max(str(dataset_dir), str(split), str(key), count_key)
+
+
+def reference_moments(
+    dataset_dir: str | Path,
+    *,
+    split: str = "training",
+    key: str = Keys.REFERENCE,
+    count_scale_key: str | None = Keys.COUNT_SCALE,
+) -> tuple[float, float]:
+    """(mean, std) over every pixel of the ``split`` references in network units, x' = image · c / ``reference_max``
+    (unpadded): the numbers behind a diffusion model's :class:`~bundle.transforms.scaling.Standardisation`."""
+    count_key = None if count_scale_key is None else str(count_scale_key)
+    peak = _reference_max(str(dataset_dir), str(split), str(key), count_key)
+    entries = json.loads((Path(dataset_dir) / "datalist.json").read_text(encoding="utf-8"))[split]
+    total = total_sq = count = 0.0
+    for entry in entries:
+        image, _ = load_image(Path(dataset_dir) / entry[key])
+        c = 1.0 if count_key is None else float(entry[count_key])
+        x = np.asarray(image, dtype=np.float64) * c / peak
+        total, total_sq, count = total + float(x.sum()), total_sq + float((x * x).sum()), count + x.size
+    mean = total / count
+    return mean, math.sqrt(max(total_sq / count - mean * mean, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------------- loading

@@ -29,8 +29,10 @@ Conventions
   (images passed through the network) / (images sampled); with guidance λ2 > 0 every step costs 2.
 
 Outputs of :func:`evaluate_legopet` in ``output_dir``: ``metrics.csv`` (per slice and method), ``summary.json``
-(mean ± std, conventions), ``table.md`` (first column ``Method``), ``figure.png`` (paper Fig. 2 style: input
-sinogram, reference, each method, squared-error maps).  Importing this module runs nothing.
+(mean ± std, conventions, paired per-slice PSNR wins against OSEM, DeepPET and cDPM), ``table.md`` (first column
+``Method``, then the wins table), ``figure.png`` (paper Fig. 2 style: input sinogram, reference, each method,
+squared-error maps) and, for diffusion predictors with N > 1 samples, ``uncertainty.png`` (reference, mean of N and
+per-pixel standard deviation of the N samples, in activity units with colour bars).  Importing this module runs nothing.
 """
 
 from __future__ import annotations
@@ -42,16 +44,18 @@ from typing import Any
 import torch
 
 from bundle.data.legopet import load_samples
-from bundle.evaluation import mean_std, metrics_table, slice_figure, write_csv, write_json
+from bundle.evaluation import mean_std, metrics_table, slice_figure, uncertainty_figure, write_csv, write_json
 from bundle.metrics import image_metrics
 
 from .._checks import check_int
-from .legopet_predictors import CountingNetwork, Predictor, predict
+from .legopet_predictors import IMAGE_CONDITION_METHODS, CountingNetwork, Predictor, predict
 
 __all__ = ["METHODS", "METRICS", "evaluate_legopet"]
 
-METHODS: tuple[str, ...] = ("OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM", "LegoPET")
-"""Row names, in table order (the paper's Table 1), exactly as they appear in tables, CSV and JSON."""
+METHODS: tuple[str, ...] = ("OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM", "LegoPET", *IMAGE_CONDITION_METHODS)
+"""Predictor names, in table order (the paper's Table 1, then the image-condition extension), exactly as they appear
+in tables, CSV and JSON; a diffusion predictor with N > 1 samples adds the row ``"<name> (mean of N)"`` after its
+own."""
 METRICS: tuple[str, ...] = ("PSNR", "SSIM")
 """Metric columns (PSNR in dB, SSIM as a fraction)."""
 
@@ -79,6 +83,8 @@ def evaluate_legopet(
     batch_size: int = 8,
     figure_index: int = 0,
     device: torch.device | str | None = None,
+    sinogram_scale: float | None = None,
+    image_scale: float | None = None,
 ) -> dict[str, Any]:
     """The method table: OSEM (from the dataset) and each predictor on the ``split`` slices (module docstring).
 
@@ -93,6 +99,8 @@ def evaluate_legopet(
         batch_size: slices per predictor call.
         figure_index: which slice the figure shows.
         device: where predictors run (``None``: CPU).
+        sinogram_scale, image_scale: the predictors' network units (:func:`bundle.data.legopet.load_samples`;
+            ``None``: the dataset's own, those of a model trained on it).
 
     Returns:
         The summary written to ``summary.json``: ``{"methods": {name: {metric: {"mean", "std"}, "time_s": …}}, …}``.
@@ -104,7 +112,8 @@ def evaluate_legopet(
     device = torch.device("cpu" if device is None else device)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    samples = load_samples(dataset_dir, split=split, pad_size=pad_size, limit=limit)
+    samples = load_samples(dataset_dir, split=split, pad_size=pad_size, limit=limit, sinogram_scale=sinogram_scale,
+                           image_scale=image_scale)
     figure_index = check_int(figure_index, "figure_index", minimum=0)
     if figure_index >= len(samples):
         raise ValueError(f"figure_index must be < the number of slices ({len(samples)}), got {figure_index}")
@@ -117,16 +126,28 @@ def evaluate_legopet(
         if missing:
             raise ValueError(f"include_osem=True needs an 'osem' image in every entry; missing for {missing}")
         predictions["OSEM"] = [s.osem for s in samples]  # type: ignore[misc]
+    spread: dict[str, list[torch.Tensor]] = {}
     for name in METHODS:
         if name in predictors:
-            predictions[name], seconds[name] = predict(predictors[name], samples, batch_size=batch_size, device=device)
+            images, times = predict(predictors[name], samples, batch_size=batch_size, device=device)
             counter = getattr(predictors[name], "network", None)
+            count = images[0].shape[0] if images[0].ndim == 3 else 1
+            predictions[name] = [image[0] for image in images] if count > 1 else images
+            seconds[name] = [t / count for t in times]
             if isinstance(counter, CountingNetwork):
-                nfe[name] = counter.images / len(samples)
+                nfe[name] = counter.images / len(samples) / count
+            if count > 1:  # N samples per slice: sample 0 is the single-sample row; their mean and std
+                mean_name = f"{name} (mean of {count})"
+                predictions[mean_name] = [image.mean(dim=0) for image in images]
+                spread[mean_name] = [image.std(dim=0) for image in images]
+                seconds[mean_name] = times
+                if name in nfe:
+                    nfe[mean_name] = nfe[name] * count
 
-    rows, summary_rows, methods = [], {}, {}
+    rows, summary_rows, methods, psnr = [], {}, {}, {}
     for name, images in predictions.items():
         per_slice = [image_metrics(img, s.reference) for img, s in zip(images, samples, strict=True)]
+        psnr[name] = [sc["PSNR"] for sc in per_slice]
         for i, (s, sc) in enumerate(zip(samples, per_slice, strict=True)):
             rows.append({"id": s.id, "method": name, **{k: f"{sc[k]:.6f}" for k in METRICS},
                          "time_s": f"{seconds[name][i]:.6f}" if name in seconds else ""})
@@ -136,9 +157,18 @@ def evaluate_legopet(
             methods[name]["time_s_per_slice"] = sum(seconds[name]) / len(seconds[name])
         if name in nfe:
             methods[name]["nfe_per_slice"] = nfe[name]
+    wins = _paired_wins(psnr)
+    for name, counts in wins.items():
+        methods[name]["psnr_wins"] = counts
 
     write_csv(out / "metrics.csv", ("id", "method", *METRICS, "time_s"), rows)
     table = metrics_table(summary_rows, METRICS, digits={"PSNR": 2, "SSIM": 3}, first_column="Method")
+    if wins:
+        table += "\n\nPaired per-slice PSNR wins (slices where the row beats the baseline, of " + str(len(samples))
+        table += "):\n\n| Method | " + " | ".join(f"vs {b}" for b in _WIN_BASELINES) + " |\n"
+        table += "| --- | " + " | ".join("---" for _ in _WIN_BASELINES) + " |\n"
+        table += "\n".join(f"| {n} | " + " | ".join(str(c.get(b, "")) for b in _WIN_BASELINES) + " |"
+                           for n, c in wins.items())
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     summary = {
         "split": split,
@@ -152,4 +182,28 @@ def evaluate_legopet(
     sample, images = samples[figure_index], {n: p[figure_index] for n, p in predictions.items()}
     slice_figure(sample.counts, sample.reference, images, out / "figure.png", name=f"slice {sample.id}",
                  scores={n: image_metrics(image, sample.reference) for n, image in images.items()})
+    if spread:
+        uncertainty_figure(sample.reference, {n: predictions[n][figure_index] for n in spread},
+                           {n: spread[n][figure_index] for n in spread}, out / "uncertainty.png",
+                           name=f"slice {sample.id}")
     return summary
+
+
+_WIN_BASELINES: tuple[str, ...] = ("OSEM", "DeepPET", "cDPM")
+"""The rows every other row is compared with, slice by slice, in the wins table (when present)."""
+
+
+def _paired_wins(psnr: Mapping[str, list[float]]) -> dict[str, dict[str, int]]:
+    """``{row: {baseline: number of slices where the row's PSNR > the baseline's}}``; a "(mean of N)" row is
+    compared with the cDPM row of the same kind, i.e. "cDPM (mean of N)"."""
+    wins: dict[str, dict[str, int]] = {}
+    for name, values in psnr.items():
+        suffix = name[name.index(" (mean of"):] if " (mean of" in name else ""
+        counts = {}
+        for base in _WIN_BASELINES:
+            other = f"{base}{suffix}" if base == "cDPM" else base
+            if other in psnr and other != name and not name.startswith(base + " ("):
+                counts[base] = sum(a > b for a, b in zip(values, psnr[other], strict=True))
+        if counts and name != "OSEM":
+            wins[name] = counts
+    return wins

@@ -7,7 +7,9 @@ For every interval checkpoint (``checkpoint_epoch=N.pt``, EMA weights by default
     L_split(t) = mean over slices i and draws k of mean_pixels (ε_θ(x_t, t, C_i) − ε_ik)²,
     x_t = sqrt(ᾱ_t) x_0,i + sqrt(1 − ᾱ_t) ε_ik                       (paper eq. (3); the training objective at t)
 
-with x_0,i the reference in network units on the padded grid (as in training), C_i = {s_i, b_d, b_m} the full
+with x_0,i the reference on the padded grid in the model's units (network units put through the inferer's
+``standardisation``, as in training), ε_θ the ε implied by the network output (v- and x_0-predictors are converted
+with the scheduler's ``prediction_type``), C_i = {s_i, b_d, b_m} the full
 condition (the conditional branch, no guidance), and ε_ik drawn once from a generator seeded with ``seed``, so every
 checkpoint, run and split sees the same noise for the same slice (common random numbers; differences between
 checkpoints are not sampling noise).  A training-split loss that keeps falling while the test-split loss rises is
@@ -30,7 +32,7 @@ import torch
 from bundle._checks import check_int
 from bundle.checkpoint import list_checkpoints, load_weights
 from bundle.data.legopet import load_samples
-from bundle.diffusion.ddim import DDIMStep
+from bundle.diffusion.ddim import DDIMStep, split_prediction
 from bundle.evaluation import denoising_loss_figure, write_csv, write_json
 from bundle.inferers.legopet import LegoPETInferer, slice_condition
 from bundle.transforms.legopet import padding_offsets
@@ -103,7 +105,7 @@ def denoising_loss(
     for split in splits:
         samples = load_samples(dataset_dir, split=split, pad_size=pad_size, limit=limit)
         generator = torch.Generator().manual_seed(seed)
-        x0 = _padded_references(samples, pad_size)
+        x0 = _padded_references(samples, pad_size)  # network units; each run standardises it as its training did
         noise = torch.randn((len(timesteps), noise_draws, *x0.shape), generator=generator)
         data[split] = (torch.stack([s.sinogram for s in samples]), x0, noise)
 
@@ -131,10 +133,12 @@ def denoising_loss(
                         for start in range(0, x0.shape[0], batch_size):
                             stop = start + batch_size
                             eps = noise[ti, k, start:stop].to(device)
-                            x_t = abar.sqrt() * x0[start:stop].to(device) + (1 - abar).sqrt() * eps
+                            z0 = inferer.standardisation.forward(x0[start:stop].to(device))
+                            x_t = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
                             part = slice_condition(condition, start, stop)
                             with torch.no_grad():
-                                eps_hat = conditional.guided_noise(net, x_t, t, part)
+                                output = conditional.guided_noise(net, x_t, t, part)
+                            _, eps_hat = split_prediction(output, x_t, abar, inferer.scheduler.prediction_type)
                             sq_err += float(((eps_hat - eps) ** 2).mean(dim=(1, 2, 3)).sum())
                     rows.append({"method": name, "epoch": epoch, "iteration": epoch * iterations_per_epoch,
                                  "split": split, "t": t, "eps_mse": sq_err / (noise_draws * x0.shape[0])})
@@ -220,10 +224,11 @@ def restart_from_reference(
             times = torch.linspace(t0, 0, min(steps, t0 + 1)).round().long().tolist()
             times = list(dict.fromkeys(int(t) for t in times))
             abar = scheduler.alphas_cumprod[t0].to(device)
-            x = abar.sqrt() * x0 + (1 - abar).sqrt() * noise.to(device)
+            x = abar.sqrt() * sampler.standardisation.forward(x0) + (1 - abar).sqrt() * noise.to(device)
             with torch.no_grad():
                 x, _ = sampler.sample(x, network, condition, times,
                                       step_rule=DDIMStep(scheduler=scheduler, timesteps=times))
+            x = sampler.standardisation.inverse(x)
             ratios = [float(x[i][head[i]].mean() / x0[i][head[i]].mean()) for i in range(x0.shape[0])]
             rmse = ((x - x0) ** 2).mean(dim=(1, 2, 3)).sqrt()
             rows.append({"method": name, "t0": t0, "steps": len(times),

@@ -6,6 +6,7 @@ images in network units (the :data:`Predictor` contract), one per kind of row of
 - :class:`DiffusionPredictor`: cDPM / LegoPET, a :class:`~bundle.inferers.legopet.LegoPETInferer` sample with one
   seeded generator per predictor; its network is wrapped in :class:`CountingNetwork` for the NFE.
 - :func:`gan_predictors`: the optional cGAN / Pix2Pix rows from their checkpoints.
+- :func:`image_condition_predictors`: the optional rows of the image-condition extension (beyond the paper).
 
 They are evaluation glue (crop to the unpadded slice, a random stream shared across batches, NFE counting), used only
 by the studies in :mod:`bundle.workflows.legopet`, :mod:`bundle.workflows.legopet_studies` and
@@ -32,11 +33,13 @@ from .._checks import check_int
 
 __all__ = [
     "GAN_METHODS",
+    "IMAGE_CONDITION_METHODS",
     "CountingNetwork",
     "DiffusionPredictor",
     "Predictor",
     "RegressionPredictor",
     "gan_predictors",
+    "image_condition_predictors",
     "predict",
 ]
 
@@ -80,21 +83,86 @@ class RegressionPredictor:
 
 class DiffusionPredictor:
     """cDPM / LegoPET: ``inferer(s, network, generator=…)`` with one generator per predictor (seeded once, on the
-    inputs' device at the first call), so consecutive batches continue one random stream."""
+    inputs' device at the first call), so consecutive batches continue one random stream.
 
-    def __init__(self, *, network: Callable[..., torch.Tensor], inferer: LegoPETInferer, seed: int = 0) -> None:
+    With ``num_samples`` N > 1 it returns the N samples of every slice as channels, ``(B, N, h, w)``
+    (:meth:`LegoPETInferer.sample_many`; sample 0 is the single-sample row, the mean of the N the posterior-mean row
+    and their per-pixel standard deviation the uncertainty map of the evaluation)."""
+
+    def __init__(self, *, network: Callable[..., torch.Tensor], inferer: LegoPETInferer, seed: int = 0,
+                 num_samples: int = 1) -> None:
         if not isinstance(inferer, LegoPETInferer):
             raise TypeError(f"inferer must be a LegoPETInferer, got {type(inferer).__name__}")
         self.network = CountingNetwork(network)
         self.inferer = inferer
         self.seed = check_int(seed, "seed", minimum=0)
+        self.num_samples = check_int(num_samples, "num_samples", minimum=1)
         self.generator: torch.Generator | None = None
 
     @torch.no_grad()
     def __call__(self, sinogram: torch.Tensor) -> torch.Tensor:
         if self.generator is None or self.generator.device.type != sinogram.device.type:
             self.generator = torch.Generator(device=sinogram.device).manual_seed(self.seed)
-        return self.inferer(sinogram, self.network, generator=self.generator)
+        if self.num_samples == 1:
+            return self.inferer(sinogram, self.network, generator=self.generator)
+        samples = self.inferer.sample_many(sinogram, self.network, num_samples=self.num_samples,
+                                           generator=self.generator)
+        return samples[:, :, 0].transpose(0, 1)  # (N, B, 1, h, w) -> (B, N, h, w)
+
+
+IMAGE_CONDITION_METHODS: tuple[str, ...] = ("cDPM + image condition", "LegoPET + image condition")
+"""The optional rows of the image-condition extension (:func:`image_condition_predictors`)."""
+
+
+def image_condition_predictors(
+    rows: Sequence[str],
+    *,
+    network: torch.nn.Module,
+    sampler: LegoPETInferer,
+    checkpoints: Mapping[str, str | Path],
+    use_ema: bool = True,
+    num_samples: int = 1,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, DiffusionPredictor]:
+    """The image-condition rows (beyond the paper): ``{row: DiffusionPredictor}`` for every name in ``rows``.
+
+    Args:
+        rows: names among :data:`IMAGE_CONDITION_METHODS` (``[]``: returns ``{}``).
+        network: the denoiser with ``condition_channels=2`` (copied per row, weights from ``checkpoints[row]``).
+        sampler: LegoPET's sampler (PnPNet, steps, λ2, crop, standardisation); the rows use it with
+            ``pnpnet_image`` on and, for the cDPM row, ``pnpnet_features`` off.
+        checkpoints: ``{row: path}`` of the trainings (``results/<legopet_image|cdpm_image>/checkpoints/…``).
+
+    Raises:
+        ValueError: an unknown or repeated row, a row without a checkpoint entry, or a sampler without PnPNet.
+        FileNotFoundError: a requested row's checkpoint does not exist (the message names it).
+    """
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise TypeError(f"extension_rows must be a list of names among {list(IMAGE_CONDITION_METHODS)}, got {rows!r}")
+    rows = list(rows)
+    if any(r not in IMAGE_CONDITION_METHODS for r in rows) or len(set(rows)) != len(rows):
+        raise ValueError(f"extension_rows must name distinct rows among {list(IMAGE_CONDITION_METHODS)}, got {rows!r}")
+    if not rows:
+        return {}
+    if not isinstance(sampler, LegoPETInferer) or sampler.pnpnet is None:
+        raise ValueError("the image-condition rows need LegoPET's sampler with its PnPNet (legopet_sampler)")
+    if not isinstance(checkpoints, Mapping) or any(r not in checkpoints for r in rows):
+        raise ValueError(f"checkpoints must map every requested row {rows} to a checkpoint path, got {checkpoints!r}")
+    predictors = {}
+    for row in rows:
+        path = Path(checkpoints[row])
+        if not path.is_file():
+            raise FileNotFoundError(f"extension_rows requests the {row!r} row, but its checkpoint {path} does not "
+                                    "exist: train it (recipe legopet/legopet_image or legopet/cdpm_image) or set "
+                                    "--legopet_image_ckpt / --cdpm_image_ckpt")
+        inferer = copy.copy(sampler)
+        inferer.pnpnet_image = True
+        inferer.pnpnet_features = row.startswith("LegoPET")
+        net = load_weights(copy.deepcopy(network), path, use_ema=use_ema)
+        predictors[row] = DiffusionPredictor(network=net if device is None else net.to(device), inferer=inferer,
+                                             seed=seed, num_samples=num_samples)
+    return predictors
 
 
 def gan_predictors(
@@ -157,8 +225,8 @@ def predict(
     predictor: Predictor, samples: Sequence[LegoPETSample], *, batch_size: int, device: torch.device
 ) -> tuple[list[torch.Tensor], list[float]]:
     """``predictor`` on ``samples`` in batches of ``batch_size`` on ``device``: activity-unit images ``(h, w)`` (CPU;
-    x = x' · ``image_divisor`` of each sample) and wall-clock seconds per slice (batch time / batch size, CUDA
-    synchronised)."""
+    x = x' · ``image_divisor`` of each sample), or ``(N, h, w)`` for a predictor that returns N > 1 samples per slice,
+    and wall-clock seconds per slice (batch time / batch size, CUDA synchronised)."""
     images, seconds = [], []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
@@ -169,9 +237,9 @@ def predict(
         _sync(device)
         elapsed = (time.perf_counter() - t0) / len(batch)
         h, w = batch[0].reference.shape
-        if out.shape != (len(batch), 1, h, w):
-            raise ValueError(f"predictor must return (B, 1, {h}, {w}) images, got {tuple(out.shape)}")
-        for b, image in zip(batch, out[:, 0].float().cpu(), strict=True):
-            images.append(image * b.image_divisor)
+        if out.ndim != 4 or out.shape[0] != len(batch) or tuple(out.shape[2:]) != (h, w):
+            raise ValueError(f"predictor must return (B, 1 or N samples, {h}, {w}) images, got {tuple(out.shape)}")
+        for b, image in zip(batch, out.float().cpu(), strict=True):
+            images.append((image[0] if image.shape[0] == 1 else image) * b.image_divisor)
             seconds.append(elapsed)
     return images, seconds

@@ -37,7 +37,8 @@ __all__ = ["LARGE_FILE_BYTES", "export_bundle"]
 LARGE_FILE_BYTES = 25 * 1024 * 1024
 """Weights above this size are listed in large_files.yml (model-zoo rule)."""
 
-_REQUEST_EXTRAS = {"petdds": ("background", "normalisation"), "legopet": ("count_scale",), "upete": ("ct", "dose")}
+_REQUEST_EXTRAS = {"petdds": ("background", "normalisation"), "legopet": ("count_scale", "samples"),
+                   "upete": ("ct", "dose")}
 
 _DATA_LICENSE = {
     "legopet": "Default data are simulated from the MNI152 (ICBM 2009) templates packaged with nilearn (copyright "
@@ -66,6 +67,8 @@ def _weights(method: str, task: Any) -> dict[str, Any]:
     pnpnet = getattr(task.inferer, "pnpnet", None)
     if method == "legopet" and pnpnet is not None:
         state["pnpnet"] = pnpnet.state_dict()
+    if method == "legopet":  # the network units travel with the weights, as in the shipped files
+        state["settings"] = {"sinogram_scale": float(task.sinogram_scale), "image_scale": float(task.image_scale)}
     return state
 
 

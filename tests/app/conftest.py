@@ -50,7 +50,7 @@ def legopet_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("legopet_app")
     checkpoint = root / "model.pt"
     save_random_checkpoint("legopet", LEGOPET_TINY, checkpoint)
-    counts = torch.poisson(torch.full((1, 252, 172), 6.9), generator=torch.Generator().manual_seed(0))
+    counts = torch.poisson(torch.full((1, 64, 64), 6.9), generator=torch.Generator().manual_seed(0))  # brain_2d
     save_sinogram(root / "sino.npy", counts)
     return {"root": root, "checkpoint": checkpoint, "sinogram": root / "sino.npy"}
 

@@ -65,10 +65,25 @@ def test_petdds_samples_write_their_mean_and_the_cv(petdds_task, petdds_files, t
 def test_legopet_request_to_nifti(legopet_task, legopet_files, tmp_path):
     path, result = legopet_task({"image": str(legopet_files["sinogram"]), "count_scale": 0.25,
                                  "output": str(tmp_path / "slice.nii")})
-    assert np.asarray(nib.load(path).dataobj).shape == (172, 172, 1)
-    assert result["shape_zyx"] == [1, 172, 172]
+    assert np.asarray(nib.load(path).dataobj).shape == (64, 64, 1)
+    assert result["shape_zyx"] == [1, 64, 64]
     with pytest.raises(ValueError, match=r"request\['count_scale'\] is required"):
         legopet_task({"image": str(legopet_files["sinogram"]), "output": str(tmp_path / "x.nii")})
+
+
+def test_legopet_samples_write_their_mean_and_standard_deviation(legopet_task, legopet_files, tmp_path):
+    """N = 2: the output is the mean M of samples A (the single sample of the same seed) and B, and the std file
+    the sample standard deviation |A − B| / √2 = √2 |M − A|: both checked against a one-sample request."""
+    request = {"image": str(legopet_files["sinogram"]), "count_scale": 0.25, "seed": 3}
+    single, one = legopet_task({**request, "samples": 1, "output": str(tmp_path / "one.nii.gz")})
+    assert one["samples"] == 1 and "std_file" not in one
+    path, result = legopet_task({**request, "samples": 2, "output": str(tmp_path / "two.nii.gz")})
+    assert result["samples"] == 2 and result["std_file"] == str(tmp_path / "two_std.nii.gz")
+    a = np.asarray(nib.load(single).dataobj)
+    mean = np.asarray(nib.load(path).dataobj)
+    np.testing.assert_allclose(np.asarray(nib.load(result["std_file"]).dataobj), np.sqrt(2) * np.abs(mean - a),
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(mean, a)
 
 
 @pytest.mark.parametrize(

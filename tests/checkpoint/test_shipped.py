@@ -181,3 +181,30 @@ def test_paper_preset_defaults_to_its_own_training():
     assert parser.get_parsed_content("checkpoint") == "/runs/paper/petdds/checkpoints/network_final.pt"
     with pytest.raises(CheckpointError, match="does not fit the configured DiffusionModelUNet"):
         load_weights(parser.get_parsed_content("network_def"), shipped_weights("petdds_score"))
+
+
+def test_ship_includes_further_networks_and_settings(tmp_path):
+    """LegoPET ships the denoiser with its PnPNet and the training's scales: include / settings store them, the CLI
+    takes ENTRY=CHECKPOINT and NAME=NUMBER, stored_settings reads them back and names what is missing."""
+    from bundle.checkpoint import CheckpointError, stored_settings
+
+    source, other = tmp_path / "legopet_final.pt", tmp_path / "pnpnet_final.pt"
+    _, ema = _training_checkpoint(source)
+    pnp, _ = _training_checkpoint(other)
+    models = tmp_path / "models"
+    assert main(["--models-dir", str(models), "ship", "lego", str(source), "--method", "legopet", "--use-ema",
+                 "--train-command", "train it", "--include", f"pnpnet={other}", "--setting", "sinogram_scale=2.5",
+                 "--setting", "image_scale=4"]) == 0
+    stored = torch.load(models / "lego.pt", weights_only=True)
+    assert sorted(stored) == ["network", "pnpnet", "settings"]
+    for key, value in pnp.items():
+        torch.testing.assert_close(stored["pnpnet"][key], value.float(), rtol=0, atol=0)
+    for key, value in ema.items():
+        torch.testing.assert_close(stored["network"][key], value.float(), rtol=0, atol=0)
+    assert stored_settings(models / "lego.pt", "image_scale") == {"sinogram_scale": 2.5, "image_scale": 4.0}
+    with pytest.raises(CheckpointError, match=r"lacks \['count'\].*--count"):
+        stored_settings(models / "lego.pt", "count")
+    with pytest.raises(ValueError, match=r"settings\['x'\] must be a finite number"):
+        ship("bad", source, method="legopet", train_command="t", models_dir=models, settings={"x": "nan"})
+    assert main(["--models-dir", str(models), "ship", "bad", str(source), "--method", "legopet",
+                 "--train-command", "t", "--setting", "oops"]) == 2

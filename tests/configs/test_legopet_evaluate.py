@@ -97,7 +97,8 @@ def test_evaluate_config_runs_on_random_checkpoints(tmp_path):
     p.get_parsed_content("evaluating")
     table = (results / "legopet_evaluation" / "table.md").read_text(encoding="utf-8").splitlines()
     assert table[0] == "| Method | PSNR | SSIM |"
-    assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cDPM", "LegoPET"]
+    assert [line.split(" | ")[0][2:] for line in table[2:8]] == [
+        "OSEM", "DeepPET", "cDPM", "cDPM (mean of 4)", "LegoPET", "LegoPET (mean of 4)"]  # num_samples 4
     samplers = p.get_parsed_content("cost_samplers")
     assert [type(s.scheduler).__name__ for s in samplers] == ["DDIMScheduler", "DDIMScheduler", "DDPMScheduler"]
     assert [s.num_inference_steps for s in samplers] == [10, 50, 1000]

@@ -116,10 +116,10 @@ def test_gans_train_and_join_the_evaluation_table(tmp_path):
     with_gans = ("evaluate_gan", *SMALL)
     _run(with_gans, "evaluating", **evaluation, eval_dir=str(tmp_path / "gans"), gan_rows=["Pix2Pix", "cGAN"])
     table = (tmp_path / "gans" / "table.md").read_text(encoding="utf-8").splitlines()
-    assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM",
-                                                                 "LegoPET"]  # the paper's Table-1 order
+    assert [line.split(" | ")[0][2:] for line in table[2:10]] == [  # the paper's Table-1 order
+        "OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM", "cDPM (mean of 4)", "LegoPET", "LegoPET (mean of 4)"]
     plain, gans = _rows(tmp_path / "plain"), _rows(tmp_path / "gans")
-    assert {m for m, _ in plain} == {"OSEM", "DeepPET", "cDPM", "LegoPET"}
+    assert {m for m, _ in plain} == {"OSEM", "DeepPET", "cDPM", "cDPM (mean of 4)", "LegoPET", "LegoPET (mean of 4)"}
     assert {k: v for k, v in gans.items() if k[0] not in ("cGAN", "Pix2Pix")} == plain  # other rows unchanged
     assert [v for k, v in gans.items() if k[0] == "cGAN"] != [v for k, v in gans.items() if k[0] == "Pix2Pix"]
 

@@ -77,7 +77,7 @@ def test_small_overlay_sets_the_64_grid_everywhere():
     for names in (("pnpnet", *SMALL), ("legopet", *SMALL)):
         p = _parser(*names)
         assert (p["pad_size"], p["image_shape"], p["sinogram_shape"]) == (64, [64, 64], [64, 64])
-        assert p["layout"]["channels"] == [8, 16, 16, 16]  # tiny.json's networks are kept
+        assert p["layout"]["channels"] == [16, 32, 32, 32]  # small.json: the shipped networks' width
     evaluation = _parser("evaluate", *SMALL)
     assert evaluation.get_parsed_content("crop") == (0, 0, 64, 64)  # nothing padded: the whole grid
     inference = _parser("inference", *SMALL)
@@ -103,7 +103,9 @@ def test_small_overlay_trains_samples_and_evaluates(tmp_path):
         state = torch.load(folder / f"{method}_final.pt", weights_only=True)
         assert int(state["trainer"]["iteration"]) == 2  # 2 epochs x (2 slices / batch 2)
 
-    _run(("inference", *SMALL), "inferring", **common, num_inference_steps=2)
+    _run(("inference", *SMALL), "inferring", **common, num_inference_steps=2,
+         checkpoint=str(results / "legopet" / "checkpoints" / "legopet_final.pt"), pnpnet_key="network",
+         pnpnet_ckpt=str(results / "pnpnet" / "checkpoints" / "pnpnet_final.pt"))
     for path in sorted((results / "legopet" / "predictions").glob("*.nii.gz")):
         image, geometry = load_image(path)
         assert image.shape == (1, 64, 64) and geometry == preset("brain_2d").image
@@ -113,7 +115,8 @@ def test_small_overlay_trains_samples_and_evaluates(tmp_path):
     _run(("deeppet", *SMALL), "training", **common, val_interval=2)
     _run(names, "evaluating", **common, num_inference_steps=2)
     table = (results / "legopet_evaluation" / "table.md").read_text(encoding="utf-8").splitlines()
-    assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cDPM", "LegoPET"]
+    assert [line.split(" | ")[0][2:] for line in table[2:8]] == [
+        "OSEM", "DeepPET", "cDPM", "cDPM (mean of 4)", "LegoPET", "LegoPET (mean of 4)"]
     _run(names, "guidance_sweep", **common, num_inference_steps=2, guidance_scales=[0, 2], eval_limit=1)
     sweep = json.loads((results / "legopet_evaluation" / "guidance_sweep" / "guidance_sweep.json").read_text(
         encoding="utf-8"))

@@ -144,3 +144,29 @@ def test_target_follows_the_scheduler_prediction_type(prediction):
     torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(LegoPETPrepareBatch(pnpnet=None, drop_probability=0.0)(_batch())[1],
                        LegoPETPrepareBatch(pnpnet=None, drop_probability=0.0, scheduler=DDPMScheduler())(_batch())[1])
+
+
+def test_standardisation_and_image_condition_reach_the_batch(pnpnet):
+    """x_0 is standardised before noise and target (the v of the standardised x_0); pnpnet_image stacks the
+    standardised PnPNet image with s, and a dropped sample has the whole stack zeroed."""
+    from bundle.transforms.scaling import Standardisation
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    scaling = Standardisation(mean=0.1, std=0.2)
+    prepare = LegoPETPrepareBatch(pnpnet=pnpnet, drop_probability=0.5, generator=torch.Generator().manual_seed(1),
+                                  scheduler=scheduler, standardisation=scaling, pnpnet_image=True)
+    batch = _batch()
+    x0, target, _, kwargs = prepare(batch)
+    torch.testing.assert_close(x0, (batch["reference"] - 0.1) / 0.2)
+    abar = scheduler.alphas_cumprod[kwargs["timesteps"]].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(target, abar.sqrt() * kwargs["noise"] - (1 - abar).sqrt() * x0)
+    stack = kwargs["condition"]
+    assert stack.shape == (BATCH, 2, 32, 32)
+    kept = stack[:, 0].flatten(1).abs().sum(1) > 0
+    assert 0 < int(kept.sum()) < BATCH  # p_dp = 0.5 with this seed drops some
+    with torch.no_grad():
+        image = (pnpnet.eval()(batch["sinogram"]) - 0.1) / 0.2
+    torch.testing.assert_close(stack[kept, 1:], image[kept])
+    assert not bool(stack[~kept].any())
+    with pytest.raises(ValueError, match="pnpnet must be given for pnpnet_image=True"):
+        LegoPETPrepareBatch(pnpnet=None, pnpnet_image=True)

@@ -268,3 +268,52 @@ def test_prediction_types_sample_as_epsilon_with_the_exact_denoiser(kind, make, 
 
 def test_default_crop():
     assert default_crop((172, 172), 256) == (42, 42, 172, 172)  # (256 − 172) / 2 on each side
+
+
+def test_standardised_model_draws_the_known_posterior_in_network_units():
+    """x ~ N(s, σ²) in network units; the model works on z = (x − m) / k, where the data are N((s − m)/k, (σ/k)²),
+    with the exact ε-predictor of those z.  DDPM with ``standardisation`` must return x samples of mean s and std σ
+    (the inverse applied once, at the end).  x̂_0 is not clipped: MONAI's default clip to [−1, 1] cuts these z (means
+    −0.4 and 0.8, std 0.4) and shrinks the spread by 8 %, the bias the configs avoid with clip_sample false."""
+    from bundle.transforms.scaling import Standardisation
+
+    scheduler, sigma, m, k = DDPMScheduler(num_train_timesteps=1000, clip_sample=False), 0.1, 0.3, 0.25
+    s, means = _gaussian_condition(sigma)
+    inferer = LegoPETInferer(scheduler=scheduler, guidance_scale=0.0, standardisation=Standardisation(mean=m, std=k))
+    exact_z = GaussianPosteriorNetwork(scheduler.alphas_cumprod, sigma / k)
+    x0 = inferer(s, lambda x, t, cond, **kw: exact_z(x, t, (cond - m) / k), generator=torch.Generator().manual_seed(3))
+    for i, mean in enumerate(means):
+        sample = x0[i].flatten()
+        assert float(sample.mean()) == pytest.approx(mean, abs=4 * sigma / 64)
+        assert float(sample.std()) == pytest.approx(sigma, rel=0.05)
+
+
+def test_sample_many_starts_with_the_single_sample_and_draws_independent_samples(nets):
+    denoiser, pnpnet = nets
+    s = _sinogram(2)
+    inferer = LegoPETInferer(scheduler=_ddim(), num_inference_steps=3, pnpnet=pnpnet, eta=0.0)
+    many = inferer.sample_many(s, denoiser, num_samples=3, generator=torch.Generator().manual_seed(4))
+    assert many.shape == (3, 2, 1, 32, 32)
+    torch.testing.assert_close(many[0], inferer(s, denoiser, generator=torch.Generator().manual_seed(4)))
+    assert not torch.allclose(many[0], many[1])
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        inferer.sample_many(s, denoiser, num_samples=0)
+
+
+def test_image_condition_stacks_the_pnpnet_image_and_needs_a_pnpnet(nets):
+    """pnpnet_image: the condition stack is [s, (PnPNet(s) − m)/k]; without features for the cDPM variant."""
+    from bundle.transforms.scaling import Standardisation
+
+    _, pnpnet = nets
+    s = _sinogram(2)
+    scaling = Standardisation(mean=0.1, std=0.2)
+    both = LegoPETInferer(scheduler=_ddim(), pnpnet=pnpnet, pnpnet_image=True, standardisation=scaling).condition(s)
+    assert both.sinogram.shape == (2, 2, 32, 32) and both.down_residuals is not None
+    torch.testing.assert_close(both.sinogram[:, 1:], (pnpnet(s) - 0.1) / 0.2)
+    image_only = LegoPETInferer(scheduler=_ddim(), pnpnet=pnpnet, pnpnet_image=True, pnpnet_features=False)
+    condition = image_only.condition(s)
+    assert condition.down_residuals is None and condition.sinogram.shape == (2, 2, 32, 32)
+    denoiser = LegoPETDenoiser(**LAYOUT, condition_channels=2).eval()
+    assert image_only(s, denoiser, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="pnpnet must be given for pnpnet_image=True"):
+        LegoPETInferer(scheduler=_ddim(), pnpnet_image=True)

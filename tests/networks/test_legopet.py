@@ -148,7 +148,7 @@ def test_argument_errors(nets):
     down, mid = pnpnet.features(s)
     with pytest.raises(ValueError, match=r"sinogram must have shape \(B, 1, H, W\), got \(2, 32, 32\)"):
         denoiser(x, t, s[:, 0])
-    with pytest.raises(ValueError, match=r"sinogram shape \(1, 1, 32, 32\) must equal x_t shape \(2, 1, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"condition stack\) must have shape \(2, 1, 32, 32\).*got \(1, 1, "):
         denoiser(x, t, s[:1])
     with pytest.raises(ValueError, match="must be given together"):
         denoiser(x, t, s, down_residuals=down)
@@ -172,3 +172,31 @@ def test_argument_errors(nets):
         null_condition((2, 0, 4), None)
     with pytest.raises(TypeError, match="feature_shapes must be a FeatureShapes or None"):
         null_condition((2, 1, 4, 4), [(2, 1, 4, 4)])
+
+
+def test_pnpnet_condition_variants_and_errors():
+    """{s}, {s, b_d, b_m}, [s, x_PnP] and [s, x_PnP] + features; the two-channel denoiser accepts the stack."""
+    from bundle.networks.legopet import pnpnet_condition
+
+    torch.manual_seed(0)
+    layout = {"channels": (8, 8, 8, 8), "num_res_blocks": 1, "attention_levels": (False,) * 4,
+              "norm_num_groups": 8, "num_head_channels": 8}
+    pnpnet = PnPNet(**layout).eval()
+    s = torch.rand(2, 1, 32, 32)
+    assert pnpnet_condition(s, None).sinogram is s
+    features = pnpnet_condition(s, pnpnet)
+    assert features.sinogram is s and len(features.down_residuals) == len(pnpnet.feature_shapes(2, 32, 32).down)
+    stacked = pnpnet_condition(s, pnpnet, features=False, image=True)
+    assert stacked.down_residuals is None and stacked.sinogram.shape == (2, 2, 32, 32)
+    torch.testing.assert_close(stacked.sinogram[:, 1:], pnpnet(s))
+    denoiser = LegoPETDenoiser(**layout, condition_channels=2)
+    both = pnpnet_condition(s, pnpnet, image=True)
+    out = denoiser(torch.randn(2, 1, 32, 32), torch.tensor([3, 7]), both.sinogram,
+                   down_residuals=both.down_residuals, mid_residual=both.mid_residual)
+    assert out.shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="pnpnet must be given for the image condition"):
+        pnpnet_condition(s, None, image=True)
+    with pytest.raises(ValueError, match="needs features=True, image=True or both"):
+        pnpnet_condition(s, pnpnet, features=False)
+    with pytest.raises(ValueError, match="condition_channels must be an int >= 1"):
+        LegoPETDenoiser(**layout, condition_channels=0)

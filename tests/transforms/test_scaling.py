@@ -126,3 +126,18 @@ def test_from_network_units_ignores_the_trace_of_the_input_scaling():
     assert pred.applied_operations
     back = FromNetworkUnitsd(keys="pred", scale=3.0, count_scale_key="c")({"pred": pred, "c": 2.0})
     torch.testing.assert_close(back["pred"].as_tensor(), torch.full((1, 2, 2), 0.75))
+
+
+def test_standardisation_inverts_exactly_and_checks_its_arguments():
+    from bundle.transforms.scaling import Standardisation
+
+    x = torch.rand(2, 1, 5, 5, dtype=torch.float64)
+    scaling = Standardisation(mean=0.115, std=0.156)
+    torch.testing.assert_close(scaling.forward(x), (x - 0.115) / 0.156, rtol=0, atol=0)
+    torch.testing.assert_close(scaling.inverse(scaling.forward(x)), x)
+    identity = Standardisation()
+    assert identity.is_identity and identity.forward(x) is x and identity.inverse(x) is x
+    with pytest.raises(ValueError, match="std must be finite and > 0"):
+        Standardisation(std=0.0)
+    with pytest.raises(ValueError, match="mean must be a finite real number"):
+        Standardisation(mean=float("nan"))

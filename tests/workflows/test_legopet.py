@@ -116,7 +116,9 @@ def test_evaluate_table_csv_and_figure(dataset, tmp_path):
     assert methods["OSEM"]["PSNR"]["std"] == pytest.approx(np.std(osem_psnr, ddof=1), rel=1e-5, abs=1e-9)
     table = (tmp_path / "table.md").read_text(encoding="utf-8").splitlines()
     assert table[0] == "| Method | PSNR | SSIM |"
-    assert [line.split(" | ")[0] for line in table[2:]] == ["| OSEM", "| DeepPET"]
+    assert [line.split(" | ")[0] for line in table[2:4]] == ["| OSEM", "| DeepPET"]
+    wins = sum(a > b for a, b in zip(const_psnr, osem_psnr, strict=True))  # the paired per-slice count
+    assert methods["DeepPET"]["psnr_wins"] == {"OSEM": wins} and table[-1] == f"| DeepPET | {wins} |  |  |"
     assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["slices"] == 2
     assert (tmp_path / "figure.png").stat().st_size > 1000
 
@@ -139,7 +141,7 @@ def test_gan_rows_sit_between_deeppet_and_the_diffusion_models(dataset, tmp_path
     summary = evaluate_legopet(dataset, output_dir=tmp_path, predictors=predictors, limit=1)
     assert list(summary["methods"]) == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM"]
     table = (tmp_path / "table.md").read_text(encoding="utf-8").splitlines()
-    assert [line.split(" | ")[0][2:] for line in table[2:]] == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM"]
+    assert [line.split(" | ")[0][2:] for line in table[2:7]] == ["OSEM", "DeepPET", "cGAN", "Pix2Pix", "cDPM"]
 
 
 def _scale_checkpoint(path: Path, weight: float) -> Path:
@@ -292,3 +294,31 @@ def test_guidance_sweep_argument_checks(dataset, tmp_path):
         guidance_sweep(dataset, output_dir=tmp_path, runs={"x": (_Guided(),)}, guidance_scales=[1.0], split="test")
     with pytest.raises(TypeError, match="guidance_scales\\[0\\] \\(λ2\\) must be a finite number >= 0"):
         guidance_sweep(dataset, output_dir=tmp_path, runs=run, guidance_scales=["1"], split="test")
+
+
+class _Draws:
+    """A diffusion-like predictor returning N 'samples' per slice: constant images 0.2, 0.4, … (network units)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = CROP
+        values = torch.tensor([0.2 * (k + 1) for k in range(self.count)])
+        return values.reshape(1, -1, 1, 1).expand(s.shape[0], self.count, h, w).clone()
+
+
+def test_n_samples_give_a_single_sample_row_a_mean_row_and_the_uncertainty_figure(dataset, tmp_path):
+    """Sample 0 is the single-sample row, the mean of the N the '(mean of N)' row (both against the known constant
+    images), the paired wins compare like with like, and uncertainty.png is written."""
+    summary = evaluate_legopet(dataset, output_dir=tmp_path, predictors={"cDPM": _Draws(3), "LegoPET": _Draws(3)},
+                               batch_size=2)
+    entries = _entries(dataset, "test")
+    refs = [load_image(dataset / e[Keys.REFERENCE])[0][0].numpy().astype(np.float64) for e in entries]
+    for name, value in (("LegoPET", 0.2), ("LegoPET (mean of 3)", 0.4)):  # mean of 0.2, 0.4, 0.6
+        expected = [_numpy_psnr(np.full_like(r, value * _image_divisor(dataset, e)), r)
+                    for r, e in zip(refs, entries, strict=True)]
+        assert summary["methods"][name]["PSNR"]["mean"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert list(summary["methods"]) == ["OSEM", "cDPM", "cDPM (mean of 3)", "LegoPET", "LegoPET (mean of 3)"]
+    assert summary["methods"]["LegoPET (mean of 3)"]["psnr_wins"]["cDPM"] == 0  # identical to cDPM (mean of 3)
+    assert (tmp_path / "uncertainty.png").stat().st_size > 1000

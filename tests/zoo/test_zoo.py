@@ -55,7 +55,7 @@ def test_unzipped_bundle_runs_with_monai_bundle_in_a_fresh_process(exported, leg
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"bundle package: {root.resolve() / 'bundle' / '__init__.py'}" in result.stdout  # the bundled code
-    assert np.asarray(nib.load(output).dataobj).shape == (172, 172, 1)
+    assert np.asarray(nib.load(output).dataobj).shape == (64, 64, 1)
     (root / "models" / "model.pt").write_bytes(b"tampered")  # what configs/inference.json's initialize would see
     with pytest.raises(BundleIntegrityError, match=r"models/model\.pt: sha256"):
         verify_bundle(root)
