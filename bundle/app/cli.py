@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 __all__ = ["build_parser", "main", "parse_overrides"]
@@ -60,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--override", action="append", default=[], help="config override KEY=JSON (repeat)")
     infer.add_argument("--device", help="e.g. cpu or cuda:0 (default: the config's device)")
     infer.add_argument("--seed", type=int, default=0)
+    infer.add_argument("--overwrite", action="store_true",
+                       help="replace existing output files (image, _std/_cv companion, .json sidecar)")
     infer.add_argument("--ct", help="upete: CT NIfTI or DICOM series folder on the PET grid")
     infer.add_argument("--dose", type=float, help="upete: dose fraction of the input")
     infer.add_argument("--normalisation", help="petdds: .npy multiplicative factors (n ⊙ a ⊙ calibration)")
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
-    request: dict[str, Any] = {"image": args.image, "output": args.output, "seed": args.seed}
+    request: dict[str, Any] = {"image": args.image, "output": args.output, "seed": args.seed,
+                               "overwrite": args.overwrite}
     for key in dict.fromkeys(k for keys in _METHOD_KEYS.values() for k in keys):
         value = getattr(args, key)
         if value is None:
@@ -100,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sidecar = Path(path.removesuffix(".gz").removesuffix(".nii") + ".json")
-    sidecar.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    from .task import sidecar_path
+
+    sidecar_path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
     return 0

@@ -8,16 +8,26 @@ value``) change any of them, e.g. a tiny network or the dataset folder the LegoP
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bundle.recipes import recipe
 
-__all__ = ["INFERENCE_RECIPES", "method_parser"]
+__all__ = ["INFERENCE_RECIPES", "TASK_KEYS", "method_parser"]
 
 INFERENCE_RECIPES = {"legopet": "legopet/inference", "petdds": "petdds/inference", "upete": "upete/inference"}
 """The recipe (configs/recipes.json) each method's infer task is built from."""
+
+
+TASK_KEYS: dict[str, tuple[str, ...]] = {
+    "petdds": ("scanner_preset", "fwhm_mm"),
+    "legopet": ("count_scale",),
+    "upete": ("mean_multiple", "ct_window_hu"),
+}
+"""Ids a method's infer task reads with a default when the configs do not define them (bundle.app.registry); an
+override may set them too.  Any other override must name an id of the configs."""
 
 
 def method_parser(
@@ -44,6 +54,13 @@ def method_parser(
         raise FileNotFoundError(f"{method} inference needs the config files {missing}, which do not exist")
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
+    known = [str(k) for k in parser.get()] + list(TASK_KEYS.get(method, ()))
     for key, value in (overrides or {}).items():
+        root = str(key).split("#")[0]
+        if root not in known:
+            close = difflib.get_close_matches(root, known, n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"override {key!r}: {root!r} is not an id of the {method} configs{hint} (known ids: "
+                             f"{', '.join(sorted(k for k in known if not k.startswith('_')))})")
         parser[key] = value
     return parser

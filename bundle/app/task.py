@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["InferTask", "RequestKey", "companion_path", "resolve_output", "to_device_network"]
+__all__ = ["InferTask", "RequestKey", "companion_path", "resolve_output", "sidecar_path", "to_device_network"]
 
 Transform = Callable[[dict], dict]
 
@@ -34,6 +34,8 @@ class RequestKey:
 COMMON_KEYS = (
     RequestKey("output", expected="an output .nii/.nii.gz file or an existing folder (default: a temporary file)"),
     RequestKey("seed", expected="an int >= 0 (default 0)"),
+    RequestKey("overwrite", expected="true to replace existing output files (default false: an existing output, "
+                                     "companion or sidecar file is an error)"),
 )
 
 
@@ -65,6 +67,19 @@ def companion_path(output: str | Path, tag: str) -> Path:
             name = name[: -len(suffix)]
             break
     return output.with_name(f"{name}_{tag}.nii.gz")
+
+
+def sidecar_path(output: str | Path) -> Path:
+    """``<output>.json`` (``x.nii.gz`` -> ``x.nii.gz.json``): the result JSON ``python -m bundle.app infer`` writes
+    next to the image; named after the whole output name, so it cannot collide with a user's ``x.json``."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
+def _existing_outputs(output: Path) -> list[str]:
+    """The files a task run would write for ``output`` (image, ``_std`` / ``_cv`` companions, sidecar) that exist."""
+    planned = (output, companion_path(output, "std"), companion_path(output, "cv"), sidecar_path(output))
+    return [str(p) for p in planned if p.exists()]
 
 
 def _seed(value: object) -> int:
@@ -192,7 +207,14 @@ class InferTask:
         """Run the task on ``request`` -> (result file path, result JSON)."""
         start = time.perf_counter()
         data = self.validate_request(request)
+        overwrite = data.pop("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise ValueError(f"request['overwrite'] must be true or false, got {overwrite!r}")
         output = resolve_output(data.get("output"), image=data["image"], method=self.method)
+        existing = _existing_outputs(output) if data.get("output") is not None else []
+        if existing and not overwrite:
+            raise ValueError(f"output files exist: {existing}; nothing was written. Choose another --output or pass "
+                             "--overwrite (request['overwrite'] = true) to replace them")
         latencies: dict[str, float] = {}
         clock = time.perf_counter()
         for transform in self.pre_transforms(data):

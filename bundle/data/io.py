@@ -86,10 +86,16 @@ def load_sinogram(path: Path, *, expected_shape: tuple[int, int, int] | None = N
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sinogram file {path} does not exist")
+    if path.name.endswith((".nii", ".nii.gz", ".dcm")):
+        raise ValueError(f"sinogram {path} must be a .npy array of counts (n_planes, n_views, n_radial), got an image "
+                         "file (NIfTI / DICOM); images go to --image of uPETe only")
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as error:
-        raise ValueError(f"cannot read sinogram {path}: {error}") from error
+        raise ValueError(f"cannot read sinogram {path} as a .npy array of counts (n_planes, n_views, n_radial): "
+                         f"{error}") from error
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"sinogram {path} must hold integer or floating counts, got dtype {array.dtype}")
     if expected_shape is not None and tuple(array.shape) != tuple(expected_shape):
         raise ValueError(f"sinogram {path} has shape {array.shape}, expected {tuple(expected_shape)} for this layout")
     return torch.from_numpy(array)

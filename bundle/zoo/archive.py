@@ -1,10 +1,13 @@
 """Hashes and archives of exported bundles.
 
 * ``checksums.sha256`` (``sha256sum`` format, paths relative to the bundle root) covers every file of an exported
-  bundle; :func:`verify_bundle` recomputes them and names every missing or changed file.  The exported
-  ``configs/inference.json`` calls it before loading weights.
-* :func:`safe_extract` unpacks a zip only if every member stays inside the target folder (no absolute paths, no
-  ``..``, no symbolic links, no drive letters): the zip-slip check runs on all members before anything is written.
+  bundle; :func:`verify_bundle` recomputes them and names every missing, changed or unrecorded (added) file; only
+  ``outputs/`` (where the bundle's inference writes by default) and ``__pycache__`` may hold other files.  The
+  exported ``configs/inference.json`` calls it before loading weights.
+* :func:`safe_extract` unpacks a zip into a new or empty folder only, and only if every member stays inside it (no
+  absolute paths, no ``..``, no symbolic links, no drive letters) and, for a bundle zip (one holding
+  ``checksums.sha256``), every recorded member has its recorded sha256 and no member is unrecorded: all checks run
+  on the archive before anything is written.
 """
 
 from __future__ import annotations
@@ -32,8 +35,13 @@ def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+OUTPUTS = "outputs"
+"""Top-level folder of a bundle that the checksums do not cover (its inference writes there by default)."""
+
+
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS and "__pycache__" not in p.parts)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS and "__pycache__" not in p.parts
+                  and p.relative_to(root).parts[0] != OUTPUTS)
 
 
 def write_checksums(root: str | Path) -> Path:
@@ -71,6 +79,9 @@ def verify_bundle(root: str | Path, *, only: str | None = None) -> dict[str, str
             problems.append(f"{name}: missing")
         elif (actual := sha256_file(path)) != digest:
             problems.append(f"{name}: sha256 {actual} differs from the recorded {digest}")
+    if only is None:
+        problems += [f"{name}: not recorded in {CHECKSUMS} (a file added after export)"
+                     for name in (p.relative_to(root).as_posix() for p in _files(root)) if name not in recorded]
     if problems:
         raise BundleIntegrityError(f"bundle {root} failed verification: " + "; ".join(problems))
     return recorded
@@ -90,16 +101,55 @@ def _check_member(info: zipfile.ZipInfo, target: Path) -> Path:
     return destination
 
 
-def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
-    """Extract ``archive`` into ``target`` (created) after checking every member (module docstring).
+def _check_archive_checksums(zf: zipfile.ZipFile, archive: str | Path) -> None:
+    """For a bundle zip: every member listed in its ``checksums.sha256`` has the recorded sha256, and every file
+    member next to it is listed (``BundleIntegrityError`` naming each problem); other zips pass."""
+    listings = sorted((i for i in zf.infolist() if PurePosixPath(i.filename).name == CHECKSUMS),
+                      key=lambda i: len(i.filename))
+    if not listings:
+        return
+    prefix = listings[0].filename[: -len(CHECKSUMS)]
+    recorded = {}
+    for line in zf.read(listings[0]).decode("utf-8").splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep:
+            recorded[prefix + name] = digest
+    members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+    problems = []
+    for name, digest in recorded.items():
+        if name not in members:
+            problems.append(f"{name}: missing")
+            continue
+        hasher = hashlib.sha256()
+        with zf.open(members[name]) as source:
+            while chunk := source.read(1 << 20):
+                hasher.update(chunk)
+        if hasher.hexdigest() != digest:
+            problems.append(f"{name}: sha256 {hasher.hexdigest()} differs from the recorded {digest}")
+    problems += [f"{name}: not recorded in {CHECKSUMS}" for name in members
+                 if name.startswith(prefix) and name not in recorded and name != listings[0].filename
+                 and "__pycache__" not in name]
+    if problems:
+        raise BundleIntegrityError(f"archive {archive} failed verification, nothing was extracted: "
+                                   + "; ".join(problems))
 
-    Returns the extracted file paths.  Raises ``ValueError`` naming the first offending member (nothing is written
-    then), ``zipfile.BadZipFile`` for a damaged archive.
+
+def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
+    """Extract ``archive`` into ``target`` (created; must be new or empty) after checking every member (module
+    docstring).
+
+    Returns the extracted file paths.  Raises ``ValueError`` for a non-empty ``target`` or naming the first
+    offending member, :class:`BundleIntegrityError` for a bundle zip whose members do not match its checksums
+    (nothing is written then), ``zipfile.BadZipFile`` for a damaged archive.
     """
     target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    target = target.resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"target {target} must be a new or empty folder (extracting into it could overwrite or mix "
+                         "with its files); choose another folder")
     with zipfile.ZipFile(archive) as zf:
+        _check_archive_checksums(zf, archive)
+        target.mkdir(parents=True, exist_ok=True)
+        target = target.resolve()
         members = [(info, _check_member(info, target)) for info in zf.infolist()]
         written = []
         for info, destination in members:

@@ -126,14 +126,25 @@ def test_cli_petdds_writes_nifti_and_sidecar(petdds_files, tmp_path, capsys):
                    "--output", str(output), "--checkpoint", str(petdds_files["checkpoint"]), *overrides])
     assert status == 0, capsys.readouterr().err
     assert output.is_file()
-    sidecar = json.loads((tmp_path / "cli.json").read_text(encoding="utf-8"))
+    sidecar = json.loads((tmp_path / "cli.nii.gz.json").read_text(encoding="utf-8"))  # <output>.json
     assert sidecar["file"] == str(output) and json.loads(capsys.readouterr().out) == sidecar
+    # nothing is overwritten without --overwrite: neither the image, nor a user's file of the sidecar's name
+    before = output.read_bytes()
+    status = main(["infer", "--method", "petdds", "--image", str(petdds_files["sinogram"]), "--background", "0.5",
+                   "--output", str(output), "--checkpoint", str(petdds_files["checkpoint"]), "--seed", "5",
+                   *overrides])
+    assert status == 2 and "output files exist" in capsys.readouterr().err and output.read_bytes() == before
+    status = main(["infer", "--method", "petdds", "--image", str(petdds_files["sinogram"]), "--background", "0.5",
+                   "--output", str(output), "--checkpoint", str(petdds_files["checkpoint"]), "--seed", "5",
+                   "--overwrite", *overrides])
+    assert status == 0 and output.read_bytes() != before
+    capsys.readouterr()
     # --samples 2: the mean of seeds 0 and 1 and the CV file beside it, as the task's own request key
     status = main(["infer", "--method", "petdds", "--image", str(petdds_files["sinogram"]), "--background", "0.5",
                    "--output", str(tmp_path / "two.nii.gz"), "--checkpoint", str(petdds_files["checkpoint"]),
                    "--samples", "2", *overrides])
     assert status == 0, capsys.readouterr().err
-    sidecar = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))
+    sidecar = json.loads((tmp_path / "two.nii.gz.json").read_text(encoding="utf-8"))
     assert sidecar["samples"] == 2 and sidecar["sample_seeds"] == [0, 1] and Path(sidecar["cv_file"]).is_file()
 
 
@@ -143,6 +154,11 @@ def test_cli_errors_exit_2_with_the_argument_named(petdds_files, tmp_path, capsy
     assert status == 2 and "--count-scale applies to --method legopet only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["infer", "--method", "nope", "--image", "x", "--output", "y"])
+
+
+def test_unknown_override_is_rejected_with_a_suggestion(petdds_files):
+    with pytest.raises(ValueError, match=r"'num_inference_step': .*not an id.*did you mean 'num_inference_steps'"):
+        build_task("petdds", checkpoint=petdds_files["checkpoint"], overrides={**PETDDS_TINY, "num_inference_step": 3})
 
 
 def test_parse_overrides():

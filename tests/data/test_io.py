@@ -44,6 +44,11 @@ def test_errors_for_missing_corrupt_and_mismatched(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot read sinogram"):
         load_sinogram(tmp_path / "bad.npy")
+    with pytest.raises(ValueError, match=r"must be a \.npy array of counts .*got an image file"):
+        load_sinogram(tmp_path / "bad.nii.gz")  # a NIfTI where a sinogram is expected
+    np.save(tmp_path / "objects.npy", np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="must hold integer or floating counts, got dtype <U1"):
+        load_sinogram(tmp_path / "objects.npy")
     geometry = ImageGeometry(shape=(3, 4, 5), voxel_size_mm=(1, 1, 1))
     with pytest.raises(ValueError, match="must equal the geometry shape"):
         save_image(tmp_path / "x.nii.gz", torch.zeros(3, 4, 4), geometry)

@@ -72,6 +72,32 @@ def test_verify_names_modified_and_missing_files(exported, tmp_path):
     assert verify_bundle(root, only="models/")  # the weights alone are intact
 
 
+def test_verify_flags_added_files_and_extract_refuses_tampered_zips_and_used_folders(exported, tmp_path):
+    """An unrecorded file fails verification (outputs/ may hold results); a zip whose model.pt differs from its
+    checksums is refused before anything is written; a non-empty target is refused."""
+    archive = exported.parent / "legopet_bundle.zip"
+    root = tmp_path / "copy"
+    safe_extract(archive, root)
+    bundle_root = root / "legopet_bundle"
+    (bundle_root / "outputs").mkdir(exist_ok=True)
+    (bundle_root / "outputs" / "prediction.nii.gz").write_bytes(b"result")
+    assert verify_bundle(bundle_root)  # outputs/ is where the bundle writes
+    (bundle_root / "configs" / "extra.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(BundleIntegrityError, match=r"configs/extra\.json: not recorded"):
+        verify_bundle(bundle_root)
+    with pytest.raises(ValueError, match="must be a new or empty folder"):
+        safe_extract(archive, root)
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(tampered, "w") as sink:
+        for info in source.infolist():
+            data = source.read(info)
+            sink.writestr(info, b"not the weights" if info.filename.endswith("models/model.pt") else data)
+    target = tmp_path / "never"
+    with pytest.raises(BundleIntegrityError, match=r"nothing was extracted: .*models/model\.pt: sha256"):
+        safe_extract(tampered, target)
+    assert not target.exists()
+
+
 @pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "C:/evil.txt"])
 def test_safe_extract_rejects_zip_slip(tmp_path, member):
     archive = tmp_path / "bad.zip"
