@@ -47,7 +47,7 @@ def test_upete_task_roundtrips_units_and_grid(tmp_path):
     with pytest.raises(ValueError, match=r"request\['ct'\] is required"):
         _task()({"image": request["image"], "output": str(tmp_path / "o.nii.gz")})
     with pytest.raises(ValueError, match=r"dose must be a dose fraction in \(0, 1\], got 2"):
-        _task()({**request, "dose": 2})
+        _task()({**request, "dose": 2, "overwrite": True})  # the dose error, not the existing output
 
 
 def test_upete_reads_a_dicom_series_through_itk(tmp_path):

@@ -65,7 +65,7 @@ def test_cli_infer_with_the_default_combined_checkpoint(upete_run, tmp_path, cap
     image = nib.load(out)
     assert image.shape == nib.load(pet).shape and np.isfinite(np.asarray(image.dataobj)).all()
     np.testing.assert_allclose(image.affine, nib.load(pet).affine)
-    result = json.loads((tmp_path / "spet.json").read_text(encoding="utf-8"))
+    result = json.loads((tmp_path / "spet.nii.gz.json").read_text(encoding="utf-8"))  # <output>.json
     assert result["variant"] == VARIANT and result["checkpoint"] == str(upete_run["combined"])
     capsys.readouterr()
     missing = tmp_path / "no_run"
