@@ -110,6 +110,32 @@ class DiffusionPredictor:
         return samples[:, :, 0].transpose(0, 1)  # (N, B, 1, h, w) -> (B, N, h, w)
 
 
+def _requested_rows(rows: object, *, option: str, allowed: Sequence[str]) -> list[str]:
+    """``rows`` as a list of distinct names among ``allowed`` (``TypeError`` / ``ValueError`` naming ``option``)."""
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise TypeError(f"{option} must be a list of names among {list(allowed)}, got {rows!r}")
+    rows = list(rows)
+    if any(r not in allowed for r in rows) or len(set(rows)) != len(rows):
+        raise ValueError(f"{option} must name distinct rows among {list(allowed)}, got {rows!r}")
+    return rows
+
+
+def _row_checkpoints(
+    rows: list[str], checkpoints: object, *, option: str, hint: Callable[[str], str]
+) -> dict[str, Path]:
+    """``{row: existing checkpoint}``: ``ValueError`` for a row without an entry, ``FileNotFoundError`` naming the
+    missing file and ``hint(row)`` (how to make it)."""
+    if not isinstance(checkpoints, Mapping) or any(r not in checkpoints for r in rows):
+        raise ValueError(f"checkpoints must map every requested row {rows} to a checkpoint path, got {checkpoints!r}")
+    paths = {}
+    for row in rows:
+        paths[row] = Path(checkpoints[row])
+        if not paths[row].is_file():
+            raise FileNotFoundError(f"{option} requests the {row} row, but its checkpoint {paths[row]} does not "
+                                    f"exist: {hint(row)}")
+    return paths
+
+
 IMAGE_CONDITION_METHODS: tuple[str, ...] = ("cDPM + image condition", "LegoPET + image condition")
 """The optional rows of the image-condition extension (:func:`image_condition_predictors`)."""
 
@@ -138,24 +164,16 @@ def image_condition_predictors(
         ValueError: an unknown or repeated row, a row without a checkpoint entry, or a sampler without PnPNet.
         FileNotFoundError: a requested row's checkpoint does not exist (the message names it).
     """
-    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
-        raise TypeError(f"extension_rows must be a list of names among {list(IMAGE_CONDITION_METHODS)}, got {rows!r}")
-    rows = list(rows)
-    if any(r not in IMAGE_CONDITION_METHODS for r in rows) or len(set(rows)) != len(rows):
-        raise ValueError(f"extension_rows must name distinct rows among {list(IMAGE_CONDITION_METHODS)}, got {rows!r}")
+    rows = _requested_rows(rows, option="extension_rows", allowed=IMAGE_CONDITION_METHODS)
     if not rows:
         return {}
     if not isinstance(sampler, LegoPETInferer) or sampler.pnpnet is None:
         raise ValueError("the image-condition rows need LegoPET's sampler with its PnPNet (legopet_sampler)")
-    if not isinstance(checkpoints, Mapping) or any(r not in checkpoints for r in rows):
-        raise ValueError(f"checkpoints must map every requested row {rows} to a checkpoint path, got {checkpoints!r}")
+    paths = _row_checkpoints(rows, checkpoints, option="extension_rows", hint=lambda row: (
+        "train it (recipe legopet/legopet_image or legopet/cdpm_image) or set --legopet_image_ckpt / "
+        "--cdpm_image_ckpt"))
     predictors = {}
-    for row in rows:
-        path = Path(checkpoints[row])
-        if not path.is_file():
-            raise FileNotFoundError(f"extension_rows requests the {row!r} row, but its checkpoint {path} does not "
-                                    "exist: train it (recipe legopet/legopet_image or legopet/cdpm_image) or set "
-                                    "--legopet_image_ckpt / --cdpm_image_ckpt")
+    for row, path in paths.items():
         inferer = copy.copy(sampler)
         inferer.pnpnet_image = True
         inferer.pnpnet_features = row.startswith("LegoPET")
@@ -189,27 +207,16 @@ def gan_predictors(
         FileNotFoundError: a requested row's checkpoint does not exist (the message names the file and the option
             that sets it).
     """
-    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
-        raise TypeError(f"gan_rows must be a list of names among {list(GAN_METHODS)}, got {rows!r}")
-    rows = list(rows)
-    unknown = [r for r in rows if r not in GAN_METHODS]
-    if unknown or len(set(rows)) != len(rows):
-        raise ValueError(f"gan_rows must name distinct rows among {list(GAN_METHODS)}, got {rows!r}")
+    rows = _requested_rows(rows, option="gan_rows", allowed=GAN_METHODS)
     if not rows:
         return {}
     if not isinstance(generator, torch.nn.Module):
         raise TypeError(f"gan_rows {rows} need the generator network (generator_def: layer configs/legopet/gan.json "
                         f"after configs/legopet/evaluate.json), got {type(generator).__name__}")
-    if not isinstance(checkpoints, Mapping) or any(r not in checkpoints for r in rows):
-        raise ValueError(f"checkpoints must map every requested row {rows} to a checkpoint path, got {checkpoints!r}")
+    paths = _row_checkpoints(rows, checkpoints, option="gan_rows", hint=lambda row: (
+        f"train it (configs/legopet/gan.json + configs/legopet/{row.lower()}.json) or set --{row.lower()}_ckpt"))
     predictors = {}
-    for row in rows:
-        path = Path(checkpoints[row])
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"gan_rows requests the {row} row, but its checkpoint {path} does not exist: train it "
-                f"(configs/legopet/gan.json + configs/legopet/{row.lower()}.json) or set --{row.lower()}_ckpt"
-            )
+    for row, path in paths.items():
         network = load_weights(copy.deepcopy(generator), path)
         predictors[row] = RegressionPredictor(network=network if device is None else network.to(device), crop=crop)
     return predictors

@@ -322,3 +322,33 @@ def test_n_samples_give_a_single_sample_row_a_mean_row_and_the_uncertainty_figur
     assert list(summary["methods"]) == ["OSEM", "cDPM", "cDPM (mean of 3)", "LegoPET", "LegoPET (mean of 3)"]
     assert summary["methods"]["LegoPET (mean of 3)"]["psnr_wins"]["cDPM"] == 0  # identical to cDPM (mean of 3)
     assert (tmp_path / "uncertainty.png").stat().st_size > 1000
+
+
+def test_image_condition_predictors_switch_the_sampler_and_check_their_rows(tmp_path):
+    """Each row copies LegoPET's sampler with the PnPNet image on (features off for the cDPM row) and loads its own
+    checkpoint; unknown rows, a sampler without PnPNet and missing checkpoints are named errors."""
+    from bundle.networks import LegoPETDenoiser, PnPNet
+    from bundle.workflows.legopet_predictors import image_condition_predictors
+
+    layout = {"channels": (8, 8, 8, 8), "num_res_blocks": 1, "attention_levels": (False,) * 4,
+              "norm_num_groups": 8, "num_head_channels": 8}
+    network = LegoPETDenoiser(**layout, condition_channels=2)
+    sampler = LegoPETInferer(scheduler=DDIMScheduler(num_train_timesteps=1000), pnpnet=PnPNet(**layout))
+    rows = ["cDPM + image condition", "LegoPET + image condition"]
+    checkpoints = {row: tmp_path / f"{i}.pt" for i, row in enumerate(rows)}
+    for path in checkpoints.values():
+        torch.save({"network": network.state_dict()}, path)
+    predictors = image_condition_predictors(rows, network=network, sampler=sampler, checkpoints=checkpoints,
+                                            num_samples=2)
+    cdpm, lego = (predictors[r].inferer for r in rows)
+    assert cdpm.pnpnet_image and lego.pnpnet_image and not cdpm.pnpnet_features and lego.pnpnet_features
+    assert not sampler.pnpnet_image and predictors[rows[0]].num_samples == 2  # the shared sampler is unchanged
+    assert image_condition_predictors([], network=network, sampler=sampler, checkpoints={}) == {}
+    with pytest.raises(ValueError, match="extension_rows must name distinct rows among"):
+        image_condition_predictors(["LegoPET"], network=network, sampler=sampler, checkpoints=checkpoints)
+    with pytest.raises(ValueError, match="need LegoPET's sampler with its PnPNet"):
+        image_condition_predictors(rows, network=network, sampler=LegoPETInferer(scheduler=DDIMScheduler()),
+                                   checkpoints=checkpoints)
+    with pytest.raises(FileNotFoundError, match=r"extension_rows requests the cDPM \+ image condition row"):
+        image_condition_predictors(rows, network=network, sampler=sampler,
+                                   checkpoints={**checkpoints, rows[0]: tmp_path / "missing.pt"})
