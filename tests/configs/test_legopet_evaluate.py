@@ -101,4 +101,4 @@ def test_evaluate_config_runs_on_random_checkpoints(tmp_path):
         "OSEM", "DeepPET", "cDPM", "cDPM (mean of 4)", "LegoPET", "LegoPET (mean of 4)"]  # num_samples 4
     samplers = p.get_parsed_content("cost_samplers")
     assert [type(s.scheduler).__name__ for s in samplers] == ["DDIMScheduler", "DDIMScheduler", "DDPMScheduler"]
-    assert [s.num_inference_steps for s in samplers] == [10, 50, 1000]
+    assert [s.num_inference_steps for s in samplers] == [20, 50, 1000]
