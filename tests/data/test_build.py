@@ -121,7 +121,7 @@ def test_small_legopet_preset_builds_64_by_64_slices(tmp_path, head_brains):
     config = dataset_config("legopet", "small")
     tiny = dataset_config("legopet", "tiny")
     assert config.scanner_preset == "brain_2d" and config.source == tiny.source == "mni152"
-    assert (config.subjects, config.split) == (tiny.subjects, tiny.split)
+    assert (config.subjects, config.split) == (16, (12, 2, 2))  # the shipped LegoPET weights' data
     assert (config.measured_counts, config.high_counts) == (tiny.measured_counts, tiny.high_counts)
     assert (config.rotations, config.slices, config.osem_subsets) == (4, 8, 8)
     datalist = build_dataset("legopet", output=tmp_path, preset_name="small", seed=0, progress=False, subjects=2,
