@@ -30,10 +30,11 @@ __all__ = ["METHODS", "build_task"]
 METHODS: tuple[str, ...] = ("legopet", "petdds", "upete")
 
 
-def _load(objects: Mapping[str, Any], path: str | Path) -> None:
+def _load(objects: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """Load ``objects`` from checkpoint ``path``; returns the checkpoint (read once)."""
     from bundle.checkpoint import load_state_dicts
 
-    load_state_dicts(objects, path)
+    return load_state_dicts(objects, path)
 
 
 def _device(parser, device: str | None) -> str:
@@ -53,8 +54,6 @@ def _petdds(parser, checkpoint: str | Path | None, device: str | None) -> InferT
 
 
 def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> InferTask:
-    from bundle.checkpoint import load_checkpoint
-
     from .legopet import LegoPETInferTask
 
     guided = parser.get("pnpnet") is not None
@@ -64,11 +63,17 @@ def _legopet(parser, checkpoint: str | Path | None, device: str | None) -> Infer
     if guided:
         parser["pnpnet"] = "$@pnpnet_def.requires_grad_(False).eval()"  # weights are loaded below
     network = parser.get_parsed_content("network_def")
-    _load({"network": network}, checkpoint)
+    state = _load({"network": network}, checkpoint)
     if guided:
         pnpnet = parser.get_parsed_content("pnpnet")
-        if "pnpnet" in load_checkpoint(checkpoint):  # a shipped / model-zoo file holds its PnPNet
-            _load({"pnpnet": pnpnet}, checkpoint)
+        if "pnpnet" in state:  # a shipped / model-zoo file holds its PnPNet (read above, not again)
+            from bundle.checkpoint import CheckpointError
+
+            try:
+                pnpnet.load_state_dict(state["pnpnet"])
+            except RuntimeError as error:
+                raise CheckpointError(f"checkpoint {checkpoint}: entry 'pnpnet' does not fit the configured PnPNet "
+                                      f"(wrong layout?): {error}") from error
         else:  # a training checkpoint: the PnPNet of pnpnet_ckpt (entry pnpnet_key)
             _load({parser.get_parsed_content("pnpnet_key"): pnpnet}, parser.get_parsed_content("pnpnet_ckpt"))
     count_key = parser.get_parsed_content("count_scale_key")
