@@ -20,6 +20,8 @@ class Keys(StrEnum):
     PET = "pet"  # PET image (standard dose unless stated)
     PET_LOW = "pet_low"  # low-dose PET image
     CT = "ct"  # CT in Hounsfield units
+    LABELS = "labels"  # organ labels of a phantom (bundle.data.torso.LABELS)
+    LESIONS = "lesions"  # lesion index map of a phantom (0 none, k the k-th lesion)
     SUBJECT = "subject"
     SLICE = "slice_index"
     DOSE = "dose_fraction"

@@ -33,7 +33,8 @@ def _scan(activity_xyz: np.ndarray, mu_xyz: np.ndarray, seed: int):
 def write_dataset(root: Path, *, seed: int = 0) -> Path:
     """2 training, 2 validation, 2 test subjects.  Training subjects: SPET = OSEM (4 × 2) of a simulated slice-wise
     scan saved as scan.npz (for sinogram-domain training); the others: SPET = Poisson image of the activity.
-    LPET = Poisson at dose d of the SPET's expected counts."""
+    LPET = Poisson at dose d of the SPET's expected counts.  Every subject has its activity, organ labels (the body
+    labelled liver) and lesion map (one lesion) for the reading metrics."""
     from bundle.data.simulate import save_scan
 
     rng = np.random.default_rng(seed)
@@ -57,6 +58,10 @@ def write_dataset(root: Path, *, seed: int = 0) -> Path:
             entry["scan"] = f"samples/s{i:03d}/scan.npz"
         _save(folder / "pet.nii.gz", spet)
         _save(folder / "ct.nii.gz", ct)
+        _save(folder / "activity.nii.gz", activity)  # truth, organ labels (body = liver) and lesion map (1 lesion)
+        _save(folder / "labels.nii.gz", np.where(lesion, 12.0, np.where(body, 4.0, 0.0)))
+        _save(folder / "lesions.nii.gz", lesion.astype(np.float32))
+        entry.update({k: f"samples/s{i:03d}/{k}.nii.gz" for k in ("activity", "labels", "lesions")})
         for d in DOSES if split == "test" else DOSES[:1]:
             low = rng.poisson(activity * counts * d) / (counts * d)
             name = f"samples/s{i:03d}/pet_low_{d:g}.nii.gz"

@@ -110,6 +110,9 @@ class UPETEConfig:
     background_fraction: float = 0.3
     osem_subsets: int = 8
     osem_iterations: int = 4
+    lesion_count: tuple[int, int] = (0, 4)
+    lesion_radius_mm: tuple[float, float] = (5.0, 15.0)
+    texture_std: float = 0.0
 
 
 _CONFIGS: dict[tuple[DatasetKind, DatasetPreset], object] = {
@@ -136,6 +139,14 @@ _CONFIGS: dict[tuple[DatasetKind, DatasetPreset], object] = {
         osem_iterations=2,
     ),
     (DatasetKind.UPETE, DatasetPreset.TINY): UPETEConfig(),
+    # CPU-scale uPETe study at a real resolution (docs/upete.md, issue 17): a 128 mm thorax/abdomen region (lung
+    # bases, heart, liver, spleen, kidneys) on 32 x 96 x 96 voxels of 4 mm, 4.5 mm FWHM, 3-8 small lesions
+    # (radius 4-10 mm, SUV 4-15) and a 15 % log-normal uptake texture outside the liver, so that a filter has
+    # something to lose; 12 subjects 6/2/4
+    (DatasetKind.UPETE, DatasetPreset.SMALL): UPETEConfig(
+        image_shape=(32, 96, 96), voxel_size_mm=(4.0, 4.0, 4.0), subjects=12, split=(6, 2, 4), full_counts=2e8,
+        fwhm_mm=4.5, lesion_count=(3, 8), lesion_radius_mm=(4.0, 10.0), texture_std=0.15,
+    ),
     (DatasetKind.UPETE, DatasetPreset.PAPER): UPETEConfig(
         image_shape=(160, 256, 256), voxel_size_mm=(2.0, 2.0, 2.0), subjects=130, split=(100, 0, 30),
         full_counts=2e9, fwhm_mm=3.0, osem_subsets=20, osem_iterations=3,
@@ -331,7 +342,8 @@ def _upete_samples(config: UPETEConfig, root: np.random.SeedSequence):
         def make(out: Path, subject=subject, seq=seq, split=splits[subject]):
             from .torso import torso_phantom
 
-            p = torso_phantom(image=image, seed=_seed(seq))
+            p = torso_phantom(image=image, seed=_seed(seq), lesion_count=config.lesion_count,
+                              lesion_radius_mm=config.lesion_radius_mm, texture_std=config.texture_std)
             g_scan, g_thin = (torch.Generator().manual_seed(_seed(q)) for q in seq.spawn(2))
             scan = simulate_scan(p.activity_kbq_per_ml, p.mu_map_per_mm, layout=layout, image=image,
                                  total_counts=config.full_counts, generator=g_scan, fwhm_mm=config.fwhm_mm,
@@ -340,10 +352,15 @@ def _upete_samples(config: UPETEConfig, root: np.random.SeedSequence):
             save_image(out / "pet.nii.gz", scan.reconstruct_osem(**recon), image)
             save_image(out / "ct.nii.gz", p.ct_hu, image)
             save_image(out / "activity.nii.gz", p.activity_kbq_per_ml, image)
+            save_image(out / "labels.nii.gz", p.labels.to(torch.float32), image)  # organ labels (torso.LABELS)
+            save_image(out / "lesions.nii.gz", p.lesion_index.to(torch.float32), image)  # k = k-th lesion, 0 none
             save_scan(out / "scan.npz", scan, image=image, fwhm_mm=config.fwhm_mm)  # for sinogram-domain training
             fractions = [config.dose_fraction] + (list(config.generalisation_fractions) if split == "test" else [])
             entry = {Keys.PET: "pet.nii.gz", Keys.CT: "ct.nii.gz", Keys.ACTIVITY: "activity.nii.gz",
-                     Keys.SCAN: "scan.npz", Keys.DOSE: config.dose_fraction}
+                     Keys.SCAN: "scan.npz", Keys.DOSE: config.dose_fraction, Keys.LABELS: "labels.nii.gz",
+                     Keys.LESIONS: "lesions.nii.gz",
+                     "lesion_table": [{"index": k, "suv": les.suv, "radius_mm": les.radius_mm, "host": les.host,
+                                       "centre_mm": list(les.centre_mm)} for k, les in enumerate(p.lesions, start=1)]}
             low_doses = {}
             for f in fractions:
                 # exact dose reduction of the measured counts (list-mode style), reconstructed like the full dose

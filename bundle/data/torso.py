@@ -168,7 +168,9 @@ class TorsoPhantom:
     ``activity_kbq_per_ml`` FDG activity concentration (float32, kBq/ml); ``ct_hu`` CT numbers (float32, HU);
     ``mu_map_per_mm`` linear attenuation at 511 keV (float32, 1/mm) = ``hu_to_mu_per_mm(ct_hu)``;
     ``labels`` organ labels (uint8, values of :data:`LABELS`); ``scale`` the body-frame to world factor (≤ 1);
-    ``lesions`` the lesions drawn for this seed (some may lie outside the grid's z-range).
+    ``lesions`` the lesions drawn for this seed (some may lie outside the grid's z-range); ``lesion_index`` (uint8)
+    the voxels of lesion ``k`` (``lesions[k - 1]``, where it is visible: a later lesion paints over an earlier one)
+    hold ``k``, all others 0.
     """
 
     activity_kbq_per_ml: torch.Tensor
@@ -179,6 +181,7 @@ class TorsoPhantom:
     scale: float
     seed: int
     lesions: tuple[Lesion, ...] = field(default=())
+    lesion_index: torch.Tensor | None = None
 
 
 def hu_to_mu_per_mm(hu: torch.Tensor | float) -> torch.Tensor:
@@ -256,7 +259,12 @@ class _Anatomy:
         return float(ext_y.max(initial=0.0)), float(ext_x.max(initial=0.0))
 
 
-def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
+def _sample_anatomy(
+    rng: np.random.Generator,
+    *,
+    lesion_count: tuple[int, int] = (0, 4),
+    lesion_radius_mm: tuple[float, float] = (5.0, 15.0),
+) -> _Anatomy:
     width, depth = rng.uniform(0.88, 1.12, size=2)
     head = rng.uniform(0.95, 1.05)
     fat_mm = rng.uniform(8.0, 22.0)
@@ -275,13 +283,13 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
     regions.update({k: (np.asarray(c) * np.array([1.0, depth, width]), np.asarray(a))
                     for k, (c, a) in _NODE_REGIONS.items()})
     lesions = []
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(int(rng.integers(lesion_count[0], lesion_count[1] + 1))):
         host = _LESION_HOSTS[int(rng.integers(len(_LESION_HOSTS)))]
         c, a = regions[host]
         direction = rng.normal(size=3)
         direction /= max(float(np.linalg.norm(direction)), 1e-12)
         offset = direction * 0.6 * rng.uniform() ** (1 / 3)
-        lesions.append((host, c + offset * a, rng.uniform(5.0, 15.0), rng.uniform(4.0, 15.0)))
+        lesions.append((host, c + offset * a, rng.uniform(*lesion_radius_mm), rng.uniform(4.0, 15.0)))
     return _Anatomy(width, depth, head, fat_mm, organs, uptake, lesions)
 
 
@@ -525,20 +533,59 @@ def _organs(canvas: _Canvas, anatomy: _Anatomy, inner: torch.Tensor) -> None:
         canvas.paint("brain", brain, within & inner)
 
 
-def torso_phantom(*, image: ImageGeometry, seed: int) -> TorsoPhantom:
+_TEXTURED = ("soft_tissue", "fat", "lungs", "spleen", "kidneys", "myocardium", "blood_pool", "bone")
+"""Tissues that get the optional uptake texture; the liver stays uniform (the reference region of noise, CoV)."""
+
+
+def _texture(image: ImageGeometry, seed: int, std: float, correlation_mm: float) -> torch.Tensor:
+    """Multiplicative log-normal texture exp(std·g − std²/2) of mean 1, g a unit-variance Gaussian random field with
+    a Gaussian correlation of ``correlation_mm`` (σ of the smoothing kernel), drawn from its own stream of ``seed``."""
+    from monai.networks.layers import GaussianFilter
+
+    white = np.random.default_rng([int(seed), 1]).standard_normal(image.shape).astype(np.float32)
+    sigma = [correlation_mm / v for v in image.voxel_size_mm]
+    field = GaussianFilter(spatial_dims=3, sigma=sigma)(torch.from_numpy(white)[None, None])[0, 0]
+    field = (field - field.mean()) / field.std().clamp_min(1e-12)
+    return torch.exp(std * field - 0.5 * std**2)
+
+
+def torso_phantom(
+    *,
+    image: ImageGeometry,
+    seed: int,
+    lesion_count: tuple[int, int] = (0, 4),
+    lesion_radius_mm: tuple[float, float] = (5.0, 15.0),
+    texture_std: float = 0.0,
+    texture_correlation_mm: float = 15.0,
+) -> TorsoPhantom:
     """Build the total-body FDG PET/CT phantom for ``seed`` on ``image`` (see the module docstring).
 
+    ``lesion_count`` (min, max) and ``lesion_radius_mm`` (min, max): the number and radii of the lesions drawn (the
+    defaults are the module docstring's); ``texture_std`` > 0 multiplies the uptake of the tissues of
+    :data:`_TEXTURED` (not the liver, lesions, bladder or brain) by a smooth log-normal texture of that log-std and
+    ``texture_correlation_mm`` (drawn from a stream of its own, so the anatomy of a seed does not change).
+
     Returns a :class:`TorsoPhantom` with float32 activity (kBq/ml), CT (HU) and μ (1/mm) volumes and uint8
-    labels, each of shape ``image.shape`` (n_z, n_y, n_x).  Deterministic: the same seed and grid give
+    labels, each of shape ``image.shape`` (n_z, n_y, n_x).  Deterministic: the same seed, options and grid give
     identical volumes.
     """
+    lo, hi = (int(v) for v in lesion_count)
+    if not 0 <= lo <= hi:
+        raise ValueError(f"lesion_count must be (min, max) with 0 <= min <= max, got {lesion_count}")
+    r_lo, r_hi = (float(v) for v in lesion_radius_mm)
+    if not 0 < r_lo <= r_hi:
+        raise ValueError(f"lesion_radius_mm must be (min, max) with 0 < min <= max, got {lesion_radius_mm}")
+    if not (math.isfinite(texture_std) and texture_std >= 0):
+        raise ValueError(f"texture_std must be a finite number >= 0, got {texture_std}")
+    if not (math.isfinite(texture_correlation_mm) and texture_correlation_mm > 0):
+        raise ValueError(f"texture_correlation_mm must be > 0, got {texture_correlation_mm}")
     if not isinstance(image, ImageGeometry):
         raise TypeError(f"image must be an ImageGeometry, got {type(image).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed}")
-    anatomy = _sample_anatomy(np.random.default_rng(int(seed)))
+    anatomy = _sample_anatomy(np.random.default_rng(int(seed)), lesion_count=(lo, hi), lesion_radius_mm=(r_lo, r_hi))
     # the tables are LPS-like (y posterior, x left): draw on the grid mirrored in y and x, flip back to RAS
     (_, n_y, n_x), (_, v_y, v_x), (o_z, o_y, o_x) = image.shape, image.voxel_size_mm, image.origin_mm
     mirrored = ImageGeometry(shape=image.shape, voxel_size_mm=image.voxel_size_mm,
@@ -555,11 +602,17 @@ def torso_phantom(*, image: ImageGeometry, seed: int) -> TorsoPhantom:
     suv_lut = torch.tensor([TISSUE_SUV[n] * anatomy.uptake[n] for n in names], dtype=torch.float32)
     hu_lut = torch.tensor([TISSUE_HU[n] for n in names], dtype=torch.float32)
     suv = suv_lut[canvas.labels.long()]
+    if texture_std > 0:  # drawn on the RAS grid, applied on the mirrored canvas
+        textured = torch.isin(canvas.labels, torch.tensor([LABELS[n] for n in _TEXTURED], dtype=canvas.labels.dtype))
+        texture = _texture(image, int(seed), float(texture_std), float(texture_correlation_mm)).flip((1, 2))
+        suv = torch.where(textured, suv * texture, suv)
     lesions = []
-    for host, centre, radius, lesion_suv in anatomy.lesions:
+    lesion_index = torch.zeros(image.shape, dtype=torch.uint8)
+    for number, (host, centre, radius, lesion_suv) in enumerate(anatomy.lesions, start=1):
         mask = canvas.paint("lesion", canvas.ellipsoid(centre, (radius, radius, radius)), inner)
         if mask is not None:
             suv[mask] = lesion_suv
+            lesion_index[mask] = number
         world = (float(centre[0] * scale), float(-centre[1] * scale), float(-centre[2] * scale))
         lesions.append(Lesion(centre_mm=world, radius_mm=float(radius * scale), suv=float(lesion_suv), host=host))
     suv[canvas.labels == LABELS["air"]] = 0.0
@@ -574,4 +627,5 @@ def torso_phantom(*, image: ImageGeometry, seed: int) -> TorsoPhantom:
         scale=float(scale),
         seed=int(seed),
         lesions=tuple(lesions),
+        lesion_index=lesion_index.flip((1, 2)).contiguous(),
     )

@@ -24,13 +24,21 @@ __all__ = ["Case", "load_split", "upete_loading"]
 
 @dataclass(frozen=True)
 class Case:
-    """One subject: SPET, CT and LPETs in network units ``(1, 1, X, Y, Z)`` and their scales (kBq/ml per unit)."""
+    """One subject: SPET, CT and LPETs in network units ``(1, 1, X, Y, Z)`` and their scales (kBq/ml per unit).
+
+    Where the dataset has them (datasets built since the lesion metrics, docs/upete.md): ``activity`` the true
+    activity in kBq/ml, ``labels`` the organ labels (:data:`bundle.data.torso.LABELS`) and ``lesions`` the lesion
+    index map (0 none, k the k-th lesion), all ``(1, 1, X, Y, Z)``; otherwise ``None``.
+    """
 
     case_id: str
     spet: torch.Tensor
     spet_scale: float
     ct: torch.Tensor
     low: Mapping[float, tuple[torch.Tensor, float]]
+    activity: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    lesions: torch.Tensor | None = None
 
 
 def upete_loading(keys: Sequence[str], *, mean_multiple: float, ct_window_hu: Sequence[float]) -> Compose:
@@ -71,6 +79,10 @@ def load_split(
         out = upete_loading(list(data), mean_multiple=mean_multiple, ct_window_hu=ct_window_hu)(data)
         low = {d: (out[f"pet_low_{i}"].as_tensor()[None].float(), float(out[f"pet_low_{i}_scale"][0]))
                for i, d in enumerate(wanted)}
+        truth_keys = [k for k in ("activity", "labels", "lesions") if k in entry]
+        truth = Compose([LoadImaged(keys=truth_keys, image_only=True), EnsureChannelFirstd(keys=truth_keys)])(
+            {k: str(root / entry[k]) for k in truth_keys}) if truth_keys else {}
+        extra = {k: truth[k].as_tensor()[None].float() for k in truth_keys}
         cases.append(Case(entry.get("id", Path(entry["pet"]).parent.name), out["pet"].as_tensor()[None].float(),
-                          float(out["pet_scale"][0]), out["ct"].as_tensor()[None].float(), low))
+                          float(out["pet_scale"][0]), out["ct"].as_tensor()[None].float(), low, **extra))
     return cases

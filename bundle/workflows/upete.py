@@ -16,6 +16,7 @@ min-max-normalised images; 7 taps).  Mean ± sample std over the test subjects. 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -26,15 +27,18 @@ import torch
 
 from bundle._checks import check_choice
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
+from bundle.data.torso import LABELS
 from bundle.data.upete import Case, load_split
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
-from bundle.metrics import MetricConvention, image_metrics
+from bundle.metrics import MetricConvention, erode, image_metrics, lesion_metrics, region_cov, summarise_lesions
 from bundle.networks.upete import LDMVariant, UPETe
 
 __all__ = [
     "ABLATIONS",
     "BASELINES",
+    "READING_METRICS",
     "evaluate_upete",
+    "reading_metrics",
 ]
 
 BASELINES = ("LPET", "Gaussian", "NLM", "U-Net")
@@ -47,6 +51,22 @@ def _unet_inferer(roi_size: Sequence[int] | None):
     if roi_size is None:
         return SimpleInferer()
     return SlidingWindowInferer(roi_size=tuple(roi_size), overlap=0.5, mode="gaussian")
+
+
+READING_METRICS = ("CR", "SUVmean bias %", "SUVmax bias %", "liver CoV %")
+"""Lesion and noise metrics of the reading table (datasets with lesion maps; :mod:`bundle.metrics.lesions`)."""
+
+
+def reading_metrics(image_kbq_per_ml: torch.Tensor, case: Case) -> dict[str, float] | None:
+    """Mean lesion contrast recovery, SUVmean / SUVmax bias (%) against the true activity, and the CoV (%) in the
+    liver eroded by one voxel (lesions excluded), of one ``(1, 1, X, Y, Z)`` image; ``None`` for a case without
+    activity, labels and lesion map."""
+    if case.activity is None or case.labels is None or case.lesions is None:
+        return None
+    summary = summarise_lesions(lesion_metrics(image_kbq_per_ml, case.activity, case.lesions))
+    liver = erode(case.labels[0, 0].round() == LABELS["liver"], 1) & (case.lesions[0, 0] == 0)
+    return {"CR": summary["contrast_recovery"], "SUVmean bias %": 100 * summary["suv_mean_bias"],
+            "SUVmax bias %": 100 * summary["suv_max_bias"], "liver CoV %": 100 * region_cov(image_kbq_per_ml, liver)}
 
 
 def evaluate_upete(
@@ -124,6 +144,11 @@ def evaluate_upete(
     per_case: dict[str, dict[float, list[dict[str, float]]]] = {m: {} for m in methods}
     timings: dict[str, float] = dict.fromkeys(methods, 0.0)
     panel_images: dict[str, torch.Tensor] = {}
+    per_case_reading: dict[str, list[dict[str, float]]] = {}
+    for case in test:  # the standard-dose reconstruction read like the methods (its lesion recovery and noise)
+        reading = reading_metrics(case.spet * case.spet_scale, case)
+        if reading is not None:
+            per_case_reading.setdefault("SPET (reference)", []).append(reading)
     jobs = [(m, d) for m in methods for d in sorted({table_dose, *curve_doses})
             if d == table_dose or m in curve_methods]
     iterator: Any = jobs
@@ -141,6 +166,10 @@ def evaluate_upete(
             timings[method] += time.perf_counter() - start
             est, ref = y * scale, case.spet * case.spet_scale
             per_case[method].setdefault(dose, []).append({"case": case.case_id, **score(est, ref)})
+            if dose == table_dose:
+                reading = reading_metrics(est, case)
+                if reading is not None:
+                    per_case_reading.setdefault(method, []).append(reading)
             if dose == table_dose and case is test[0]:
                 panel_images[method] = est
     ceiling: dict[str, tuple[float, float]] = {}
@@ -177,6 +206,15 @@ def evaluate_upete(
     files = {"table": out / "table.md", "json": out / "results.json", "csv": out / "per_case.csv",
              "dose_figure": out / "dose_generalisation.png", "panel": out / "panels.png"}
     files["table"].write_text(table + "\n", encoding="utf-8")
+    reading_rows = {m: {k: mean_std([v[k] for v in values if math.isfinite(v[k])] or [math.nan])
+                        for k in READING_METRICS}  # cases without a lesion in the grid: no lesion numbers
+                    for m, values in per_case_reading.items()}
+    reading_table = ""
+    if reading_rows:
+        reading_table = metrics_table(reading_rows, list(READING_METRICS), first_column="Method",
+                                      digits={"CR": 3, "SUVmean bias %": 1, "SUVmax bias %": 1, "liver CoV %": 1})
+        files["reading"] = out / "reading.md"
+        files["reading"].write_text(reading_table + "\n", encoding="utf-8")
     write_csv(files["csv"], ("method", "dose", "case", "PSNR", "SSIM"),
               [{"method": method, "dose": dose, "case": v["case"], "PSNR": f"{v['PSNR']:.4f}",
                 "SSIM": f"{v['SSIM']:.5f}"}
@@ -187,7 +225,8 @@ def evaluate_upete(
             **{k: v for k, v in panel_images.items() if k != "LPET"}},
            files["panel"], title=f"{test[0].case_id}, {100 * table_dose:g} % dose", vmax=float(ref.max()) * 0.6)
     result = {
-        "table": table, "rows": rows, "curves": {m: {str(d): v for d, v in c.items()} for m, c in curves.items()},
+        "table": table, "rows": rows, "reading_table": reading_table, "reading_rows": reading_rows,
+        "curves": {m: {str(d): v for d, v in c.items()} for m, c in curves.items()},
         "tuned": {"gaussian_sigma_voxels": sigma, "gaussian_scores": sigma_scores, "nlm_h_factor": h,
                   "nlm_scores": h_scores},
         "autoencoder_ceiling": ceiling, "estimated_doses": estimated_doses, "seconds": timings,

@@ -139,9 +139,19 @@ def test_small_legopet_preset_builds_64_by_64_slices(tmp_path, head_brains):
     assert manifest["sinogram_layout"]["shape_planes_views_radial"] == [1, 64, 64]
 
 
-def test_preset_missing_for_a_kind():
+def test_preset_missing_for_a_kind(monkeypatch):
+    from bundle.data import build
+
+    monkeypatch.delitem(build._CONFIGS, (build.DatasetKind.UPETE, build.DatasetPreset.SMALL))
     with pytest.raises(ValueError, match=r"preset_name must be one of \['paper', 'tiny'\] for a upete dataset"):
         dataset_config("upete", "small")
+
+
+def test_upete_small_preset_is_a_real_resolution_region_with_lesions():
+    small = dataset_config("upete", "small")
+    assert small.voxel_size_mm == (4.0, 4.0, 4.0) and small.image_shape == (32, 96, 96)
+    assert small.lesion_count[0] >= 3 and small.lesion_radius_mm[0] >= 4.0 and small.texture_std > 0
+    assert sum(small.split) == small.subjects and small.split[2] >= 4  # >= 4 test subjects (issue 17)
 
 
 def test_petdds_small_preset_adds_subjects_not_geometry():

@@ -197,3 +197,40 @@ def test_argument_errors():
         torso_phantom(image=off_axis, seed=0)
     with pytest.raises(ValueError, match="transaxial_fov_mm must be a positive finite number"):
         total_body_image(transaxial_fov_mm=0.0)
+
+
+REGION = ImageGeometry(shape=(16, 48, 48), voxel_size_mm=(8.0, 8.0, 8.0))
+
+
+def test_lesion_index_names_each_lesion():
+    p = torso_phantom(image=REGION, seed=3, lesion_count=(6, 6), lesion_radius_mm=(8.0, 12.0))
+    assert len(p.lesions) == 6
+    present = sorted(int(k) for k in p.lesion_index.unique() if k > 0)
+    assert present, "no lesion inside the region"
+    assert torch.equal(p.lesion_index > 0, p.labels == LABELS["lesion"])
+    for k in present:  # every voxel of lesion k has lesion k's uptake
+        values = p.activity_kbq_per_ml[p.lesion_index == k]
+        assert torch.allclose(values, torch.full_like(values, p.lesions[k - 1].suv * KBQ_PER_ML_PER_SUV))
+    for lesion in p.lesions:
+        assert 8.0 <= lesion.radius_mm <= 12.0
+
+
+def test_texture_keeps_anatomy_and_a_uniform_liver():
+    plain = torso_phantom(image=REGION, seed=4)
+    textured = torso_phantom(image=REGION, seed=4, texture_std=0.2)
+    assert torch.equal(plain.labels, textured.labels) and plain.lesions == textured.lesions
+    liver = plain.labels == LABELS["liver"]
+    assert torch.equal(plain.activity_kbq_per_ml[liver], textured.activity_kbq_per_ml[liver])
+    muscle = plain.labels == LABELS["soft_tissue"]
+    ratio = textured.activity_kbq_per_ml[muscle] / plain.activity_kbq_per_ml[muscle]
+    assert 0.05 < float(ratio.log().std()) < 0.3  # the log-std of the texture, about 0.2
+    assert abs(float(ratio.mean()) - 1.0) < 0.1  # mean-one texture
+
+
+def test_phantom_option_errors():
+    with pytest.raises(ValueError, match="lesion_count"):
+        torso_phantom(image=REGION, seed=0, lesion_count=(3, 2))
+    with pytest.raises(ValueError, match="lesion_radius_mm"):
+        torso_phantom(image=REGION, seed=0, lesion_radius_mm=(0.0, 2.0))
+    with pytest.raises(ValueError, match="texture_std"):
+        torso_phantom(image=REGION, seed=0, texture_std=-0.1)

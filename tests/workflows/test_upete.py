@@ -32,3 +32,28 @@ def test_evaluate_writes_table_with_method_column_and_figures(tmp_path):
     saved = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
     assert set(saved["curves"]["LPET"]) == {"0.1", "0.5"}
     assert BASELINES[0] == "LPET" and ABLATIONS == ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
+
+
+def test_reading_table_against_direct_lesion_metrics(tmp_path):
+    """The reading table's LPET row is the mean over test cases of the lesion metrics of the LPET files in kBq/ml
+    against the true activity, and the liver CoV of the eroded liver (here the body without the lesion)."""
+    import nibabel as nib
+    import torch
+
+    from bundle.metrics import erode, lesion_metrics, region_cov
+
+    root = write_dataset(tmp_path / "ds")
+    result = evaluate_upete(root, output_dir=tmp_path / "eval", curve_doses=(0.1,), gaussian_grid=(0.5,),
+                            nlm_grid=(0.8,), progress=False)
+    assert list(result["reading_rows"]) == ["SPET (reference)", "LPET", "Gaussian", "NLM"]
+    assert (tmp_path / "eval" / "reading.md").is_file()
+    crs, covs = [], []
+    for entry in json.loads((root / "datalist.json").read_text(encoding="utf-8"))["test"]:
+        load = {k: torch.from_numpy(nib.load(str(root / entry[k])).get_fdata()).float()
+                for k in ("pet_low", "activity", "labels", "lesions")}
+        (row,) = lesion_metrics(load["pet_low"], load["activity"], load["lesions"])
+        crs.append(row["contrast_recovery"])
+        liver = erode(load["labels"] == 4, 1) & (load["lesions"] == 0)
+        covs.append(100 * region_cov(load["pet_low"], liver))
+    assert result["reading_rows"]["LPET"]["CR"][0] == pytest.approx(sum(crs) / len(crs), rel=1e-5)
+    assert result["reading_rows"]["LPET"]["liver CoV %"][0] == pytest.approx(sum(covs) / len(covs), rel=1e-5)
