@@ -191,7 +191,7 @@ def volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: Im
             ax.set_xticks([])
             ax.set_yticks([])
             if column == 0:
-                ax.set_ylabel(view)
+                ax.set_ylabel(view, rotation=0, horizontalalignment="right", verticalalignment="center", fontsize=9)
         axes[0][column].set_title(name, fontsize=9)
         if name in own:
             figure.colorbar(drawn, ax=list(axes[:, column]), location="bottom", label=name, shrink=0.9)
