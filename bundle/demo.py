@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_BETAS", "DEFAULT_PASSES", "main", "run_demo", "validation_ch
 
 DEFAULT_BETAS: tuple[float, ...] = (0.0025, 0.005, 0.01)
 """Relative MAP-EM β values tried on the validation subjects (β = relative × mean_head Aᵀ1)."""
-DEFAULT_PASSES: tuple[int, ...] = (1, 2, 3, 4)
+DEFAULT_PASSES: tuple[int, ...] = (1, 2, 3)
 """Pass counts (iterations over all subsets) tried for OSEM and for every β of MAP-EM."""
 _METHODS = ("OSEM", "MAP-EM")
 
