@@ -1,6 +1,7 @@
 """Physics stage of the main job: OSEM and MAP-EM of simulated MNI152 brain scans, tuned on validation subjects.
 
     python -m bundle.demo --output results/physics [--preset small_3d] [--counts 3e6] [--seed 0]
+                          [--betas 0.0025,0.005,0.01] [--passes 1,2,3]
 
 Pipeline, every step an existing piece of the bundle:
 
@@ -276,10 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-counts", type=float, default=3e8, help="expected counts of the reference scans")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subsets", type=int, default=16)
+    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in DEFAULT_BETAS),
+                        help="comma-separated relative MAP-EM β values tried on the validation subjects")
+    parser.add_argument("--passes", default=",".join(str(k) for k in DEFAULT_PASSES),
+                        help="comma-separated pass counts tried for OSEM and MAP-EM")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     summary = run_demo(output=args.output, preset_name=args.preset, total_counts=args.counts,
                        reference_counts=args.reference_counts, seed=args.seed, num_subsets=args.subsets,
+                       map_em_betas=[float(v) for v in args.betas.split(",")],
+                       passes=[int(v) for v in args.passes.split(",")],
                        progress=not args.no_progress)
     for name, m in summary["test"].items():
         print(f"{name:8s} NRMSE {m['NRMSE']:.4f}  PSNR {m['PSNR']:.2f} dB  SSIM {m['SSIM']:.4f}")
