@@ -30,13 +30,13 @@ Importing this module runs nothing.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._checks import check_int, check_positive, check_real, check_sequence
 from .physics import PRESETS, ImageGeometry
 
 __all__ = ["DEFAULT_BETAS", "DEFAULT_PASSES", "main", "run_demo", "validation_choice"]
@@ -62,16 +62,6 @@ def validation_choice(map_em_rows: Sequence[dict[str, Any]]) -> dict[str, dict[s
         if method == "MAP-EM":
             choice[method]["beta"] = row["beta"]
     return choice
-
-
-def _check_grid(values: Sequence, name: str, positive_int: bool) -> tuple:
-    items = tuple(values)
-    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0
-           or (positive_int and not isinstance(v, int))]
-    if not items or bad:
-        kind = "positive ints" if positive_int else "positive finite numbers (β = 0 is OSEM, added by the stage)"
-        raise ValueError(f"{name} must be a non-empty sequence of {kind}, got {list(items)}")
-    return items
 
 
 def _markdown(summary: dict[str, Any], table: str) -> str:
@@ -178,17 +168,15 @@ def run_demo(
     from .workflows.petdds import evaluate_petdds
     from .workflows.petdds_tuning import tune_petdds
 
-    for name, value in (("total_counts", total_counts), ("reference_counts", reference_counts)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if reference_counts < total_counts:
+    total_counts = check_positive(total_counts, "total_counts")
+    if check_positive(reference_counts, "reference_counts") < total_counts:
         raise ValueError(f"reference_counts must be >= total_counts ({total_counts:g}), got {reference_counts:g}")
     if preset_name not in PRESETS:
         raise ValueError(f"preset_name must be one of {PRESETS}, got {preset_name!r}")
-    if isinstance(validation_subjects, bool) or not isinstance(validation_subjects, int) or validation_subjects < 1:
-        raise ValueError(f"validation_subjects must be an int >= 1, got {validation_subjects!r}")
-    betas = _check_grid(map_em_betas, "map_em_betas", positive_int=False)
-    pass_counts = _check_grid(passes, "passes", positive_int=True)
+    validation_subjects = check_int(validation_subjects, "validation_subjects", minimum=1)
+    # β = 0 is OSEM, added by the stage: the MAP-EM grid is β > 0
+    betas = tuple(check_sequence(map_em_betas, "map_em_betas", lambda v, n: check_real(v, n, "> 0", lambda x: x > 0)))
+    pass_counts = tuple(check_sequence(passes, "passes", lambda v, n: check_int(v, n, minimum=1)))
     output = Path(output)
     start = time.perf_counter()
     seconds: dict[str, float] = {}

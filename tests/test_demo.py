@@ -90,13 +90,15 @@ def test_validation_choice_skips_failed_settings_and_needs_both_methods():
 
 
 def test_stage_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="total_counts must be a positive finite number"):
+    with pytest.raises(ValueError, match="total_counts must be finite and > 0"):
         run_demo(output=tmp_path, total_counts=-1.0, progress=False)
     with pytest.raises(ValueError, match="reference_counts must be >= total_counts"):
         run_demo(output=tmp_path, total_counts=1e6, reference_counts=1e5, progress=False)
-    with pytest.raises(ValueError, match=r"map_em_betas must be a non-empty sequence of positive"):
+    with pytest.raises(ValueError, match=r"map_em_betas\[0\] must be a finite number > 0, got 0.0"):
         run_demo(output=tmp_path, map_em_betas=(0.0, 0.01), progress=False)
-    with pytest.raises(ValueError, match="passes must be a non-empty sequence of positive ints"):
+    with pytest.raises(TypeError, match=r"passes\[0\] must be an int >= 1, got 1.5"):
         run_demo(output=tmp_path, passes=(1.5,), progress=False)
+    with pytest.raises(ValueError, match="validation_subjects must be >= 1"):
+        run_demo(output=tmp_path, validation_subjects=0, progress=False)
     with pytest.raises(SystemExit):
         main(["--preset", "nonexistent", "--output", str(tmp_path)])
