@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-counts", type=float, default=3e8, help="expected counts of the reference scans")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subsets", type=int, default=16)
+    parser.add_argument("--validation-subjects", type=int, default=2,
+                        help="subjects the settings are chosen on (one more is the test subject)")
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in DEFAULT_BETAS),
                         help="comma-separated relative MAP-EM β values tried on the validation subjects")
     parser.add_argument("--passes", default=",".join(str(k) for k in DEFAULT_PASSES),
@@ -273,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary = run_demo(output=args.output, preset_name=args.preset, total_counts=args.counts,
                        reference_counts=args.reference_counts, seed=args.seed, num_subsets=args.subsets,
+                       validation_subjects=args.validation_subjects,
                        map_em_betas=[float(v) for v in args.betas.split(",")],
                        passes=[int(v) for v in args.passes.split(",")],
                        progress=not args.no_progress)
