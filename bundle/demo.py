@@ -9,7 +9,8 @@ Pipeline, every step an existing piece of the bundle:
    tissue maps inside the nilearn wheel; per-subject deformation, rotation and lesions), scanned on the scanner
    preset (default ``small_3d``: image 8 × 64 × 64 at 4 mm) through y = n ⊙ a ⊙ A(G x) + s: one measured scan of
    ``total_counts`` expected counts per subject and a reference scan of ``reference_counts``, reconstructed by OSEM
-   (16 subsets × 3 passes): a ``petdds`` dataset (``bundle.data.build``, the PET-DDS-δ builder) in ``OUTPUT/data``;
+   (``reference_osem``, default 16 subsets × 3 passes): a ``petdds`` dataset (``bundle.data.build``, the PET-DDS-δ
+   builder) in ``OUTPUT/data``;
 2. choice on the validation subjects (:func:`bundle.workflows.petdds_tuning.tune_petdds`, the rule of the PET-DDS-δ
    evaluation, docs/petdds.md "Tuning on the validation subjects"): every relative β of MAP-EM (3D RDP,
    one-step-late, β = relative × mean_head Aᵀ1) is run once and read out after every pass count; OSEM is the β = 0
@@ -22,8 +23,8 @@ Pipeline, every step an existing piece of the bundle:
    MAP-EM of the test subject in axial, coronal and sagittal views with a colour bar,
    :func:`bundle.evaluation.volume_panel`) and ``OUTPUT/demo.json`` (every setting and number).
 
-Metrics: :func:`bundle.metrics.image_metrics` (``docs/metrics.md``) in the head mask against the reference, the
-metric convention of the PET-DDS-δ table (NRMSE = ‖x − r‖₂ / ‖r‖₂, PSNR with L = max r, SSIM; fractions).
+Metrics: :func:`bundle.metrics.image_metrics` in the head mask against the reference, in the project's default
+metric convention (``docs/metrics.md``: NRMSE = ‖x − r‖₂ / ‖r‖₂, PSNR with L = max r, SSIM; as fractions).
 Importing this module runs nothing.
 """
 
