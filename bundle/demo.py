@@ -65,6 +65,10 @@ def validation_choice(map_em_rows: Sequence[dict[str, Any]]) -> dict[str, dict[s
     return choice
 
 
+def _passes(count: int) -> str:
+    return f"{count} pass" + ("" if count == 1 else "es")
+
+
 def _markdown(summary: dict[str, Any], table: str) -> str:
     s, choice = summary, summary["choice"]
     osem, mapem = choice["OSEM"], choice["MAP-EM"]
@@ -90,9 +94,9 @@ def _markdown(summary: dict[str, Any], table: str) -> str:
         "",
         "| method | chosen on validation | validation NRMSE (mean) |",
         "|---|---|---|",
-        f"| OSEM | {s['num_subsets']} subsets × {osem['iterations']} passes | {osem['NRMSE']:.4f} |",
+        f"| OSEM | {s['num_subsets']} subsets × {_passes(osem['iterations'])} | {osem['NRMSE']:.4f} |",
         f"| MAP-EM (RDP) | relative β {mapem['beta']:g} (absolute {s['map_em_beta_absolute']:.4g}), "
-        f"{mapem['iterations']} passes | {mapem['NRMSE']:.4f} |",
+        f"{_passes(mapem['iterations'])} | {mapem['NRMSE']:.4f} |",
         "",
         f"Held-out test subject, chosen settings (metric convention {s['metric_convention']!r}, NRMSE and SSIM as "
         "fractions, PSNR in dB, head mask):",
