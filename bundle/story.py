@@ -6,7 +6,8 @@ Stages, each one command that a user can also run by hand (all printed and appen
 ``OUTPUT/story_commands.sh``; the config files of every ``monai.bundle run`` are a recipe of configs/recipes.json,
 and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.study`):
 
-1. physics: a head-phantom scan reconstructed with OSEM and MAP-EM (:mod:`bundle.demo`);
+1. physics: scans of the embedded MNI152 brain reconstructed with OSEM and MAP-EM, their iterations and β chosen on
+   validation subjects and reported on a held-out one (:mod:`bundle.demo`);
 2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``),
    train the ``tiny`` presets through ``python -m monai.bundle run training``, and run its evaluation workflow
    against the baselines (``python -m monai.bundle run evaluating``).  PET-DDS-δ and LegoPET train nothing: they
@@ -69,7 +70,8 @@ class Stage:
     method: str
     name: str
     argv: tuple[str, ...]
-    results: tuple[str, ...] = field(default=())  # folders (relative to OUTPUT) whose *.md / *.png go to the report
+    # folders (relative to OUTPUT) whose *.md / *.png go to the report, or single .md / .png files
+    results: tuple[str, ...] = field(default=())
 
 
 def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain: bool = False) -> list[Stage]:
@@ -85,8 +87,9 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
     py = sys.executable
     stages: list[Stage] = []
     if "physics" in methods:
-        stages.append(Stage("physics", "head phantom: OSEM and MAP-EM",
-                            (py, "-m", "bundle.demo", "--output", f"{out}/physics"), ("physics",)))
+        stages.append(Stage("physics", "MNI152 brain: OSEM and MAP-EM chosen on validation subjects",
+                            (py, "-m", "bundle.demo", "--output", f"{out}/physics"),
+                            ("physics/demo.md", "physics/demo.png")))
     if "petdds" in methods:
         data, res = f"{out}/data/petdds", f"{out}/petdds_run"
         common = ("--dataset_dir", data, "--output_dir", res)
@@ -206,7 +209,7 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
     return timings
 
 
-_TITLES = {"physics": "Physics core: OSEM and MAP-EM of a simulated head scan",
+_TITLES = {"physics": "Physics core: OSEM and MAP-EM of simulated MNI152 brain scans (docs/physics.md)",
            "petdds": "PET-DDS-δ: 3D reconstruction at 1 % counts (docs/petdds.md)",
            "legopet": "LegoPET: sinogram to PET (docs/legopet.md)",
            "upete": "uPETe: low-dose PET enhancement with CT guidance (docs/upete.md)"}
@@ -245,6 +248,11 @@ def _shipped_legopet_note() -> str:
             "`--retrain` trains tiny models at this budget instead.")
 
 
+def _duration(seconds: float) -> str:
+    """``"42 s"`` below two minutes, else ``"3.5 min"``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget: str) -> Path:
     """``OUTPUT/report.md``: per method its tables (the *.md its evaluation wrote) and figures, then the commands."""
     lines = ["# Diffusion-model PET reconstruction: main-job report", "",
@@ -253,21 +261,22 @@ def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget
              "reach; the longer CPU-scale studies are in docs/petdds.md, docs/legopet.md and docs/upete.md.", ""]
     seconds = {m: sum(s["seconds"] for s in timings["stages"] if s["method"] == m) for m in METHODS}
     for method in dict.fromkeys(s.method for s in stages):
-        lines += [f"## {_TITLES[method]}", "", f"Wall time of its stages: {seconds[method] / 60:.1f} min.", ""]
+        lines += [f"## {_TITLES[method]}", "", f"Wall time of its stages: {_duration(seconds[method])}.", ""]
         if method == "petdds" and not any(s.name == PETDDS_TRAIN_STAGE for s in stages):
             lines += [_shipped_note(), ""]
         if method == "legopet" and any(s.method == "legopet" and "shipped" in s.name for s in stages):
             lines += [_shipped_legopet_note(), ""]
         for folder in (f for s in stages if s.method == method for f in s.results):
             root = output / folder
-            for table in sorted(root.rglob("*.md")):
+            files = [root] if root.is_file() else sorted(root.rglob("*"))
+            for table in (f for f in files if f.suffix == ".md"):
                 lines += [f"From `{table.relative_to(output).as_posix()}`:", "", _embedded(table), ""]
-            for figure in sorted(root.rglob("*.png")):
+            for figure in (f for f in files if f.suffix == ".png"):
                 rel = figure.relative_to(output).as_posix()
                 lines += [f"![{figure.stem}]({rel})", ""]
     lines += ["## Commands and wall times", "", "| # | method | stage | seconds |", "|---|---|---|---|"]
     lines += [f"| {i} | {s['method']} | {s['name']} | {s['seconds']:.0f} |" for i, s in enumerate(timings["stages"], 1)]
-    lines += ["", f"Total: {timings['total_seconds'] / 60:.1f} min. Every command is in `story_commands.sh`.", ""]
+    lines += ["", f"Total: {_duration(timings['total_seconds'])}. Every command is in `story_commands.sh`.", ""]
     report = output / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report

@@ -127,3 +127,20 @@ def test_runner_appends_commands_keeps_earlier_times_and_stops_at_a_failure(tmp_
     assert (tmp_path / "study_commands.sh").read_text(encoding="utf-8").splitlines()[1:] == ["true", "false"]
     recorded = json.loads((tmp_path / "study_timings.json").read_text(encoding="utf-8"))["stages"]
     assert [(s["name"], s["returncode"]) for s in recorded] == [("first", 0), ("second", 1)]
+
+
+def test_report_embeds_the_physics_summary_files_and_stage_seconds(tmp_path):
+    """The physics stage names its summary files (not its folder, whose tuning grid would flood the report), and
+    stage times under two minutes are given in seconds."""
+    folder = tmp_path / "physics"
+    (folder / "tuning").mkdir(parents=True)
+    (folder / "demo.md").write_text("# Physics stage\n\n| OSEM | 0.1 |\n\n![panel](demo.png)\n", encoding="utf-8")
+    (folder / "demo.png").write_bytes(b"png")
+    (folder / "tuning" / "tune.md").write_text("| grid row |\n", encoding="utf-8")
+    stages = plan(tmp_path, ["physics"])
+    assert [s.argv[1:3] for s in stages] == [("-m", "bundle.demo")]
+    timings = {"stages": [{"method": "physics", "name": stages[0].name, "command": "x", "seconds": 42.0,
+                           "returncode": 0}], "total_seconds": 42.0}
+    text = write_report(tmp_path, stages, timings, budget="demo").read_text(encoding="utf-8")
+    assert "| OSEM | 0.1 |" in text and "![demo](physics/demo.png)" in text and "| grid row |" not in text
+    assert "Wall time of its stages: 42 s." in text and "Total: 42 s." in text

@@ -53,6 +53,7 @@ from .ellipsoid_head import MU_BONE_PER_MM, MU_TISSUE_PER_MM
 __all__ = [
     "BONE_TISSUES",
     "FDG_ACTIVITY",
+    "FDG_ACTIVITY_UNIT",
     "FDG_COLD_LESION",
     "FDG_HOT_LESION",
     "MU_BONE_PER_MM",
@@ -98,6 +99,8 @@ BONE_TISSUES: frozenset[Tissue] = frozenset({Tissue.SKULL, Tissue.DURA, Tissue.M
 FDG_ACTIVITY: Mapping[Tissue, float] = MappingProxyType(
     {t: 0.0 for t in Tissue} | {Tissue.GREY_MATTER: 4.0, Tissue.WHITE_MATTER: 1.0, Tissue.SKIN: 0.5}
 )
+#: the unit of :data:`FDG_ACTIVITY` as figures label it (the phantoms scale it by a per-subject factor near 1)
+FDG_ACTIVITY_UNIT = "FDG activity (relative units, white matter ≈ 1)"
 #: ``brainweb.FDG.hot`` = 1.5 × grey matter, in the same relative units
 FDG_HOT_LESION = 6.0
 #: ``brainweb.FDG.cold`` = 0.5 × white matter, in the same relative units

@@ -147,30 +147,60 @@ def denoising_loss_figure(means: Sequence[Mapping[str, Any]], path: Path) -> Pat
     return path
 
 
-def volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: ImageGeometry, title: str,
+def volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, geometry: ImageGeometry, title: str, unit: str,
                  vmax: float | None = None, cmaps: Mapping[str, str] | None = None) -> Path:
-    """Transverse (middle slice, top row) and coronal (middle row, bottom row) view of each ``(n_z, n_y, n_x)``
-    image (PET-DDS Fig. 1 style); ``vmax`` is shared except for images given a colour map in ``cmaps``."""
+    """Axial, coronal and sagittal views (rows; middle slices) of each ``(n_z, n_y, n_x)`` image (columns), drawn in
+    mm at the voxel aspect ratio of ``geometry`` (PET-DDS Fig. 1 style, with the sagittal view added).
+
+    The images share one grey scale [0, ``vmax``] (default: the largest image maximum) and one colour bar labelled
+    ``unit`` (the activity unit, e.g. ``"kBq/ml"``); an image given a colour map in ``cmaps`` (e.g. a CV map) gets
+    its own scale [0, its maximum] and a colour bar labelled with its name.  Orientation of the (z, y, x) arrays:
+    axial = slice z (y down), coronal = slice y (z up), sagittal = slice x (z up).
+    """
     from matplotlib.figure import Figure
 
+    if not images:
+        raise ValueError("images must hold at least one volume, got an empty mapping")
+    volumes = {name: volume.detach().cpu().float() for name, volume in images.items()}
+    for name, volume in volumes.items():
+        if tuple(volume.shape) != geometry.shape:
+            raise ValueError(f"images[{name!r}] must have shape geometry.shape = {geometry.shape}, "
+                             f"got {tuple(volume.shape)}")
+    own = dict(cmaps or {})
+    shared = [name for name in volumes if name not in own]
+    top = vmax if vmax is not None else max((float(volumes[n].max()) for n in shared), default=1.0)
+    nz, ny, nx = geometry.shape
     vz, vy, vx = geometry.voxel_size_mm
-    figure = Figure(figsize=(2.6 * len(images), 5.4), layout="constrained")
-    axes = figure.subplots(2, len(images), squeeze=False)
-    for column, (name, volume) in enumerate(images.items()):
-        volume = volume.detach().cpu().float()
-        top = float(volume.max()) if vmax is None or (cmaps and name in cmaps) else vmax
-        cmap = (cmaps or {}).get(name, "gray_r")
-        views = (volume[volume.shape[0] // 2], volume[:, volume.shape[1] // 2, :])
-        for row, (view, aspect) in enumerate(zip(views, (vy / vx, vz / vx), strict=True)):
+    # (view, extent [left, right, bottom, top] in mm, origin) per row; heights proportional to the physical extents
+    rows = (("axial", lambda v: v[nz // 2], (0.0, nx * vx, ny * vy, 0.0), "upper"),
+            ("coronal", lambda v: v[:, ny // 2, :], (0.0, nx * vx, 0.0, nz * vz), "lower"),
+            ("sagittal", lambda v: v[:, :, nx // 2], (0.0, ny * vy, 0.0, nz * vz), "lower"))
+    heights = [abs(extent[2] - extent[3]) for _, _, extent, _ in rows]
+    width = max(nx * vx, ny * vy)
+    column_in = 2.4
+    figure = Figure(figsize=(column_in * len(volumes) + 1.2,
+                             column_in * sum(heights) / width + 1.0 + 0.6 * bool(own)), layout="constrained")
+    axes = figure.subplots(3, len(volumes), squeeze=False, gridspec_kw={"height_ratios": heights})
+    shared_image = None
+    for column, (name, volume) in enumerate(volumes.items()):
+        high = max(float(volume.max()) if name in own else top, 1e-12)
+        for row, (view, cut, extent, origin) in enumerate(rows):
             ax = axes[row][column]
-            ax.imshow(view.numpy(), cmap=cmap, vmin=0.0, vmax=max(top, 1e-12), aspect=aspect,
-                      origin="upper" if row == 0 else "lower", interpolation="nearest")
+            drawn = ax.imshow(cut(volume).numpy(), cmap=own.get(name, "gray_r"), vmin=0.0, vmax=high,
+                              extent=extent, origin=origin, aspect="equal", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][column].set_title(name)
-    axes[0][0].set_ylabel("transverse")
-    axes[1][0].set_ylabel("coronal")
-    figure.suptitle(title)
+            if column == 0:
+                ax.set_ylabel(view, rotation=0, horizontalalignment="right", verticalalignment="center", fontsize=9)
+        axes[0][column].set_title(name, fontsize=9)
+        if name in own:
+            figure.colorbar(drawn, ax=list(axes[:, column]), location="bottom", label=name, shrink=0.9)
+        elif shared_image is None:
+            shared_image = drawn
+    if shared_image is not None:
+        shared_axes = [axes[r][c] for r in range(3) for c, n in enumerate(volumes) if n not in own]
+        figure.colorbar(shared_image, ax=shared_axes, location="right", label=unit, shrink=0.9)
+    figure.suptitle(f"{title}\n(voxel {vz:g} × {vy:g} × {vx:g} mm, z × y × x)", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
@@ -206,30 +236,17 @@ def bias_variance_figure(points: Sequence[Mapping[str, Any]], path: Path, *, tit
     return path
 
 
-def monai_volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, title: str, vmax: float) -> Path:
-    """Axial (middle z) and coronal (middle y) views of ``(1, 1, X, Y, Z)`` volumes (MONAI layout), as uPETe's
-    Fig. 3."""
-    from matplotlib.figure import Figure
+def monai_volume_panel(images: Mapping[str, torch.Tensor], path: Path, *, title: str, vmax: float, unit: str,
+                       voxel_size_mm: Sequence[float]) -> Path:
+    """:func:`volume_panel` of ``(1, 1, X, Y, Z)`` volumes (MONAI layout, as uPETe's Fig. 3) with voxel size
+    ``voxel_size_mm`` = (X, Y, Z) in mm."""
+    from bundle.physics import ImageGeometry
 
-    figure = Figure(figsize=(2.2 * len(images), 4.6), layout="constrained")
-    axes = figure.subplots(2, len(images), squeeze=False)
-    for column, (name, volume) in enumerate(images.items()):
-        v = volume.detach().cpu().float()[0, 0]
-        axial = v[:, :, v.shape[2] // 2].T
-        coronal = v[:, v.shape[1] // 2, :].T
-        for row, view in enumerate((axial, coronal)):
-            ax = axes[row][column]
-            ax.imshow(view.numpy(), cmap="gray_r", vmin=0.0, vmax=vmax, origin="lower", interpolation="nearest",
-                      aspect="auto" if row == 1 else "equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0][column].set_title(name)
-    axes[0][0].set_ylabel("axial")
-    axes[1][0].set_ylabel("coronal")
-    figure.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
+    volumes = {name: v.detach().cpu().float()[0, 0].permute(2, 1, 0) for name, v in images.items()}
+    shape = tuple(next(iter(volumes.values())).shape)
+    sx, sy, sz = (float(s) for s in voxel_size_mm)
+    geometry = ImageGeometry(shape=shape, voxel_size_mm=(sz, sy, sx))
+    return volume_panel(volumes, path, geometry=geometry, title=title, unit=unit, vmax=vmax)
 
 
 def dose_figure(curves: Mapping[str, Mapping[float, float]], path: Path) -> Path:

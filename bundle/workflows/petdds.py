@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from bundle.data.brain import FDG_ACTIVITY_UNIT
 from bundle.data.io import save_image
 from bundle.data.petdds import PETDDSCase, PETDDSDataset
 from bundle.evaluation import mean_std, metrics_table, output_folder, volume_panel, write_csv, write_json
@@ -368,7 +369,7 @@ def evaluate_petdds(
                 cmaps["CV (head)"] = "magma"
             title = f"{entry['id']}, low-count realisation 0"
             path = volume_panel(panel, out / "figures" / f"{entry['id']}_r00.png", geometry=ds.image,
-                                vmax=float(case.reference[case.mask].max()), cmaps=cmaps,
+                                vmax=float(case.reference[case.mask].max()), cmaps=cmaps, unit=FDG_ACTIVITY_UNIT,
                                 title=title if result.cv is None else f"{title}; CV shown in [0, {top:.2f}]")
             files["figures"].append(str(path))
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bundle.data.brain import FDG_ACTIVITY_UNIT
 from bundle.data.io import load_image, save_image
 from bundle.data.petdds import PETDDSCase, PETDDSDataset
 from bundle.evaluation import (
@@ -212,6 +213,7 @@ def uncertainty_study(
     files["figure"] = volume_panel({"reference": loaded.reference, "mean": mean, "CV (head)": cv_head},
                              out / "uncertainty.png", geometry=ds.image,
                              vmax=float(loaded.reference[loaded.mask].max()), cmaps={"CV (head)": "magma"},
+                             unit=FDG_ACTIVITY_UNIT,
                              title=f"{entry['id']}: {len(seed_list)} seeds; CV shown in [0, {top:.2f}] (99th pct.)")
     return {"seeds": seed_list, "mean_cv_in_mask": float(cv[loaded.mask].mean()),
             "files": {k: str(v) for k, v in files.items()}}

@@ -16,6 +16,7 @@ min-max-normalised images; 7 taps).  Mean ± sample std over the test subjects. 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ import torch
 
 from bundle._checks import check_choice
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
+from bundle.data.io import load_image
 from bundle.data.torso import LABELS
 from bundle.data.upete import Case, load_split
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
@@ -221,9 +223,12 @@ def evaluate_upete(
                for method, by_dose in per_case.items() for dose, values in sorted(by_dose.items()) for v in values])
     dose_figure(curves, files["dose_figure"])
     ref = test[0].spet * test[0].spet_scale
+    first_test = json.loads((Path(dataset_dir) / "datalist.json").read_text(encoding="utf-8"))["test"][0]
+    voxel_zyx = load_image(Path(dataset_dir) / first_test["pet"])[1].voxel_size_mm
     monai_volume_panel({"LPET": panel_images.get("LPET", ref), "SPET": ref,
             **{k: v for k, v in panel_images.items() if k != "LPET"}},
-           files["panel"], title=f"{test[0].case_id}, {100 * table_dose:g} % dose", vmax=float(ref.max()) * 0.6)
+           files["panel"], title=f"{test[0].case_id}, {100 * table_dose:g} % dose", vmax=float(ref.max()) * 0.6,
+           unit="activity (kBq/ml)", voxel_size_mm=voxel_zyx[::-1])
     result = {
         "table": table, "rows": rows, "reading_table": reading_table, "reading_rows": reading_rows,
         "curves": {m: {str(d): v for d, v in c.items()} for m, c in curves.items()},
