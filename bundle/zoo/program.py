@@ -1,8 +1,9 @@
 """``torch.export`` of an exported bundle's ``network_def``: what ``python -m monai.bundle ckpt_export`` would give,
 for networks TorchScript cannot take.
 
-Why not ``ckpt_export``: it scripts (``torch.jit.script``), which fails on MONAI's ``DiffusionModelUNet`` (with or
-without attention) and on LegoPET's denoiser (keyword-only arguments); its ``--use_trace`` feeds one tensor, but the
+Why not ``ckpt_export``: it scripts (``torch.jit.script``), which fails on MONAI's ``DiffusionModelUNet`` (its
+middle block always holds a ``SpatialAttentionBlock``, whatever ``attention_levels``) and on LegoPET's denoiser
+(keyword-only arguments); its ``--use_trace`` feeds one tensor, but the
 diffusion networks take two or three inputs; and TorchScript is deprecated in torch 2.13.  ``torch.export`` takes
 the real inputs (``image`` plus :func:`bundle.zoo.forward_args` of the metadata) and gives an ``ExportedProgram``:
 
