@@ -6,7 +6,7 @@ Layout of ``<output>/<name>/`` (and ``<output>/<name>.zip`` holding that folder)
                                  (:mod:`bundle.zoo.network_format`); validated against the vendored MONAI schema
     configs/schema/meta_schema_20240725.json   that schema (``monai.bundle verify_metadata --filepath``, no download)
     configs/inference.json       the MONAI entry point (model-zoo ids, see :func:`_inference_config`):
-                                 python -m monai.bundle run --config_file configs/inference.json
+                                 python -m monai.bundle run inferring --config_file configs/inference.json
                                  --meta_file configs/metadata.json --image IN --output OUT.nii.gz [...]
     configs/common.json, configs/<method>/*.json   the layered method configs the infer task is built from
     configs/<method>/zoo.json    the export's frozen overrides (architecture, scales), layered last
@@ -103,9 +103,11 @@ def _inference_config(method: str, config_files: Sequence[str]) -> dict[str, Any
     request = {"image": "@image", "output": "@output", "seed": "@seed", **{k: f"@{k}" for k in extras}}
     return {
         "_comment": f"{method} model-zoo entry point, from any working directory: python -m monai.bundle run "
-                    "--config_file <bundle>/configs/inference.json --meta_file <bundle>/configs/metadata.json "
-                    "--image IN --output OUT.nii.gz" + "".join(f" [--{k} ...]" for k in extras)
-                    + " (or --dataset_dir DIR --output FOLDER: every input file of DIR). bundle_root defaults to "
+                    "inferring --config_file <bundle>/configs/inference.json --meta_file "
+                    "<bundle>/configs/metadata.json --image IN --output OUT.nii.gz"
+                    + "".join(f" [--{k} ...]" for k in extras)
+                    + " (or --dataset_dir DIR --output FOLDER: every input file of DIR); the id run (MONAI's default) "
+                    "is the same as inferring. bundle_root defaults to "
                     "the folder of the imported bundle package; network_def is the trained network of the task.",
         "imports": ["$import os", "$import json", "$import torch", "$import bundle", "$import bundle.app",
                     "$import bundle.zoo"],
@@ -152,7 +154,7 @@ def _model_card(metadata: Mapping[str, Any], method: str, weights: Mapping[str, 
         "", "## Intended use", "", metadata.get("intended_use", ""), "",
         "## Run", "", "From any folder (the package code is in `bundle/`; MONAI puts this folder on the path, and "
         "every file is checked against `checksums.sha256` before the weights load):", "", "```bash",
-        "python -m monai.bundle run --config_file BUNDLE/configs/inference.json "
+        "python -m monai.bundle run inferring --config_file BUNDLE/configs/inference.json "
         "--meta_file BUNDLE/configs/metadata.json \\",
         f"    --image INPUT --output OUT.nii.gz {extras}".rstrip(), "```", "",
         "Inputs and outputs: see `network_data_format` in configs/metadata.json.", "",

@@ -154,7 +154,7 @@ def test_config_workflow_infer_properties_and_run(bundles, method, tmp_path):
 
 def _run_command(root: Path, request: dict, output: Path) -> list[str]:
     args = [arg for key, value in request.items() for arg in (f"--{key}", str(value))]
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(root / "configs/inference.json"),
+    return [sys.executable, "-m", "monai.bundle", "run", "run", "--config_file", str(root / "configs/inference.json"),
             "--meta_file", str(root / "configs/metadata.json"), "--bundle_root", str(root), *args,
             "--output", str(output), "--device", "cpu"]
 
