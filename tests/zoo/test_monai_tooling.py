@@ -198,7 +198,8 @@ def test_run_over_a_dataset_folder(bundles, legopet_files, tmp_path):
     result = subprocess.run(command, cwd=_elsewhere(tmp_path), env=_env(), capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "preds").glob("*.nii.gz")) == ["a_legopet.nii.gz", "b_legopet.nii.gz"]
+    written = sorted(p.name for p in (tmp_path / "preds").glob("*_legopet.nii.gz"))
+    assert written == ["a_legopet.nii.gz", "b_legopet.nii.gz"]  # one per .npy input, named after it
 
 
 @pytest.mark.parametrize("method", METHODS)
