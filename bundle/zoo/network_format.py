@@ -65,8 +65,9 @@ def _shapes(method: str, task: Any) -> dict[str, Any]:
     channels = int(task.settings["latent_channels"])
     extra = {}
     if network.uses_ct:
-        extra["ct"] = {**_tensor(1, roi, "CT window of the PET patch in Hounsfield units", fmt="hounsfield"),
-                       "modality": "CT"}
+        window = [float(v) for v in task.ct_window_hu]
+        extra["ct"] = {**_tensor(1, roi, f"CT of the PET patch, Hounsfield units {window} windowed to [0, 1]",
+                                 fmt="hounsfield"), "modality": "CT", "value_range": [0, 1]}
     return {"image": _tensor(channels, latent, "z_t: latent of a PET patch (s E(x)) at diffusion step t"),
             "extra": extra, "out": (channels, latent, "z0 estimate (latent)"),
             "T": int(task.settings["num_train_timesteps"])}
