@@ -48,11 +48,18 @@ class Recipe:
         """The ``--config_file`` value of a command run from the repository root: ``"['configs/common.json',...]"``."""
         return "[" + ",".join(f"'configs/{f}'" for f in self.config_files(*overlays)) + "]"
 
+    @property
+    def meta_file(self) -> str:
+        """``configs/<method>/metadata.json`` of the recipe's method, relative to the repository root (MONAI looks
+        for ``metadata.json`` next to the first config file, ``configs/common.json``, otherwise)."""
+        return f"configs/{self.name.split('/')[0]}/metadata.json"
+
     def command(self, *args: str, overlays: tuple[str, ...] = (), run: str | None = None) -> tuple[str, ...]:
-        """``python -m monai.bundle run <run> --config_file <config_arg> *args`` (``run`` defaults to the recipe's
-        id; an evaluation stack also runs its other ids, e.g. LegoPET's ``guidance_sweep``)."""
+        """``python -m monai.bundle run <run> --config_file <config_arg> --meta_file <meta_file> *args`` (``run``
+        defaults to the recipe's id; an evaluation stack also runs its other ids, e.g. LegoPET's
+        ``guidance_sweep``)."""
         return (sys.executable, "-m", "monai.bundle", "run", run or self.run, "--config_file",
-                self.config_arg(*overlays), *args)
+                self.config_arg(*overlays), "--meta_file", self.meta_file, *args)
 
 
 @cache

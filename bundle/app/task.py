@@ -203,10 +203,9 @@ class InferTask:
         data["seed"] = _seed(data.get("seed"))
         return data
 
-    def __call__(self, request: Mapping[str, Any]) -> tuple[str, dict]:
-        """Run the task on ``request`` -> (result file path, result JSON)."""
-        start = time.perf_counter()
-        data = self.validate_request(request)
+    def output_path(self, data: dict) -> Path:
+        """The file to write for the checked request ``data`` (pops ``overwrite``): ``ValueError`` when it (or a
+        companion / sidecar file) exists and ``overwrite`` is not true."""
         overwrite = data.pop("overwrite", False)
         if not isinstance(overwrite, bool):
             raise ValueError(f"request['overwrite'] must be true or false, got {overwrite!r}")
@@ -215,6 +214,19 @@ class InferTask:
         if existing and not overwrite:
             raise ValueError(f"output files exist: {existing}; nothing was written. Choose another --output or pass "
                              "--overwrite (request['overwrite'] = true) to replace them")
+        return output
+
+    def write_checked(self, data: dict, output: Path) -> dict:
+        """:meth:`write` after checking that ``data["pred"]`` is finite (``RuntimeError`` otherwise)."""
+        if not bool(torch.isfinite(torch.as_tensor(data["pred"])).all()):
+            raise RuntimeError(f"{self.method}: the prediction holds NaN or Inf; nothing was written to {output}")
+        return self.write(data, output)
+
+    def __call__(self, request: Mapping[str, Any]) -> tuple[str, dict]:
+        """Run the task on ``request`` -> (result file path, result JSON)."""
+        start = time.perf_counter()
+        data = self.validate_request(request)
+        output = self.output_path(data)
         latencies: dict[str, float] = {}
         clock = time.perf_counter()
         for transform in self.pre_transforms(data):
@@ -229,10 +241,7 @@ class InferTask:
             data = transform(data)
         latencies["post"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        pred = data["pred"]
-        if not bool(torch.isfinite(torch.as_tensor(pred)).all()):
-            raise RuntimeError(f"{self.method}: the prediction holds NaN or Inf; nothing was written to {output}")
-        entries = self.write(data, output)
+        entries = self.write_checked(data, output)
         latencies["write"] = time.perf_counter() - clock
         latencies["total"] = time.perf_counter() - start
         result = {

@@ -1,5 +1,6 @@
 """``python -m bundle.zoo export --method M --output DIR [--checkpoint FILE] [--override KEY=JSON ...]
 [--name NAME] [--no-zip]``, ``python -m bundle.zoo torchscript --method M --output FILE.ts [--checkpoint FILE]``
+``python -m bundle.zoo program BUNDLE_DIR --output FILE.pt2`` (torch.export of an exported bundle's network_def)
 and ``python -m bundle.zoo verify DIR`` / ``extract ZIP DIR``."""
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     script.add_argument("--output", required=True)
     script.add_argument("--checkpoint")
     script.add_argument("--override", action="append", default=[], help="config override KEY=JSON (repeat)")
+    program = commands.add_parser("program", help="torch.export an exported bundle's network_def to a .pt2 file")
+    program.add_argument("bundle_dir")
+    program.add_argument("--output", required=True)
     verify = commands.add_parser("verify", help="check checksums.sha256 of an exported bundle")
     verify.add_argument("bundle_dir")
     extract = commands.add_parser("extract", help="unzip a bundle safely (zip-slip checks)")
@@ -39,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .archive import safe_extract, verify_bundle
     from .export import export_bundle
+    from .program import export_program
     from .torchscript import export_torchscript
 
     try:
@@ -50,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "torchscript":
             print(export_torchscript(method=args.method, output=args.output, checkpoint=args.checkpoint,
                                      overrides=parse_overrides(args.override)))
+        elif args.command == "program":
+            print(export_program(args.bundle_dir, output=args.output))
         elif args.command == "verify":
             print(f"{len(verify_bundle(args.bundle_dir))} files verified")
         else:

@@ -2,8 +2,11 @@
 
 Layout of ``<output>/<name>/`` (and ``<output>/<name>.zip`` holding that folder)::
 
-    configs/metadata.json        the method's metadata (validated against the vendored MONAI schema)
-    configs/inference.json       entry point: python -m monai.bundle run inferring --config_file configs/inference.json
+    configs/metadata.json        the method's metadata, ``network_data_format`` describing the exported network
+                                 (:mod:`bundle.zoo.network_format`); validated against the vendored MONAI schema
+    configs/schema/meta_schema_20240725.json   that schema (``monai.bundle verify_metadata --filepath``, no download)
+    configs/inference.json       the MONAI entry point (model-zoo ids, see :func:`_inference_config`):
+                                 python -m monai.bundle run inferring --config_file configs/inference.json
                                  --meta_file configs/metadata.json --image IN --output OUT.nii.gz [...]
     configs/common.json, configs/<method>/*.json   the layered method configs the infer task is built from
     configs/<method>/zoo.json    the export's frozen overrides (architecture, scales), layered last
@@ -15,8 +18,8 @@ Layout of ``<output>/<name>/`` (and ``<output>/<name>.zip`` holding that folder)
     bundle/                      the package code (importable from the bundle root)
     checksums.sha256             sha256 of every file; verified before the weights are loaded
 
-The export loads the weights into the configured networks first (:func:`bundle.app.build_task`), so a checkpoint
-of the wrong architecture fails here, not at the user.
+Every file is written 0644 (folders 0755).  The export loads the weights into the configured networks first
+(:func:`bundle.app.build_task`), so a checkpoint of the wrong architecture fails here, not at the user.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 from bundle.recipes import configs_dir, recipe
 
 from .archive import sha256_file, write_checksums
+from .network_format import network_data_format, network_description
 
 __all__ = ["LARGE_FILE_BYTES", "export_bundle"]
 
@@ -88,42 +92,74 @@ def _frozen_overrides(method: str, task: Any, overrides: Mapping[str, Any]) -> d
 
 
 def _inference_config(method: str, config_files: Sequence[str]) -> dict[str, Any]:
+    """The exported ``configs/inference.json``: the MONAI inference properties (``bundle_root``, ``device``,
+    ``dataset_dir``, ``dataset``, ``network_def``, ``inferer``, ``evaluator``) and the ``run`` id.
+
+    No ``initialize`` id on purpose: nothing is imported before ``run``, so MONAI's ``run`` has put the bundle root
+    on ``sys.path`` (ahead of installed packages) when ``$import bundle`` executes; ``run`` then checks that the
+    imported package is the bundle's own and that every file matches ``checksums.sha256`` before any weights load.
+    """
     extras = _REQUEST_EXTRAS[method]
     request = {"image": "@image", "output": "@output", "seed": "@seed", **{k: f"@{k}" for k in extras}}
     return {
-        "_comment": f"{method} model-zoo entry point; run from the bundle root: python -m monai.bundle run "
-                    "inferring --config_file configs/inference.json --meta_file configs/metadata.json --image IN "
-                    "--output OUT.nii.gz" + "".join(f" [--{k} ...]" for k in extras),
-        "imports": ["$import json", "$import torch", "$import bundle", "$import bundle.app", "$import bundle.zoo"],
-        "bundle_root": ".",
+        "_comment": f"{method} model-zoo entry point, from any working directory: python -m monai.bundle run "
+                    "inferring --config_file <bundle>/configs/inference.json --meta_file "
+                    "<bundle>/configs/metadata.json --image IN --output OUT.nii.gz"
+                    + "".join(f" [--{k} ...]" for k in extras)
+                    + " (or --dataset_dir DIR --output FOLDER: every input file of DIR); the id run (MONAI's default) "
+                    "is the same as inferring. bundle_root defaults to "
+                    "the folder of the imported bundle package; network_def is the trained network of the task.",
+        "imports": ["$import os", "$import json", "$import torch", "$import bundle", "$import bundle.app",
+                    "$import bundle.zoo"],
+        "bundle_root": "$os.path.dirname(os.path.dirname(os.path.abspath(bundle.__file__)))",
         "method": method,
         "device": "$str(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))",
         "checkpoint": "$@bundle_root + '/models/model.pt'",
         "config_files": f"$[@bundle_root + '/configs/' + f for f in {list(config_files)!r}]",
         "image": "",
-        "output": "$@bundle_root + '/outputs/prediction.nii.gz'",
+        "dataset_dir": "",
+        "output": "$@bundle_root + '/outputs'",
         "seed": 0,
         **{k: None for k in extras},
         "request": request,
         "task": "$bundle.app.build_task(@method, checkpoint=@checkpoint, config_files=@config_files, device=@device)",
-        "initialize": ["$bundle.zoo.verify_bundle(@bundle_root)"],
-        "inferring": ["$print('bundle package:', bundle.__file__)", "$print(json.dumps(@task(@request)[1]))"],
+        "network_def": "$@task.network",
+        "inferer": "$@task.inferer",
+        "datalist": "$bundle.zoo.inference_requests(@request, method=@method, dataset_dir=@dataset_dir)",
+        "dataset": {"_target_": "Dataset", "data": "@datalist"},
+        "evaluator": "$bundle.zoo.task_evaluator(task=@task, dataset=@dataset, device=@device)",
+        "run": ["$print('bundle package:', bundle.zoo.require_own_code(@bundle_root))",
+                "$bundle.zoo.verify_bundle(@bundle_root)", "$@evaluator.run()"],
+        "inferring": "$@run",
     }
 
 
-def _model_card(metadata: Mapping[str, Any], method: str, weights: Mapping[str, str], source: str | None) -> str:
+def _architecture(method: str, task: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved ``network_def`` config (LegoPET, PET-DDS-δ) or the variant and stored layouts (uPETe)."""
+    if method == "upete":
+        return {"variant": task.variant, **task.settings}
+    from bundle.app.config import method_parser
+
+    parser = method_parser(method, overrides={k: v for k, v in overrides.items() if k != "device"})
+    return dict(parser.get_parsed_content("network_def", instantiate=False).get_config())
+
+
+def _model_card(metadata: Mapping[str, Any], method: str, weights: Mapping[str, str], source: str,
+                network: Sequence[str]) -> str:
+    """The model card (no local paths: ``source`` is a file name)."""
     extras = " ".join(f"[--{k} ...]" for k in _REQUEST_EXTRAS[method])
     lines = [
         f"# {metadata.get('name', method)}", "", metadata["description"], "",
         f"Version {metadata['version']} (MONAI {metadata['monai_version']}, PyTorch {metadata['pytorch_version']}).",
         "", "## Intended use", "", metadata.get("intended_use", ""), "",
-        "## Run", "", "From this folder (the package code is in `bundle/`; every file is checked against "
-        "`checksums.sha256` before the weights load):", "", "```bash",
-        "python -m monai.bundle run inferring --config_file configs/inference.json "
-        "--meta_file configs/metadata.json \\",
+        "## Run", "", "From any folder (the package code is in `bundle/`; MONAI puts this folder on the path, and "
+        "every file is checked against `checksums.sha256` before the weights load):", "", "```bash",
+        "python -m monai.bundle run inferring --config_file BUNDLE/configs/inference.json "
+        "--meta_file BUNDLE/configs/metadata.json \\",
         f"    --image INPUT --output OUT.nii.gz {extras}".rstrip(), "```", "",
         "Inputs and outputs: see `network_data_format` in configs/metadata.json.", "",
-        "## Weights", "", f"Exported from `{source or 'the configured training checkpoint'}`.", "",
+        "## Network", "", *network, "",
+        "## Weights", "", f"Exported from `{source}`.", "",
         *[f"* `{name}`: sha256 `{digest}`" for name, digest in weights.items()], "",
         "## Deviations from the paper", "", *[f"* {d}" for d in metadata.get("deviations_from_paper", [])], "",
         "## References", "", *[f"* {r}" for r in metadata.get("references", [])], "",
@@ -144,12 +180,20 @@ def _large_files(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _validate_metadata(metadata: Mapping[str, Any]) -> None:
-    schema_file = _repo() / "configs" / "schema" / "meta_schema_20240725.json"
-    if schema_file.is_file():
-        import jsonschema
+SCHEMA = "schema/meta_schema_20240725.json"
+"""The vendored MONAI metadata schema, relative to configs/ (shipped in every export)."""
 
-        jsonschema.validate(dict(metadata), json.loads(schema_file.read_text(encoding="utf-8")))
+
+def _validate_metadata(metadata: Mapping[str, Any]) -> None:
+    import jsonschema
+
+    jsonschema.validate(dict(metadata), json.loads((configs_dir() / SCHEMA).read_text(encoding="utf-8")))
+
+
+def _set_modes(root: Path) -> None:
+    """Files 0644, folders 0755 (the checkpoint writer's temporary files are 0600)."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def export_bundle(
@@ -187,6 +231,8 @@ def export_bundle(
     overrides = dict(overrides or {})
     task = build_task(method, checkpoint=checkpoint, overrides=overrides, device="cpu")
     metadata = json.loads((configs_dir() / method / "metadata.json").read_text(encoding="utf-8"))
+    metadata["network_data_format"] = network_data_format(
+        method, task, metadata["network_data_format"]["post_processed_outputs"])
     _validate_metadata(metadata)
 
     (root / "configs").mkdir(parents=True, exist_ok=True)
@@ -194,6 +240,8 @@ def export_bundle(
     for rel in files:
         (root / "configs" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(configs_dir() / rel, root / "configs" / rel)
+    (root / "configs" / SCHEMA).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(configs_dir() / SCHEMA, root / "configs" / SCHEMA)
     zoo_layer = f"{method}/zoo.json"
     (root / "configs" / zoo_layer).write_text(
         json.dumps(_frozen_overrides(method, task, overrides), indent=2) + "\n", encoding="utf-8")
@@ -207,11 +255,14 @@ def export_bundle(
     shutil.copyfile(_repo() / "LICENSE", root / "LICENSE")
     weights = {"models/model.pt": sha256_file(root / "models" / "model.pt")}
     (root / "docs").mkdir(exist_ok=True)
-    source = str(checkpoint if checkpoint is not None else getattr(task, "checkpoint", None) or "") or None
-    (root / "docs" / "README.md").write_text(_model_card(metadata, method, weights, source), encoding="utf-8")
+    source = checkpoint if checkpoint is not None else getattr(task, "checkpoint", None)
+    card = _model_card(metadata, method, weights, Path(str(source)).name if source else "the configured checkpoint",
+                       network_description(method, task, _architecture(method, task, overrides)))
+    (root / "docs" / "README.md").write_text(card, encoding="utf-8")
     (root / "docs" / "data_license.txt").write_text(_DATA_LICENSE[method] + "\n", encoding="utf-8")
     (root / "large_files.yml").write_text(_large_files(root), encoding="utf-8")
     write_checksums(root)
+    _set_modes(root)
     if make_zip:
         archive = root.parent / f"{name}.zip"
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -105,10 +105,17 @@ def test_monailabel_adapter_with_a_stand_in_monailabel(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "monailabel.interfaces.tasks.infer_v2", module)
     monkeypatch.setattr("bundle.app.monailabel.monailabel_available", lambda: True)
-    infers = register_infers({}, {"upete": _task()})
-    adapter = infers["upete"]
+    adapter = to_monailabel(_task())
     assert adapter.is_valid() and adapter.info()["method"] == "upete"
     pet = np.ones((4, 4, 4))
     path, result = adapter({"image": _nifti(tmp_path / "p.nii.gz", pet), "ct": _nifti(tmp_path / "c.nii.gz", pet),
                             "output": str(tmp_path / "o.nii.gz"), "model": "upete", "device": "cpu"})
     assert result["method"] == "upete" and path.endswith("o.nii.gz")
+
+
+def test_basic_infer_task_without_monailabel_says_how_to_install(monkeypatch):
+    from bundle.app.monailabel import to_basic_infer_task
+
+    monkeypatch.setattr("bundle.app.monailabel.monailabel_available", lambda: False)
+    with pytest.raises(ImportError, match="pip install --no-deps monailabel"):
+        to_basic_infer_task(_task())

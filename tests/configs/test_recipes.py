@@ -42,7 +42,7 @@ def test_command_is_a_monai_bundle_run_from_the_repository_root():
     assert ast.literal_eval(command[6]) == ["configs/common.json", "configs/legopet/network.json",
                                             "configs/legopet/train_legopet.json",
                                             "configs/legopet/cdpm.json", "configs/legopet/tiny.json"]
-    assert command[7:] == ("--max_epochs", "2")
+    assert command[7:] == ("--meta_file", "configs/legopet/metadata.json", "--max_epochs", "2")
     assert recipe("legopet/evaluate").command(run="guidance_sweep")[4] == "guidance_sweep"
 
 
@@ -57,3 +57,37 @@ def test_only_common_json_defines_imports():
     offenders = [p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.json")
                  if p.name != "common.json" and "imports" in json.loads(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """(file, command) for every ``monai.bundle run`` command with a ``--config_file`` in the README's and docs'
+    code blocks (continuation lines joined; a shell variable holding ``--config_file`` counts)."""
+    commands = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks = path.read_text(encoding="utf-8").split("```")[1::2]
+        for block in blocks:
+            for command in block.replace("\\\n", " ").splitlines():
+                if "monai.bundle run" in command or command.lstrip().startswith("R=\"--config_file"):
+                    commands.append((path.name, command))
+    return commands
+
+
+def test_documented_commands_pass_the_method_metadata():
+    """MONAI looks for metadata.json next to the first config file (configs/common.json) and logs "Cannot find the
+    metadata config file" without --meta_file; an exported bundle's configs/inference.json has its own."""
+    missing = []
+    for name, command in _documented_commands():
+        if "--config_file" not in command:
+            continue
+        if "_bundle/configs/inference.json" in command:  # an exported bundle: its own metadata
+            if "_bundle/configs/metadata.json" not in command:
+                missing.append(f"{name}: {command.strip()[:160]}")
+            continue
+        methods = {m for m in ("legopet", "petdds", "upete") if f"configs/{m}/" in command or f"{m}_bundle" in command}
+        if "$C/" in command or "'$C" in command:
+            methods.add("legopet")
+        expected = [f"--meta_file configs/{m}/metadata.json" for m in methods] or ["--meta_file "]
+        if not any(e in command for e in expected):
+            missing.append(f"{name}: {command.strip()[:160]}")
+    assert len(_documented_commands()) > 30
+    assert missing == []

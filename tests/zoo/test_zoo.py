@@ -32,7 +32,7 @@ def exported(tmp_path_factory, legopet_files):
 def test_layout_and_metadata(exported):
     for rel in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md",
                 "docs/data_license.txt", "LICENSE", "large_files.yml", "bundle/app/task.py", "checksums.sha256",
-                "configs/legopet/zoo.json"):
+                "configs/legopet/zoo.json", "configs/schema/meta_schema_20240725.json"):
         assert (exported / rel).is_file(), rel
     metadata = json.loads((exported / "configs/metadata.json").read_text(encoding="utf-8"))
     jsonschema.validate(metadata, json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
@@ -56,9 +56,11 @@ def test_unzipped_bundle_runs_with_monai_bundle_in_a_fresh_process(exported, leg
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"bundle package: {root.resolve() / 'bundle' / '__init__.py'}" in result.stdout  # the bundled code
     assert np.asarray(nib.load(output).dataobj).shape == (64, 64, 1)
-    (root / "models" / "model.pt").write_bytes(b"tampered")  # what configs/inference.json's initialize would see
-    with pytest.raises(BundleIntegrityError, match=r"models/model\.pt: sha256"):
-        verify_bundle(root)
+    (root / "models" / "model.pt").write_bytes(b"tampered")
+    result = subprocess.run([*command[:-4], "--output", str(tmp_path / "again.nii.gz"), "--device", "cpu"], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "models/model.pt: sha256" in result.stderr  # run verifies before loading
+    assert not (tmp_path / "again.nii.gz").exists()
 
 
 def test_verify_names_modified_and_missing_files(exported, tmp_path):
@@ -160,4 +162,6 @@ def test_export_petdds_defaults_to_the_shipped_weights(tmp_path):
     zoo = json.loads((root / "configs/petdds/zoo.json").read_text(encoding="utf-8"))
     assert zoo["checkpoint"] == "$@bundle_root + '/models/model.pt'"
     assert not (root / "models" / "manifest.json").exists()
-    assert str(shipped_weights("petdds_score")) in (root / "docs/README.md").read_text(encoding="utf-8")
+    card = (root / "docs/README.md").read_text(encoding="utf-8")
+    assert "`petdds_score.pt`" in card and str(shipped_weights("petdds_score").parent) not in card  # no local path
+    assert "`channels`: `[16, 32, 64]`" in card and "`attention_levels`: `[false, false, false]`" in card
