@@ -117,7 +117,7 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     seen: dict = {}
 
     @trainer.on(Events.EPOCH_STARTED)
-    def _record(engine):  # first epoch of the resumed run, after CheckpointLoader (Events.STARTED)
+    def _record(engine):  # first epoch of the resumed run, after ResumeTraining (Events.STARTED)
         if "epoch" not in seen:
             seen["epoch"], seen["iteration"] = engine.state.epoch, engine.state.iteration
             seen["weights"] = {k: v.clone() for k, v in network.state_dict().items()}
