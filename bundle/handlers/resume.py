@@ -100,7 +100,14 @@ class ResumeFromLatest:
                                 run_key=self.run_key)
 
     def attach(self, engine: Engine) -> None:
-        """Register on ``Events.STARTED`` (before ignite computes where in the epoch the run continues)."""
+        """Register on ``Events.STARTED`` (before ignite computes where in the epoch the run continues).  Where nobody
+        configured logging (``python -m monai.bundle run`` without a logging file: the root logger has no handler),
+        this module's logger gets a console handler at INFO, so the resume's start point shows."""
+        if not logging.root.handlers and not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
