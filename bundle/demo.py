@@ -26,6 +26,7 @@ from .data.simulate import simulate_scan
 from .evaluation import write_json
 from .metrics import image_metrics
 from .physics import PRESETS, Neighbourhood, RelativeDifferencePrior, map_em, preset, select_views, view_subsets
+from .progress import progress_bar
 
 __all__ = ["main", "run_demo"]
 
@@ -92,22 +93,16 @@ def run_demo(
     models = [scan.model.subset(v) for v in subsets]
     data = [select_views(counts, v) for v in subsets]
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=2 * num_iterations, desc="reconstruction", unit="it")
+    bar = progress_bar(total=2 * num_iterations, desc="reconstruction", unit="it", progress=progress)
 
     def tick(iteration: int, image: torch.Tensor) -> None:
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
     recon_osem = scan.reconstruct_osem(num_subsets=num_subsets, num_iterations=num_iterations, callback=tick)
     prior = RelativeDifferencePrior(neighbourhood=Neighbourhood.FULL, voxel_size_mm=geometry.image.voxel_size_mm)
     recon_map = map_em(models, data, prior=prior, beta=beta * scale, num_iterations=num_iterations, callback=tick)
     recon_map = recon_map / scale
-    if bar is not None:
-        bar.close()
+    bar.close()
 
     mask = mu > 0
     results = {

@@ -30,6 +30,7 @@ from bundle.data.upete import Case, load_split
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
 from bundle.metrics import MetricConvention, image_metrics
 from bundle.networks.upete import LDMVariant, UPETe
+from bundle.progress import progress_bar
 
 __all__ = [
     "ABLATIONS",
@@ -126,12 +127,7 @@ def evaluate_upete(
     panel_images: dict[str, torch.Tensor] = {}
     jobs = [(m, d) for m in methods for d in sorted({table_dose, *curve_doses})
             if d == table_dose or m in curve_methods]
-    iterator: Any = jobs
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(jobs, desc="uPETe evaluation", unit="method×dose")
-    for method, dose in iterator:
+    for method, dose in progress_bar(jobs, desc="uPETe evaluation", unit="method×dose", progress=progress):
         for case in test:
             if dose not in case.low:
                 continue

@@ -169,7 +169,7 @@ def _cli(dataset: Path, bundle_root: Path, files: list) -> list[str]:
             "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]", *overrides]
 
 
-def test_kill_9_and_resume_is_bit_exact_and_logs_its_start(tmp_path):
+def test_kill_9_and_resume_is_bit_exact_and_logs_its_start_and_progress(tmp_path):
     """A real ``monai.bundle run training`` killed with SIGKILL mid-epoch 3, resumed (resume.json) from its
     end-of-epoch-2 checkpoint in a new process, ends with the weights and Adam state of an uninterrupted run
     (torch.equal): shuffle order, noise, timesteps and augmentations continue from the stored RNG states."""
@@ -184,7 +184,8 @@ def test_kill_9_and_resume_is_bit_exact_and_logs_its_start(tmp_path):
                      f"$@trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once={KILL_AT}), "
                      "lambda engine: os.kill(os.getpid(), signal.SIGKILL))", "$@trainer.run()"],
     }), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "BUNDLE_PROGRESS": "off"}
     files = [str(f) for f in RESUME_CONFIGS]
     killed = subprocess.run(_cli(dataset, tmp_path / "killed", [*files, str(kill)]), cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
@@ -198,9 +199,11 @@ def test_kill_9_and_resume_is_bit_exact_and_logs_its_start(tmp_path):
     log = resumed.stdout + resumed.stderr
     assert (f"resuming from {ckpt_dir / 'checkpoint_epoch=2.pt'} (run {start['run_id']['run_id']}) at iteration 4, "
             "epoch 2") in log
-    reference = subprocess.run(_cli(dataset, tmp_path / "reference", files), cwd=ROOT, env=env, capture_output=True,
-                               text=True, timeout=600)
+    assert "epoch [" not in log  # BUNDLE_PROGRESS=off: no bar
+    reference = subprocess.run(_cli(dataset, tmp_path / "reference", files), cwd=ROOT,
+                               env={**env, "BUNDLE_PROGRESS": "on"}, capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "PET-DDS epoch [3/3]: [2/2]" in reference.stderr  # the training's progress bar, forced on
 
     got = torch.load(ckpt_dir / "network_final.pt", weights_only=True)
     expected = torch.load(tmp_path / "reference" / "results" / "petdds" / "checkpoints" / "network_final.pt",
