@@ -112,9 +112,9 @@ class ResumeFromLatest:
 
     def __call__(self, engine: Engine) -> None:
         scan = self._scan()
-        record = choose_checkpoint(scan, run_id=self.run_id)
         for path, reason in scan.unreadable:
             logger.warning("resume: skipping %s, it cannot be read (%s)", path, reason)
+        record = choose_checkpoint(scan, run_id=self.run_id)
         if record is None:
             logger.info("no checkpoint in %s: starting a fresh run", self.checkpoint_dir)
             return

@@ -204,6 +204,7 @@ def test_pnpnet_resume_is_exact_and_keeps_the_best_checkpoint_tracking(tmp_path)
         _assert_same_states(final[entry], reference[entry], entry)
     best, reference_best = (torch.load(d / "pnpnet_best.pt", weights_only=True) for d in
                             (ckpt_dir, reference_root / "results/pnpnet/checkpoints"))
+    assert best.pop("run_id") == final["run_id"] == first["run_id"] != reference_best.pop("run_id")  # its own run's id
     _assert_same_states(best, reference_best, "best")  # ignite stores a single entry without its name
 
 
