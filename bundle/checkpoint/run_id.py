@@ -31,8 +31,8 @@ class RunId:
     """One training run's id as a checkpoint entry: ``state_dict()`` = ``{"run_id": "<32 hex digits>"}``.
 
     Put it into every checkpoint saver's ``save_dict`` under ``"run_id"`` (the training configs: ``"run_id":
-    "@run_id"``, defined once in ``configs/common.json``).  Loading a checkpoint (``load_state_dict``) adopts its id,
-    so a resumed run continues to write the id of the run it continues.
+    "@training_run_id"``, defined once in ``configs/common.json``).  Loading a checkpoint (``load_state_dict``)
+    adopts its id, so a resumed run continues to write the id of the run it continues.
 
     Args:
         value: the id; ``None`` draws a new one (``uuid.uuid4().hex``).

@@ -36,8 +36,8 @@ def test_every_saver_stores_the_run_id(name):
     assert savers, f"{name}: no AtomicCheckpointSaver"
     for path, saver in savers:
         save_dict = _raw(parser, saver["save_dict"])
-        assert save_dict.get("run_id") == "@run_id", f"{name}: saver {path} does not store the run id"
-    assert parser["run_id"]["_target_"] == "bundle.checkpoint.run_id.RunId"
+        assert save_dict.get("run_id") == "@training_run_id", f"{name}: saver {path} does not store the run id"
+    assert parser["training_run_id"]["_target_"] == "bundle.checkpoint.run_id.RunId"
 
 
 @pytest.mark.parametrize("method", ["legopet", "petdds", "upete"])
