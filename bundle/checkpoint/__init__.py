@@ -1,14 +1,17 @@
 """Checkpoint content and I/O: atomic save, ``weights_only`` load, the one weight loader (:func:`load_weights`,
-errors are :class:`CheckpointError`), the newest / resumable checkpoint of a folder, RNG states as a checkpoint entry,
-the uPETe calibration, trained variants and combined checkpoint, the shipped weights of ``models/`` (sha256-verified,
-:mod:`bundle.checkpoint.shipped`).  The handlers that save and resume during training
+errors are :class:`CheckpointError`), the newest / resumable checkpoint of a folder, run ids and RNG states as
+checkpoint entries, the uPETe calibration, trained variants and combined checkpoint, the shipped weights of
+``models/`` (sha256-verified, :mod:`bundle.checkpoint.shipped`).  The handlers that save and resume during training
 live in :mod:`bundle.handlers`.  Importing runs nothing."""
 
 from __future__ import annotations
 
 from .io import (
     CheckpointError,
+    CheckpointRecord,
+    CheckpointScan,
     atomic_torch_save,
+    choose_checkpoint,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -16,8 +19,10 @@ from .io import (
     load_weights,
     resumable_checkpoint,
     save_checkpoint,
+    scan_checkpoints,
 )
 from .random_states import RandomStates, numpy_random_states
+from .run_id import RunId, stored_run_id
 from .upete import (
     COMBINED_FILENAME,
     COMBINED_KEYS,
@@ -49,9 +54,13 @@ __all__ = [
     "COMBINED_KEYS",
     "Calibration",
     "CheckpointError",
+    "CheckpointRecord",
+    "CheckpointScan",
     "RandomStates",
+    "RunId",
     "atomic_torch_save",
     "calibrate",
+    "choose_checkpoint",
     "combine_upete",
     "combined_calibration",
     "combined_state",
@@ -67,8 +76,10 @@ __all__ = [
     "read_manifest",
     "resumable_checkpoint",
     "save_checkpoint",
+    "scan_checkpoints",
     "ship",
     "shipped_weights",
+    "stored_run_id",
     "stored_settings",
     "verify_shipped",
 ]

@@ -13,7 +13,9 @@
   stages): entry ``key`` of a checkpoint (``"network"`` by default; the EMA entry when asked and present), strict by
   default; every failure, a missing file included, is a :class:`CheckpointError` naming the file, the entry and what
   was expected.
-* :func:`latest_checkpoint` finds the newest checkpoint of a folder by the trainer iteration stored in it,
+* :func:`scan_checkpoints` reads a folder's checkpoints (trainer iteration, epoch, run id, and the files that cannot
+  be read), :func:`choose_checkpoint` picks the newest and refuses checkpoints of different training runs (run ids,
+  :mod:`bundle.checkpoint.run_id`) unless told which run to continue; :func:`latest_checkpoint` is the two in one,
   :func:`resumable_checkpoint` the same but a missing one is an error (the resume overlays), :func:`list_checkpoints`
   the interval checkpoints ``checkpoint_epoch=N.pt`` by epoch (training-progress studies).
 
@@ -23,19 +25,23 @@ Importing this module runs nothing.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .run_id import RUN_ID_KEY, stored_run_id
+
 __all__ = [
     "CheckpointError",
+    "CheckpointRecord",
+    "CheckpointScan",
     "atomic_torch_save",
+    "choose_checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
@@ -43,6 +49,7 @@ __all__ = [
     "load_weights",
     "resumable_checkpoint",
     "save_checkpoint",
+    "scan_checkpoints",
 ]
 
 
@@ -145,7 +152,7 @@ def load_checkpoint(
                                 "torch.save)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # any failure of torch.load on garbage (an IndexError too) means unreadable
         raise CheckpointError(
             f"checkpoint {path} cannot be read with torch.load(weights_only=True): it is truncated, corrupt, not a "
             f"PyTorch file or holds pickled objects other than tensors and plain containers; expected "
@@ -259,32 +266,113 @@ def load_weights(
 
 
 # ---------------------------------------------------------------------------------------------------- finding
-def _iteration_of(path: Path, trainer_key: str) -> int:
-    try:
-        state = load_checkpoint(path, expected_keys=[trainer_key])
-        return int(state[trainer_key]["iteration"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return -1
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint of a folder with trainer state: the file, its stored trainer iteration, the epoch that
+    iteration ends or falls in (``None`` without ``epoch_length``), its run id (``None``: written before run ids were
+    recorded, :mod:`bundle.checkpoint.run_id`) and its modification time (s)."""
+
+    path: Path
+    iteration: int
+    epoch: int | None
+    run_id: str | None
+    mtime_s: float
 
 
-def latest_checkpoint(folder: str | Path, *, pattern: str = "*.pt", trainer_key: str = "trainer") -> Path | None:
-    """The checkpoint in ``folder`` matching ``pattern`` with the largest stored trainer iteration
-    (``state[trainer_key]["iteration"]``); files without a readable trainer state are skipped.  ``None`` when there
-    is none (a fresh run)."""
-    folder = Path(folder)
-    if not folder.is_dir():
+@dataclass(frozen=True)
+class CheckpointScan:
+    """The checkpoints of ``folder`` with trainer state (``records``, oldest first by (iteration, mtime)), and the
+    files that could not be read (``unreadable``: (path, reason)); files that read but hold no trainer state (e.g.
+    weights only) are in neither."""
+
+    folder: Path
+    records: tuple[CheckpointRecord, ...]
+    unreadable: tuple[tuple[Path, str], ...]
+
+
+def _record(path: Path, trainer_key: str, run_key: str) -> CheckpointRecord | None:
+    state = load_checkpoint(path)
+    trainer = state.get(trainer_key)
+    if not isinstance(trainer, Mapping):
         return None
-    best: tuple[int, float, Path] | None = None
-    for path in folder.glob(pattern):
-        if path.name.startswith(".") or not path.is_file():
-            continue  # temporary files of an interrupted atomic write
-        iteration = _iteration_of(path, trainer_key)
-        if iteration < 0:
-            continue
-        key = (iteration, path.stat().st_mtime, path)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    return None if best is None else best[2]
+    try:
+        iteration = int(trainer["iteration"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    epoch_length = trainer.get("epoch_length")
+    epoch = -(-iteration // int(epoch_length)) if isinstance(epoch_length, int) and epoch_length > 0 else None
+    return CheckpointRecord(path=path, iteration=iteration, epoch=epoch, run_id=stored_run_id(state, run_key),
+                            mtime_s=path.stat().st_mtime)
+
+
+def scan_checkpoints(
+    folder: str | Path, *, pattern: str = "*.pt", trainer_key: str = "trainer", run_key: str = RUN_ID_KEY
+) -> CheckpointScan:
+    """Read every file of ``folder`` matching ``pattern`` (hidden files, the temporaries of an interrupted atomic
+    write, are ignored) and list those with trainer state (``state[trainer_key]["iteration"]``) and those that cannot
+    be read (:class:`CheckpointScan`); a missing folder gives an empty scan."""
+    folder = Path(folder)
+    records: list[CheckpointRecord] = []
+    unreadable: list[tuple[Path, str]] = []
+    if folder.is_dir():
+        for path in sorted(folder.glob(pattern)):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            try:
+                record = _record(path, trainer_key, run_key)
+            except (CheckpointError, OSError) as error:
+                unreadable.append((path, str(error)))
+                continue
+            if record is not None:
+                records.append(record)
+    records.sort(key=lambda r: (r.iteration, r.mtime_s))
+    return CheckpointScan(folder=folder, records=tuple(records), unreadable=tuple(unreadable))
+
+
+def _describe_records(records: Sequence[CheckpointRecord]) -> str:
+    return ", ".join(f"{r.path.name} (run {r.run_id or 'unrecorded'}, iteration {r.iteration})"
+                     for r in reversed(records))
+
+
+def choose_checkpoint(scan: CheckpointScan, *, run_id: str | None = None) -> CheckpointRecord | None:
+    """The newest record of ``scan`` (largest iteration, then modification time), of run ``run_id`` when given.
+
+    Without ``run_id`` every record with a run id must belong to the same run (records without one, written before
+    run ids were recorded, are allowed beside them).  ``None`` when the scan holds no record.
+
+    Raises:
+        ValueError: the records belong to different runs (the message lists every file with its run id and
+            iteration, and says how to choose), or no record belongs to ``run_id``.
+    """
+    records = list(scan.records)
+    if run_id is not None:
+        if not isinstance(run_id, str) or not run_id.strip():
+            raise ValueError(f"run_id must be a non-empty run id string or None, got {run_id!r}")
+        chosen = [r for r in records if r.run_id == run_id.strip()]
+        if not chosen:
+            raise ValueError(
+                f"run_id {run_id!r} matches no checkpoint in {scan.folder}; its checkpoints are: "
+                f"{_describe_records(records) or 'none'}")
+        return chosen[-1]
+    runs = sorted({r.run_id for r in records if r.run_id is not None})
+    if len(runs) > 1:
+        raise ValueError(
+            f"the checkpoints in {scan.folder} belong to {len(runs)} different training runs: "
+            f"{_describe_records(records)}; resuming from the newest would mix the runs. Choose the run to continue "
+            f"with run_id (resume.json: --resume_run_id <id>, e.g. --resume_run_id {records[-1].run_id or runs[0]}) "
+            "or move the other run's files out of the folder")
+    return records[-1] if records else None
+
+
+def latest_checkpoint(
+    folder: str | Path, *, pattern: str = "*.pt", trainer_key: str = "trainer", run_id: str | None = None
+) -> Path | None:
+    """The checkpoint in ``folder`` matching ``pattern`` with the largest stored trainer iteration
+    (``state[trainer_key]["iteration"]``, :func:`scan_checkpoints`, :func:`choose_checkpoint`: of run ``run_id`` when
+    given; checkpoints of different runs are a ``ValueError``); files without a readable trainer state are skipped.
+    ``None`` when there is none (a fresh run)."""
+    record = choose_checkpoint(scan_checkpoints(folder, pattern=pattern, trainer_key=trainer_key), run_id=run_id)
+    return None if record is None else record.path
 
 
 _RESUME_HINT = ("train first without the resume overlay (the training configs' checkpoint savers store the trainer "
@@ -292,18 +380,28 @@ _RESUME_HINT = ("train first without the resume overlay (the training configs' c
                 "run to resume")
 
 
-def resumable_checkpoint(checkpoint_dir: str | Path, *, trainer_key: str = "trainer", hint: str | None = None) -> Path:
+def resumable_checkpoint(
+    checkpoint_dir: str | Path,
+    *,
+    trainer_key: str = "trainer",
+    hint: str | None = None,
+    pattern: str = "*.pt",
+    run_id: str | None = None,
+) -> Path:
     """The newest checkpoint of ``checkpoint_dir`` with trainer state (:func:`latest_checkpoint`).
 
     Args:
         checkpoint_dir: the training's checkpoint folder.
         trainer_key: the entry holding the trainer state.
         hint: what the error message tells the user to do (``None``: a generic hint).
+        pattern: file-name glob of the checkpoints to consider.
+        run_id: the run to continue when the folder holds checkpoints of several (:func:`choose_checkpoint`).
 
     Raises:
-        ValueError: ``checkpoint_dir`` is not a path.
-        FileNotFoundError: the folder is missing or holds no checkpoint with ``trainer_key`` state; the message names
-            the folder and says how to create one.
+        ValueError: ``checkpoint_dir`` is not a path; the checkpoints belong to different runs and ``run_id`` does not
+            choose one.
+        FileNotFoundError: the folder is missing or holds no readable checkpoint with ``trainer_key`` state; the
+            message names the folder (and the unreadable files) and says how to create one.
     """
     if not isinstance(checkpoint_dir, str | Path) or str(checkpoint_dir) == "":
         raise ValueError(f"checkpoint_dir must be a folder path, got {checkpoint_dir!r}")
@@ -311,12 +409,16 @@ def resumable_checkpoint(checkpoint_dir: str | Path, *, trainer_key: str = "trai
     hint = _RESUME_HINT if hint is None else hint
     if not folder.is_dir():
         raise FileNotFoundError(f"no checkpoint to resume from: the checkpoint folder {folder} does not exist; {hint}")
-    found = latest_checkpoint(folder, trainer_key=trainer_key)
+    scan = scan_checkpoints(folder, pattern=pattern, trainer_key=trainer_key)
+    found = choose_checkpoint(scan, run_id=run_id)
     if found is None:
+        unreadable = (f" ({len(scan.unreadable)} unreadable: {', '.join(p.name for p, _ in scan.unreadable)})"
+                      if scan.unreadable else "")
         raise FileNotFoundError(
-            f"no checkpoint to resume from in {folder}: no checkpoint with {trainer_key!r} state there; {hint}"
+            f"no checkpoint to resume from in {folder}: no checkpoint with {trainer_key!r} state there{unreadable}; "
+            f"{hint}"
         )
-    return found
+    return found.path
 
 
 _INTERVAL_CHECKPOINT = re.compile(r"(?:^|_)checkpoint_epoch=(\d+)\.pt$")

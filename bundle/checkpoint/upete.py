@@ -45,6 +45,7 @@ from bundle.data.upete import load_split
 from bundle.diffusion.latent import DoseEstimator, calibrate_count_scale, latent_noise_variance
 from bundle.inferers.upete import LatentEnhancementInferer, PoissonDomain, make_process
 from bundle.networks.upete import LDMVariant, UPETe, build_upete
+from bundle.progress import progress_bar
 
 __all__ = [
     "COMBINED_FILENAME",
@@ -112,10 +113,13 @@ def calibrate(
     def mu(x: torch.Tensor) -> torch.Tensor:
         return autoencoder.encode(x)[0]  # the encoder mean μ_E (encode_stage_2_inputs would sample)
 
-    latents = torch.cat([mu(c.spet).flatten() for c in train])
+    latents = torch.cat([mu(c.spet).flatten() for c in progress_bar(train, desc="calibration: latent scale",
+                                                                     unit="case")])
     scale = 1.0 / float(latents.std())
-    kappa = [calibrate_count_scale(c.spet, c.low[reference_dose][0], dose=reference_dose) for c in val]
-    sigma2 = [latent_noise_variance(scale * mu(c.spet), scale * mu(c.low[reference_dose][0])) for c in val]
+    kappa, sigma2 = [], []
+    for c in progress_bar(val, desc="calibration: count scale, latent noise", unit="case"):
+        kappa.append(calibrate_count_scale(c.spet, c.low[reference_dose][0], dose=reference_dose))
+        sigma2.append(latent_noise_variance(scale * mu(c.spet), scale * mu(c.low[reference_dose][0])))
     est = DoseEstimator().calibrate([c.spet for c in val], [c.low[reference_dose][0] for c in val],
                                     dose=reference_dose)
     cal = Calibration(scale, sum(kappa) / len(kappa), sum(sigma2) / len(sigma2), float(reference_dose),

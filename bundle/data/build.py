@@ -33,6 +33,7 @@ import torch
 from .. import __version__
 from ..keys import Keys
 from ..physics import ImageGeometry, binomial_thinning, poisson_noise, preset
+from ..progress import progress_bar
 from .io import atomic_write, save_image, save_sinogram
 from .simulate import save_scan, simulate_scan, slicewise_layout
 
@@ -416,12 +417,7 @@ def build_dataset(
     }
     _write_json(manifest_path, {**manifest, "complete": False})
     datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
-    iterator = samples
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(samples, desc=f"building {kind.value}", unit="sample")
-    for sample in iterator:
+    for sample in progress_bar(samples, desc=f"building {kind.value}", unit="sample", progress=progress):
         folder = output / "samples" / sample.sample_id
         done = folder / "sample.json"
         if done.exists():

@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
+
+from bundle.progress import progress_bar
 
 from .ddim import PredictionType, split_prediction
 
@@ -60,12 +61,16 @@ def sample(
     consistency: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     callbacks: Sequence[Callback] = (),
     generator: torch.Generator | None = None,
-    progress: bool = False,
-    desc: str | None = None,
+    progress: bool = True,
+    desc: str = "sampling",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the chain from ``x`` (the sample at ``timesteps[0]``); returns (x after the last step, the last x̂_0)."""
+    """Run the chain from ``x`` (the sample at ``timesteps[0]``); returns (x after the last step, the last x̂_0).
+
+    A progress bar ``desc`` over the steps shows while it runs (:func:`bundle.progress.progress_bar`: standard error a
+    terminal or ``BUNDLE_PROGRESS=on``; ``progress=False`` or ``BUNDLE_PROGRESS=off`` hide it).
+    """
     x0 = x
-    for index, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
+    for index, t in enumerate(progress_bar(timesteps, desc=desc, unit="step", progress=progress, leave=False)):
         x0, eps = split_prediction(model(x, t), x, step_rule.alpha(index), prediction_type)
         if x0_transform is not None:
             x0 = x0_transform(x0)

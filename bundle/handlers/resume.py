@@ -14,6 +14,12 @@ Exact resume needs more than weights; three checkpoint entries make it possible 
 (:func:`bundle.checkpoint.resumable_checkpoint`), never a silent fresh start.  Resuming from a checkpoint written at
 the end of an epoch continues bit for bit.
 
+Both log (INFO) the file, run id, iteration and epoch a resume starts from, warn for every file of the folder that
+cannot be read (skipped: the resume continues from an older checkpoint) and refuse (``ValueError`` listing every file
+with its run id) a folder whose checkpoints belong to different training runs
+(:class:`bundle.checkpoint.run_id.RunId`, :func:`bundle.checkpoint.choose_checkpoint`) unless ``run_id`` names the
+run to continue.  A checkpoint written before run ids were recorded is accepted with a warning.
+
 Importing this module runs nothing.
 """
 
@@ -26,7 +32,14 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-from bundle.checkpoint.io import latest_checkpoint, load_state_dicts, resumable_checkpoint
+from bundle.checkpoint.io import (
+    CheckpointScan,
+    choose_checkpoint,
+    load_state_dicts,
+    resumable_checkpoint,
+    scan_checkpoints,
+)
+from bundle.checkpoint.run_id import RUN_ID_KEY, RunId
 
 __all__ = ["ResumeFromLatest", "ResumeTraining", "TrainerState"]
 
@@ -44,10 +57,13 @@ class ResumeFromLatest:
 
     Args (keyword-only):
         checkpoint_dir: folder written by ``AtomicCheckpointSaver`` (or MONAI's ``CheckpointSaver``).
-        load_dict: name -> object with ``load_state_dict``; must include ``trainer_key``.
+        load_dict: name -> object with ``load_state_dict``; must include ``trainer_key``; a
+            :class:`~bundle.checkpoint.run_id.RunId` entry adopts the run id of the checkpoint (module docstring).
         pattern: file-name glob of the checkpoints to consider.
         trainer_key: the entry holding the engine state.
         strict: strict loading of ``torch.nn.Module`` entries.
+        run_id: the run to continue when the folder holds checkpoints of several runs (its newest checkpoint is
+            loaded); ``None``: the folder's checkpoints must belong to one run.
     """
 
     def __init__(
@@ -58,6 +74,7 @@ class ResumeFromLatest:
         pattern: str = "*.pt",
         trainer_key: str = "trainer",
         strict: bool = True,
+        run_id: str | None = None,
     ) -> None:
         if not isinstance(checkpoint_dir, str | Path) or str(checkpoint_dir) == "":
             raise ValueError(f"checkpoint_dir must be a folder path, got {checkpoint_dir!r}")
@@ -71,24 +88,50 @@ class ResumeFromLatest:
         self.pattern = pattern
         self.trainer_key = trainer_key
         self.strict = strict
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ValueError(f"run_id must be the id of the run to continue (a non-empty string) or None, got "
+                             f"{run_id!r}")
+        self.run_id = None if run_id is None else run_id.strip()
+        self.run_key = next((k for k, v in self.load_dict.items() if isinstance(v, RunId)), RUN_ID_KEY)
         self.resumed_from: Path | None = None
 
+    def _scan(self) -> CheckpointScan:
+        return scan_checkpoints(self.checkpoint_dir, pattern=self.pattern, trainer_key=self.trainer_key,
+                                run_key=self.run_key)
+
     def attach(self, engine: Engine) -> None:
-        """Register on ``Events.STARTED`` (before ignite computes where in the epoch the run continues)."""
+        """Register on ``Events.STARTED`` (before ignite computes where in the epoch the run continues).  Where nobody
+        configured logging (``python -m monai.bundle run`` without a logging file: the root logger has no handler),
+        this module's logger gets a console handler at INFO, so the resume's start point shows."""
+        if not logging.root.handlers and not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        path = latest_checkpoint(self.checkpoint_dir, pattern=self.pattern, trainer_key=self.trainer_key)
-        if path is None:
+        scan = self._scan()
+        for path, reason in scan.unreadable:
+            logger.warning("resume: skipping %s, it cannot be read (%s)", path, reason)
+        record = choose_checkpoint(scan, run_id=self.run_id)
+        if record is None:
             logger.info("no checkpoint in %s: starting a fresh run", self.checkpoint_dir)
             return
+        load_dict = self.load_dict
+        if record.run_id is None:
+            logger.warning(
+                "resume: %s holds no run id (written before run ids were recorded): it cannot be checked against the "
+                "folder's other checkpoints; the resumed run records a new run id", record.path)
+            load_dict = {k: v for k, v in load_dict.items() if not isinstance(v, RunId)}
         configured_max_epochs = engine.state.max_epochs
-        load_state_dicts(self.load_dict, path, strict=self.strict)
+        load_state_dicts(load_dict, record.path, strict=self.strict)
         if configured_max_epochs is not None and configured_max_epochs > engine.state.epoch:
             engine.state.max_epochs = configured_max_epochs  # this run's target wins over the killed run's
-        self.resumed_from = path
+        self.resumed_from = record.path
         logger.info(
-            "resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch
+            "resuming from %s (run %s) at iteration %d, epoch %d", record.path, record.run_id or "unrecorded",
+            engine.state.iteration, engine.state.epoch,
         )
 
 
@@ -129,8 +172,9 @@ class ResumeTraining(ResumeFromLatest):
     Construction (config parsing) already raises ``FileNotFoundError`` naming ``checkpoint_dir`` when it holds no
     checkpoint with trainer state (:func:`resumable_checkpoint`), so a mistyped folder never silently starts a fresh
     run.  :meth:`attach` also attaches every not yet attached :class:`TrainerState` of ``load_dict`` (ranks whose
-    ``train_handlers`` are empty under DDP).  Same keyword-only arguments as ``ResumeFromLatest``, plus ``hint`` for
-    the error message.
+    ``train_handlers`` are empty under DDP).  Same keyword-only arguments as ``ResumeFromLatest`` (``run_id``: the
+    resume overlays' ``resume_run_id``), plus ``hint`` for the error message.  Checkpoints of different runs raise the
+    ``ValueError`` already at construction.
     """
 
     def __init__(
@@ -141,13 +185,19 @@ class ResumeTraining(ResumeFromLatest):
         pattern: str = "*.pt",
         trainer_key: str = "trainer",
         strict: bool = True,
+        run_id: str | None = None,
         hint: str | None = None,
     ) -> None:
         super().__init__(
-            checkpoint_dir=checkpoint_dir, load_dict=load_dict, pattern=pattern, trainer_key=trainer_key, strict=strict
+            checkpoint_dir=checkpoint_dir, load_dict=load_dict, pattern=pattern, trainer_key=trainer_key, strict=strict,
+            run_id=run_id,
         )
         self.hint = hint
-        self.checkpoint = resumable_checkpoint(self.checkpoint_dir, trainer_key=trainer_key, hint=hint)
+        self.checkpoint = self._resumable()
+
+    def _resumable(self) -> Path:
+        return resumable_checkpoint(self.checkpoint_dir, trainer_key=self.trainer_key, hint=self.hint,
+                                    pattern=self.pattern, run_id=self.run_id)
 
     def attach(self, engine: Engine) -> None:
         """Attach unattached :class:`TrainerState` entries, then load at ``Events.STARTED``."""
@@ -157,7 +207,7 @@ class ResumeTraining(ResumeFromLatest):
         super().attach(engine)
 
     def __call__(self, engine: Engine) -> None:
-        resumable_checkpoint(self.checkpoint_dir, trainer_key=self.trainer_key, hint=self.hint)  # still there
+        self._resumable()  # still there
         super().__call__(engine)
         state = engine.state
         if state.max_epochs is not None and state.epoch >= state.max_epochs:

@@ -119,7 +119,8 @@ class LegoPETInferer(Inferer):
             left as it is); ``None`` = cDPM (C = {s}).
         crop: ``(top, left, height, width)`` of the unpadded image in the sampled grid, or ``None`` (no crop).
         eta: DDIM η ∈ [0, 1] (0 = deterministic given x_T); must be 0 with a DDPM scheduler.
-        progress: tqdm progress bar over the steps.
+        progress: a progress bar over the steps (``False``: none; ``True``: as ``BUNDLE_PROGRESS`` says,
+            :mod:`bundle.progress`).
         chunk_size: samples per network call (the network sees up to 2 × ``chunk_size`` with guidance).
         seed: seed of the generator used when ``__call__`` gets none.
         previous_timestep: DDIM only: :class:`bundle.diffusion.ddim.PreviousTimestep` (default
@@ -140,7 +141,7 @@ class LegoPETInferer(Inferer):
         pnpnet: PnPNet | None = None,
         crop: Sequence[int] | None = None,
         eta: float = 0.0,
-        progress: bool = False,
+        progress: bool = True,
         chunk_size: int = 16,
         seed: int = 0,
         previous_timestep: PreviousTimestep | str = PreviousTimestep.NEXT_IN_SCHEDULE,

@@ -121,13 +121,13 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler
-from tqdm.auto import tqdm
 
 from bundle.diffusion.ddim import DDIMStep, PredictionType, PreviousTimestep
 from bundle.diffusion.sampler import sample
 from bundle.physics.forward_model import PETForwardModel, PoissonDataModel, select_views, view_subsets
 from bundle.physics.priors import Neighbourhood, RelativeDifferencePrior
 from bundle.physics.recon import osem
+from bundle.progress import progress_bar
 from bundle.transforms.scaling import slice_scale_from_volume
 
 from .._checks import check_choice, check_int, check_real
@@ -240,7 +240,8 @@ class PETDDSInferer(Inferer):
         chunk_size: slices per network batch (>= 1).
         prior_enabled: ``False`` replaces x̂0 by the current consistent iterate (no network calls; for testing).
         seed: seed of the generator used when ``__call__`` gets no ``generator``.
-        progress: show a tqdm bar over the diffusion steps.
+        progress: a progress bar over the diffusion steps (``False``: none; ``True``: as ``BUNDLE_PROGRESS``
+            says, :mod:`bundle.progress`).
         callback: ``callback(step, x0_hat)`` after the DC of every diffusion step (step = 0 … N − 1, x0_hat a copy of
             the consistent image in activity units); nothing is logged inside the loop.
 
@@ -273,7 +274,7 @@ class PETDDSInferer(Inferer):
         chunk_size: int = 16,
         prior_enabled: bool = True,
         seed: int = 0,
-        progress: bool = False,
+        progress: bool = True,
         callback: StepCallback | None = None,
     ) -> None:
         super().__init__()
@@ -574,7 +575,8 @@ class PETDDSInferer(Inferer):
         if not self.prior_enabled:  # N · p DC steps, x̂0 = the current iterate
             x = initial_osem if initial_osem is not None else torch.ones(shape, dtype=dtype, device=device)
             x = torch.where(problem.in_fov, x, torch.zeros_like(x))
-            for step in tqdm(range(len(timesteps)), disable=not self.progress, desc="PET-DDS"):
+            for step in progress_bar(range(len(timesteps)), desc="PET-DDS", unit="step", progress=self.progress,
+                                     leave=False):
                 x = consistency(x, step)
         else:
 

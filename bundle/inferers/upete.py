@@ -111,7 +111,7 @@ class LatentEnhancementInferer(Inferer):
 
         rule = LatentStep(process=process, timesteps=steps, encode=network.encode, decode=network.decode)
         _, z0_hat = sample(z, steps, model=model, step_rule=rule, prediction_type=PredictionType.SAMPLE,
-                           generator=generator)
+                           generator=generator, desc="uPETe")
         return network.decode(z0_hat)
 
     def __call__(  # type: ignore[override]

@@ -69,6 +69,7 @@ from bundle.inferers.petdds import (
 from bundle.metrics import MetricConvention, image_metrics, ssim_kernel_size, units
 from bundle.physics import ImageGeometry, Neighbourhood, PoissonDataModel, RelativeDifferencePrior, map_em
 from bundle.physics import osem as osem_reconstruction
+from bundle.progress import progress_bar
 
 from .._checks import check_choice, check_nonnegative
 from .._checks import check_int as _check_int
@@ -298,7 +299,7 @@ def evaluate_petdds(
         save_images: write every reconstruction as NIfTI.
         figures: write one transverse + coronal panel per subject (first realisation; with the mean and the CV in
             the head for N > 1).
-        progress: tqdm bar over (subject, realisation).
+        progress: progress bar (:mod:`bundle.progress`) over (subject, realisation).
         metric_convention: :class:`~bundle.metrics.MetricConvention` of the scores (``"petdds"``: the paper's
             NRMSE and SSIM in %, as the tables in ``docs/petdds.md``).
 
@@ -333,9 +334,7 @@ def evaluate_petdds(
     betas: dict[str, float] = {}
     sample_timings: dict[str, list[dict[str, float]]] = {}
     pairs = [(e, r) for e in entries for r in range(counts[e["id"]])]
-    from tqdm.auto import tqdm
-
-    for entry, r in tqdm(pairs, disable=not progress, desc="evaluate petdds"):
+    for entry, r in progress_bar(pairs, progress=progress, desc="evaluate petdds", unit="case"):
         case = ds.case(entry, r)
         key = f"{entry['id']}/{r}"
         result = reconstruct_case(case, methods=chosen, osem=(n_subsets, n_iterations), map_em_beta=beta_relative,

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bundle.data.brain import FDG_ACTIVITY_UNIT
 from bundle.data.io import load_image, save_image
@@ -53,6 +52,7 @@ from bundle.inferers.petdds import (
 from bundle.metrics import MetricConvention, bias_variance, image_metrics, units
 from bundle.physics import PETForwardModel, map_em, poisson_noise
 from bundle.physics import osem as osem_reconstruction
+from bundle.progress import progress_bar
 
 from .._checks import check_choice, check_int, check_nonnegative, check_real, check_sequence
 from .petdds import (
@@ -126,7 +126,7 @@ def bias_variance_study(
         {k: [] for k in settings} if template is not None else {})
     absolute: dict[float, list[float]] = {b: [] for b in beta_list}
     reference = mask = None
-    for r in tqdm(range(n_real), disable=not progress, desc="bias-variance"):
+    for r in progress_bar(range(n_real), progress=progress, desc="bias-variance", unit="realisation"):
         loaded = ds.case(entry, r)
         reference, mask = loaded.reference, loaded.mask
         models, data = loaded.subsets(num_subsets)
@@ -266,7 +266,7 @@ def count_sweep(
             :func:`bundle.workflows.petdds.evaluate_petdds`.
         split: the datalist split of the subjects (``"test"``).
         seed: the noise seeds (:func:`sweep_seed`) and the PET-DDS-δ sample seeds.
-        progress: tqdm bar over (subject, fraction, realisation).
+        progress: progress bar (:mod:`bundle.progress`) over (subject, fraction, realisation).
 
     Returns:
         ``{"rows": [...], "summary": {fraction: {method: {metric: {"mean", "std"}}}}, "table": markdown,
@@ -298,7 +298,7 @@ def count_sweep(
     generators: dict[tuple[int, int], torch.Generator] = {}
     loaded: dict[int, tuple[torch.Tensor, ...]] = {}  # subject -> (reference, mask, activity), read once
     expectations: dict[tuple[int, int], tuple[PETForwardModel, torch.Tensor]] = {}
-    for i, j, r in tqdm(jobs, disable=not progress, desc="count sweep"):
+    for i, j, r in progress_bar(jobs, progress=progress, desc="count sweep", unit="case"):
         entry, fraction = entries[i], fraction_list[j]
         if i not in loaded:
             loaded.clear()

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from bundle.data.petdds import PETDDSDataset
 from bundle.evaluation import format_mean_std, mean_std, output_folder, write_json
@@ -38,6 +37,7 @@ from bundle.inferers.petdds import Network, PETDDSInferer, check_inferer, defaul
 from bundle.metrics import MetricConvention, image_metrics, units
 from bundle.physics import map_em
 from bundle.physics import osem as osem_reconstruction
+from bundle.progress import progress_bar
 
 from .._checks import check_choice, check_int, check_nonnegative, check_real, check_sequence
 from .petdds import METRICS, _check_osem, absolute_beta, rdp_prior
@@ -133,7 +133,7 @@ def tune_petdds(
         osem: (subsets, iterations) of the OSEM image (c_z, the OSEM row) and the subsets of MAP-EM.
         seed: realisation r of PET-DDS-δ uses ``torch.Generator().manual_seed(seed + r)``.
         device: where the network runs.
-        progress: tqdm bar over the cases.
+        progress: progress bar (:mod:`bundle.progress`) over the cases.
         metric_convention: of the scores (default ``"petdds"``: NRMSE and SSIM in %).
 
     Returns:
@@ -169,7 +169,7 @@ def tune_petdds(
     pet_dds_points = list(itertools.product(*grid.values())) if timed is not None else []
 
     points: list[dict[str, Any]] = []
-    for entry, r in tqdm(cases, disable=not progress, desc="tune petdds"):
+    for entry, r in progress_bar(cases, progress=progress, desc="tune petdds", unit="case"):
         case = ds.case(entry, r)
         where = {"subject": entry["id"], "realisation": r}
 

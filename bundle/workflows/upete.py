@@ -34,6 +34,7 @@ from bundle.data.upete import Case, load_split
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
 from bundle.metrics import MetricConvention, erode, image_metrics, lesion_metrics, region_cov, summarise_lesions
 from bundle.networks.upete import LDMVariant, UPETe
+from bundle.progress import progress_bar
 
 __all__ = [
     "ABLATIONS",
@@ -153,12 +154,7 @@ def evaluate_upete(
             per_case_reading.setdefault("SPET (reference)", []).append(reading)
     jobs = [(m, d) for m in methods for d in sorted({table_dose, *curve_doses})
             if d == table_dose or m in curve_methods]
-    iterator: Any = jobs
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(jobs, desc="uPETe evaluation", unit="method×dose")
-    for method, dose in iterator:
+    for method, dose in progress_bar(jobs, desc="uPETe evaluation", unit="method×dose", progress=progress):
         for case in test:
             if dose not in case.low:
                 continue

@@ -143,3 +143,21 @@ def test_combined_state_argument_checks():
         combined_state(network=network, calibration=CALIBRATION, variant="LDM", settings={"layout": object()})
     with pytest.raises(ValueError, match="settings must not hold 'variant'"):
         combined_state(network=network, calibration=CALIBRATION, variant="LDM", settings={"variant": "LDM"})
+
+
+def test_calibration_shows_progress_when_forced_on_and_is_silent_when_off(tmp_path, monkeypatch, capsys):
+    """bundle.checkpoint.calibrate (uPETe's calibration step) draws its bars through bundle.progress."""
+    from bundle.checkpoint import calibrate
+    from bundle.progress import PROGRESS_ENV
+    from tests.upete_fixtures import write_dataset
+
+    data = write_dataset(tmp_path / "data")
+    torch.manual_seed(0)
+    autoencoder = _autoencoder()
+    monkeypatch.setenv(PROGRESS_ENV, "on")
+    shown = calibrate(data, autoencoder=autoencoder)
+    err = capsys.readouterr().err
+    assert "calibration: latent scale" in err and "calibration: count scale, latent noise" in err and "2/2" in err
+    monkeypatch.setenv(PROGRESS_ENV, "off")
+    assert calibrate(data, autoencoder=autoencoder) == shown  # the bars change nothing
+    assert capsys.readouterr().err == ""

@@ -42,7 +42,7 @@ def test_gan_configs_layer_over_the_regression_workflow(model):
     assert p.get_parsed_content("handlers#1#final_filename") == f"{model}_final.pt"
     assert p.get_parsed_content("val_handlers#2#key_metric_filename") == f"{model}_best.pt"
     assert p["checkpoint_dict"].replace("::", "#") == "@handlers#1#save_dict"  # what resume.json loads
-    assert set(p["handlers"][1]["save_dict"]) == {"network", "optimizer", "trainer", "rng", "validation",
+    assert set(p["handlers"][1]["save_dict"]) == {"network", "optimizer", "trainer", "rng", "validation", "run_id",
                                                   "discriminator", "d_optimizer"}
     assert p["handlers"][3]["_target_"] == "StatsHandler"  # gan.json prints the loss terms with this handler
     for name in ("optimizer", "d_optimizer"):

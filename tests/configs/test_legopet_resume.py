@@ -142,7 +142,7 @@ def test_legopet_killed_mid_epoch_resumes_exactly_like_an_uninterrupted_run(tmp_
     ckpt_dir = killed_root / "results" / "legopet" / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["checkpoint_epoch=1.pt"]  # no final file after a kill
     saved = torch.load(ckpt_dir / "checkpoint_epoch=1.pt", weights_only=True)
-    assert set(saved) == {"network", "optimizer", "ema", "trainer", "rng"}
+    assert set(saved) == {"network", "optimizer", "ema", "trainer", "rng", "run_id"}
     assert saved["trainer"]["iteration"] == ITERATIONS_PER_EPOCH
     assert set(saved["rng"]["generators"]) == {"prepare_batch"}
 
@@ -179,7 +179,7 @@ def test_pnpnet_resume_is_exact_and_keeps_the_best_checkpoint_tracking(tmp_path)
     _train(_parser(name, layer, max_epochs=1))
     ckpt_dir = run_root / "results" / "pnpnet" / "checkpoints"
     first = torch.load(ckpt_dir / "pnpnet_final.pt", weights_only=True)
-    assert set(first) == {"network", "optimizer", "trainer", "rng", "validation"}
+    assert set(first) == {"network", "optimizer", "trainer", "rng", "validation", "run_id"}
     validation = first["validation"]
     assert validation["best_metric_epoch"] == 1 and len(validation["saved"]) == 1  # (score, name) of pnpnet_best.pt
     assert validation["saved"][0][0] == pytest.approx(validation["best_metric"])
@@ -204,6 +204,7 @@ def test_pnpnet_resume_is_exact_and_keeps_the_best_checkpoint_tracking(tmp_path)
         _assert_same_states(final[entry], reference[entry], entry)
     best, reference_best = (torch.load(d / "pnpnet_best.pt", weights_only=True) for d in
                             (ckpt_dir, reference_root / "results/pnpnet/checkpoints"))
+    assert best.pop("run_id") == final["run_id"] == first["run_id"] != reference_best.pop("run_id")  # its own run's id
     _assert_same_states(best, reference_best, "best")  # ignite stores a single entry without its name
 
 

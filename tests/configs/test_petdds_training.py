@@ -117,7 +117,7 @@ def test_resume_overlay_continues_iterations_weights_and_optimizer(tmp_path):
     seen: dict = {}
 
     @trainer.on(Events.EPOCH_STARTED)
-    def _record(engine):  # first epoch of the resumed run, after CheckpointLoader (Events.STARTED)
+    def _record(engine):  # first epoch of the resumed run, after ResumeTraining (Events.STARTED)
         if "epoch" not in seen:
             seen["epoch"], seen["iteration"] = engine.state.epoch, engine.state.iteration
             seen["weights"] = {k: v.clone() for k, v in network.state_dict().items()}
@@ -157,6 +157,65 @@ def test_resume_from_an_epoch_end_is_bit_exact(tmp_path):
     got = resumed.get_parsed_content("network").state_dict()
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"{name} differs after resume")
+
+
+KILL_AT = 5  # mid epoch 3 (2 iterations per epoch): the newest checkpoint is checkpoint_epoch=2.pt (iteration 4)
+
+
+def _cli(dataset: Path, bundle_root: Path, files: list) -> list[str]:
+    overrides = ["--dataset_dir", str(dataset), "--bundle_root", str(bundle_root), "--max_epochs", "3",
+                 "--batch_size", "2", "--checkpoint_interval", "1", "--device", "$torch.device('cpu')", *TINY_NET]
+    return [sys.executable, "-m", "monai.bundle", "run", "training",
+            "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]", *overrides]
+
+
+def test_kill_9_and_resume_is_bit_exact_and_logs_its_start_and_progress(tmp_path):
+    """A real ``monai.bundle run training`` killed with SIGKILL mid-epoch 3, resumed (resume.json) from its
+    end-of-epoch-2 checkpoint in a new process, ends with the weights and Adam state of an uninterrupted run
+    (torch.equal): shuffle order, noise, timesteps and augmentations continue from the stored RNG states."""
+    import os
+    import signal
+
+    dataset = _fabricated_dataset(tmp_path / "data")
+    kill = tmp_path / "kill.json"
+    kill.write_text(json.dumps({
+        "kill_imports": ["$import os", "$import signal", "$import ignite"],
+        "training": ["$@checkpoint_saver.attach(@trainer)",
+                     f"$@trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once={KILL_AT}), "
+                     "lambda engine: os.kill(os.getpid(), signal.SIGKILL))", "$@trainer.run()"],
+    }), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "BUNDLE_PROGRESS": "off"}
+    files = [str(f) for f in RESUME_CONFIGS]
+    killed = subprocess.run(_cli(dataset, tmp_path / "killed", [*files, str(kill)]), cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt_dir = tmp_path / "killed" / "results" / "petdds" / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+    start = torch.load(ckpt_dir / "checkpoint_epoch=2.pt", weights_only=True)
+    resumed = subprocess.run(_cli(dataset, tmp_path / "killed", [*files, str(ROOT / "configs/petdds/resume.json")]),
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert (f"resuming from {ckpt_dir / 'checkpoint_epoch=2.pt'} (run {start['run_id']['run_id']}) at iteration 4, "
+            "epoch 2") in log
+    assert "epoch [" not in log  # BUNDLE_PROGRESS=off: no bar
+    reference = subprocess.run(_cli(dataset, tmp_path / "reference", files), cwd=ROOT,
+                               env={**env, "BUNDLE_PROGRESS": "on"}, capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "PET-DDS epoch [3/3]: [2/2]" in reference.stderr  # the training's progress bar, forced on
+
+    got = torch.load(ckpt_dir / "network_final.pt", weights_only=True)
+    expected = torch.load(tmp_path / "reference" / "results" / "petdds" / "checkpoints" / "network_final.pt",
+                          weights_only=True)
+    assert got["trainer"]["iteration"] == expected["trainer"]["iteration"] == 6
+    assert got["run_id"] == start["run_id"] != expected["run_id"]  # the resumed run kept the killed run's id
+    for name, value in expected["network"].items():
+        assert torch.equal(got["network"][name], value), f"{name} differs after kill -9 and resume"
+    for index, state in expected["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(got["optimizer"]["state"][index][key], value), f"Adam {key} of {index} differs"
+    assert any(not torch.equal(start["network"][k], v) for k, v in expected["network"].items())  # epoch 3 trained
 
 
 def _resume_error(parser: ConfigParser) -> FileNotFoundError:

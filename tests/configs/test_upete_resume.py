@@ -145,7 +145,7 @@ def _kill_and_resume(tmp_path: Path, stage: str, **extra) -> tuple[dict, dict, d
     ckpt_dir = killed_out / "upete" / folder
     assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["checkpoint_epoch=1.pt"]  # no final file after a kill
     start = torch.load(ckpt_dir / "checkpoint_epoch=1.pt", weights_only=True)
-    assert set(start) == STAGES[stage][3]
+    assert set(start) == STAGES[stage][3] | {"run_id"}
     assert start["trainer"]["iteration"] == ITERATIONS_PER_EPOCH
 
     resumed = _parser(_stack(stage, killed_layer, resume=True))
