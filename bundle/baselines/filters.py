@@ -60,12 +60,20 @@ def gaussian_filter(image: torch.Tensor, *, sigma_voxels: float | Sequence[float
 
 
 def estimate_noise_std(image: torch.Tensor) -> float:
-    """σ_n from the Laplacian-like residual x − mean of the 6 neighbours (white noise: Var = σ² (1 + 1/6))."""
+    """σ_n from the Laplacian-like residual x − mean of the 6 neighbours (white noise: Var = σ² (1 + 1/6)).
+
+    Only voxels that are non-zero with their 6 neighbours count: a PET volume is mostly air outside the body, whose
+    exact zeros would make the median absolute residual 0 and every NLM weight but the centre's vanish, and the
+    body's edge against the air is not noise."""
     x = F.pad(_check_volume(image).double(), (1, 1, 1, 1, 1, 1), mode="replicate")
     c = x[..., 1:-1, 1:-1, 1:-1]
-    nb = (x[..., :-2, 1:-1, 1:-1] + x[..., 2:, 1:-1, 1:-1] + x[..., 1:-1, :-2, 1:-1] + x[..., 1:-1, 2:, 1:-1]
-          + x[..., 1:-1, 1:-1, :-2] + x[..., 1:-1, 1:-1, 2:]) / 6.0
-    r = (c - nb).flatten()
+    neighbours = (x[..., :-2, 1:-1, 1:-1], x[..., 2:, 1:-1, 1:-1], x[..., 1:-1, :-2, 1:-1], x[..., 1:-1, 2:, 1:-1],
+                  x[..., 1:-1, 1:-1, :-2], x[..., 1:-1, 1:-1, 2:])
+    nb = sum(neighbours) / 6.0
+    support = c != 0
+    for n in neighbours:
+        support &= n != 0
+    r = (c - nb)[support] if bool(support.any()) else (c - nb).flatten()
     mad = float((r - r.median()).abs().median()) * 1.4826  # robust to edges
     return mad / (1.0 + 1.0 / 6.0) ** 0.5
 
