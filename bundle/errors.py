@@ -2,8 +2,8 @@
 
 MONAI's config parser wraps an error raised inside a config expression as ``RuntimeError("Failed to evaluate
 ConfigExpression: ...")`` (``raise ... from``), possibly several levels deep, so the message that names the argument
-ends up last, under a traceback.  :func:`named_error` walks that chain back to its root and returns it when it is
-a bad-input error (:data:`NAMED_ERRORS`); :func:`report` prints it as ``error: <message>`` and returns 2.  Any
+ends up last, under a traceback.  :func:`named_error` walks that chain towards its root and returns the first
+bad-input error (:data:`NAMED_ERRORS`) in it; :func:`report` prints it as ``error: <message>`` and returns 2.  Any
 other exception is a bug and keeps its traceback.  Used by ``python -m bundle.app``, ``python -m bundle.run``
 (``monai.bundle run`` with this reporting) and ``python -m bundle.data``.  Importing this module runs nothing.
 """
@@ -22,12 +22,18 @@ argument and the value expected."""
 
 
 def named_error(error: BaseException) -> BaseException | None:
-    """The root of ``error``'s ``raise ... from`` chain when it is one of :data:`NAMED_ERRORS`, else ``None``."""
-    root, seen = error, {id(error)}
-    while root.__cause__ is not None and id(root.__cause__) not in seen:
-        root = root.__cause__
-        seen.add(id(root))
-    return root if isinstance(root, NAMED_ERRORS) else None
+    """The outermost of :data:`NAMED_ERRORS` in ``error``'s ``raise ... from`` chain, else ``None``.
+
+    MONAI's ``RuntimeError`` wraps the package's message (``from``): that message is the first named error below
+    it.  A package error that itself wraps a library error (``CheckpointError`` from torch's ``RuntimeError``, the
+    sinogram reader's ``ValueError`` from numpy's) is the one to print, its cause a detail."""
+    current, seen = error, set()
+    while current is not None and id(current) not in seen:
+        if isinstance(current, NAMED_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
 
 
 def one_line(error: BaseException) -> str:

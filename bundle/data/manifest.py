@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["build_command", "read_manifest"]
+__all__ = ["build_command", "load_datalist", "read_manifest"]
 
 
 def build_command(kind: str, dataset_dir: str | Path) -> str:
@@ -53,3 +53,17 @@ def read_manifest(dataset_dir: str | Path, kind: str, *, required: bool = True) 
         raise ValueError(f"dataset_dir {str(root)!r} holds a {found} dataset, expected a {kind} dataset (build one "
                          f"with {build_command(kind, '<folder>')})")
     return manifest
+
+
+def load_datalist(dataset_dir: str | Path, split: str, *, kind: str) -> list[dict]:
+    """MONAI ``load_decathlon_datalist`` of ``dataset_dir/datalist.json`` (paths resolved against ``dataset_dir``)
+    after :func:`read_manifest` checked the dataset's kind (a hand-made folder without a manifest passes); what the
+    training configs read their splits with."""
+    from monai.data import load_decathlon_datalist
+
+    read_manifest(dataset_dir, kind, required=False)
+    path = Path(dataset_dir) / "datalist.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset_dir {str(dataset_dir)!r} has no datalist.json; build the {kind} dataset: "
+                                f"{build_command(kind, dataset_dir)}")
+    return load_decathlon_datalist(str(path), data_list_key=split, base_dir=str(dataset_dir))
