@@ -4,8 +4,8 @@ MONAI's config parser wraps an error raised inside a config expression as ``Runt
 ConfigExpression: ...")`` (``raise ... from``), possibly several levels deep, so the message that names the argument
 ends up last, under a traceback.  :func:`named_error` walks that chain towards its root and returns the first
 bad-input error (:data:`NAMED_ERRORS`) in it; :func:`report` prints it as ``error: <message>`` and returns 2.  Any
-other exception is a bug and keeps its traceback.  Used by ``python -m bundle.app``, ``python -m bundle.run``
-(``monai.bundle run`` with this reporting) and ``python -m bundle.data``.  Importing this module runs nothing.
+other exception is a bug and keeps its traceback.  Used by ``python -m bundle.app`` and ``python -m bundle.run``
+(``monai.bundle run`` with this reporting).  Importing this module runs nothing.
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ def _training_cases() -> list[Case]:
              commands=lambda ws, f: _train(f, ("common.json", "petdds/nothere.json"))),
         Case(name="train_missing_dataset", what="training with a `--dataset_dir` that does not exist",
              commands=lambda ws, f: _train(f, PETDDS_TRAIN, "--dataset_dir", str(f / "nothere")),
-             verify=_says("build the petdds dataset")),
+             verify=_says("build the dataset first: python -m bundle.data build petdds")),
         Case(name="train_petdds_on_legopet_data", what="PET-DDS-δ training on a LegoPET dataset",
              commands=lambda ws, f: _train(f, PETDDS_TRAIN, "--dataset_dir", str(ws.fake_dataset("legopet"))),
              verify=_says("holds a legopet dataset, expected a petdds dataset")),

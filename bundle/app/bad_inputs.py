@@ -296,6 +296,22 @@ def _digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+def _rebind_streams() -> None:
+    """In a forked child: ``sys.stdout`` / ``sys.stderr`` (and the logging handlers that wrote to the old ones) on
+    file descriptors 1 and 2, as in a fresh interpreter (the parent's may be a test runner's capture objects)."""
+    import logging
+
+    old = {id(sys.stdout): "out", id(sys.stderr): "err", id(sys.__stdout__): "out", id(sys.__stderr__): "err"}
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    for handler in (h for logger in loggers for h in logger.handlers):
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and id(stream) in old:
+            handler.setStream(sys.stdout if old[id(stream)] == "out" else sys.stderr)
+
+
 def _run_forked(command: Sequence[str], cwd: Path, out: Path) -> Run:
     """``python -m command[0] command[1:]`` in a child forked from this process (module docstring)."""
     stdout_path, stderr_path = out / "stdout.txt", out / "stderr.txt"
@@ -311,6 +327,7 @@ def _run_forked(command: Sequence[str], cwd: Path, out: Path) -> Run:
             with open(stdout_path, "wb") as o, open(stderr_path, "wb") as e:
                 os.dup2(o.fileno(), 1)
                 os.dup2(e.fileno(), 2)
+            _rebind_streams()
             os.chdir(cwd)
             sys.argv = [f"python -m {command[0]}", *command[1:]]
             try:

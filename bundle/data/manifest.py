@@ -36,14 +36,14 @@ def read_manifest(dataset_dir: str | Path, kind: str, *, required: bool = True) 
         raise TypeError(f"dataset_dir must be a folder path (str or Path), got {dataset_dir!r}")
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder; build the {kind} dataset first: "
+        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder; build the dataset first: "
                                 f"{build_command(kind, root)}")
     path = root / "manifest.json"
     if not path.is_file():
         if not required:
             return {}
         raise FileNotFoundError(f"dataset_dir {str(root)!r} has no manifest.json, so it is not a {kind} dataset; "
-                                f"build it first: {build_command(kind, root)}")
+                                f"build the dataset first: {build_command(kind, root)}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
