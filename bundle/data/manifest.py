@@ -30,7 +30,7 @@ def read_manifest(dataset_dir: str | Path, kind: str, *, required: bool = True) 
     Raises:
         TypeError: ``dataset_dir`` not a str or Path.
         FileNotFoundError: no ``dataset_dir`` folder, or (``required``) no manifest; the message has the build command.
-        ValueError: a manifest of another kind, or one that is not JSON.
+        ValueError: a manifest of another kind (one without ``kind`` passes), or one that is not a JSON object.
     """
     if not isinstance(dataset_dir, str | Path) or str(dataset_dir) == "":
         raise TypeError(f"dataset_dir must be a folder path (str or Path), got {dataset_dir!r}")
@@ -48,8 +48,11 @@ def read_manifest(dataset_dir: str | Path, kind: str, *, required: bool = True) 
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"dataset_dir {str(root)!r}: manifest.json is not JSON ({error})") from None
-    found = manifest.get("kind") if isinstance(manifest, dict) else None
-    if found != kind:
+    if not isinstance(manifest, dict):
+        raise ValueError(f"dataset_dir {str(root)!r}: manifest.json must hold a JSON object, got "
+                         f"{type(manifest).__name__}")
+    found = manifest.get("kind")
+    if found is not None and found != kind:  # a hand-made manifest without a kind passes
         raise ValueError(f"dataset_dir {str(root)!r} holds a {found} dataset, expected a {kind} dataset (build one "
                          f"with {build_command(kind, '<folder>')})")
     return manifest
