@@ -273,6 +273,13 @@ def _training_cases() -> list[Case]:
         Case(name="train_legopet_on_petdds_data", what="LegoPET (PnPNet) training on a PET-DDS-δ dataset",
              commands=lambda ws, f: _train(f, PNPNET_TRAIN, "--dataset_dir", str(ws.fake_dataset("petdds"))),
              verify=_says("holds a petdds dataset, expected a legopet dataset")),
+        Case(name="train_over_earlier_checkpoints", what="a fresh training into a folder with an earlier run's "
+             "`network_final.pt`",
+             setup=lambda ws, f: _write(f / "results" / "petdds" / "checkpoints" / "network_final.pt", b"earlier run"),
+             protect=lambda ws, f: [f / "results" / "petdds" / "checkpoints" / "network_final.pt"],
+             commands=lambda ws, f: _train(f, PETDDS_TRAIN, "--dataset_dir", str(ws.petdds_dataset),
+                                           "--max_epochs", "1", "--batch_size", "1"),
+             verify=_says("earlier run")),
         Case(name="train_unknown_variant", what="uPETe training with `--variant XYZ`",
              commands=lambda ws, f: _train(f, UPETE_LDM, "--variant", "XYZ", "--dataset_dir",
                                            str(ws.fake_dataset("upete"))),

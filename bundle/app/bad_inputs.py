@@ -154,7 +154,7 @@ class Workspace:
     @cached_property
     def petdds_dataset(self) -> Path:
         """A hand-made petdds dataset of one sample ``s00`` on the tiny_3d scanner, laid out as ``bundle.data build``
-        writes it (``samples/s00/``, two low-count realisations at f = 0.25)."""
+        writes it (``samples/s00/``, two low-count realisations at f = 0.25, a reference volume of ones)."""
         import numpy as np
 
         from bundle.physics import preset
@@ -173,7 +173,9 @@ class Workspace:
                  "sinogram_low": ["samples/s00/sinogram_low_00.npy", "samples/s00/sinogram_low_01.npy"],
                  "multiplicative_factors": "samples/s00/multiplicative_factors.npy",
                  "background_full": "samples/s00/background_full.npy", "count_scale_full": 4.0,
-                 "low_count_fraction": 0.25, "id": "s00"}
+                 "low_count_fraction": 0.25, "reference": "samples/s00/reference.nii.gz", "training_slices": [0],
+                 "id": "s00"}
+        self.nifti(folder / "reference.nii.gz", preset("tiny_3d").image.shape[::-1])  # (x, y, z)
         (folder / "sample.json").write_text(json.dumps(entry), encoding="utf-8")
         (root / "datalist.json").write_text(json.dumps({"training": [entry], "validation": [], "test": []}))
         (root / "manifest.json").write_text(json.dumps({"kind": "petdds", "complete": True, "config": {
