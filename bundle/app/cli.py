@@ -3,6 +3,7 @@
     python -m bundle.app infer --method {legopet,petdds,upete} --image PATH [--ct PATH] --output PATH
         [--checkpoint FILE] [--config-file F ...] [--override KEY=JSON ...] [--device DEV] [--seed N]
         [--normalisation F] [--background F|NUMBER] [--scanner-preset NAME] [--fwhm-mm MM]    (petdds)
+        [--sample DATASET/samples/ID --realisation K|full]   (petdds, instead of --image and the files)
         [--count-scale C]                                                                      (legopet)
         [--dose D]                                                                             (upete)
 
@@ -15,21 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
+
+from bundle.errors import report
 
 __all__ = ["build_parser", "main", "parse_overrides"]
 
 _METHOD_KEYS = {
-    "petdds": ("normalisation", "background", "scanner_preset", "fwhm_mm", "samples"),
+    "petdds": ("normalisation", "background", "sample", "realisation", "scanner_preset", "fwhm_mm", "samples"),
     "legopet": ("count_scale", "samples"),
     "upete": ("ct", "dose"),
 }
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["a#b=[1,2]", "c=text"]`` -> ``{"a#b": [1, 2], "c": "text"}`` (values parsed as JSON, else kept as text)."""
+    """``["a#b=[1,2]", "c=text"]`` -> ``{"a#b": [1, 2], "c": "text"}`` (values parsed as JSON, else kept as text;
+    :func:`bundle.app.config.method_parser` refuses text for an id whose config value is not a string)."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -51,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     infer = commands.add_parser("infer", help="run one method's infer task on one input")
     infer.add_argument("--method", required=True, choices=METHODS)
-    infer.add_argument("--image", required=True, help="petdds/legopet: .npy sinogram; upete: PET NIfTI or DICOM dir")
+    infer.add_argument("--image", help="petdds/legopet: .npy sinogram; upete: PET NIfTI or DICOM dir (required, "
+                       "except petdds with --sample)")
     infer.add_argument("--output", required=True, help=".nii/.nii.gz file or an existing folder")
     infer.add_argument("--checkpoint", help="weights file (default: the config's checkpoint; petdds: the shipped "
                        "models/petdds_score.pt)")
@@ -65,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--dose", type=float, help="upete: dose fraction of the input")
     infer.add_argument("--normalisation", help="petdds: .npy multiplicative factors (n ⊙ a ⊙ calibration)")
     infer.add_argument("--background", help="petdds: .npy or number, randoms + scatter counts per bin")
+    infer.add_argument("--sample", help="petdds: a dataset sample folder <dataset>/samples/<id>/: its sinogram, "
+                       "normalisation, background, scanner and resolution (instead of --image, --normalisation, "
+                       "--background)")
+    infer.add_argument("--realisation", help="petdds with --sample: k for sinogram_low_k.npy (default 0) or 'full'")
     infer.add_argument("--scanner-preset", help="petdds: scanner preset of the sinogram")
     infer.add_argument("--fwhm-mm", type=float, help="petdds: resolution FWHM in mm")
     infer.add_argument("--samples", type=int, help="petdds: N sampler seeds, N > 1 writes their mean and "
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
+    if args.image is None and not (args.method == "petdds" and args.sample is not None):
+        alternative = " (or --sample DIR)" if args.method == "petdds" else ""
+        raise ValueError(f"--image is required for --method {args.method}{alternative}")
     request: dict[str, Any] = {"image": args.image, "output": args.output, "seed": args.seed,
                                "overwrite": args.overwrite}
     for key in dict.fromkeys(k for keys in _METHOD_KEYS.values() for k in keys):
@@ -99,9 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = build_task(args.method, checkpoint=args.checkpoint, config_files=args.config_files,
                           overrides=parse_overrides(args.override), device=args.device)
         path, result = task(request)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # report() re-raises anything that is not bad input
+        return report(error)
     from .task import sidecar_path
 
     sidecar_path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ value``) change any of them, e.g. a tiny network or the dataset folder the LegoP
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,5 +63,20 @@ def method_parser(
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(f"override {key!r}: {root!r} is not an id of the {method} configs{hint} (known ids: "
                              f"{', '.join(sorted(k for k in known if not k.startswith('_')))})")
+        _check_text_value(parser, key, value)
         parser[key] = value
     return parser
+
+
+def _check_text_value(parser, key: str, value: Any) -> None:
+    """``ValueError`` for a text value (``--override key=abc``: not JSON) where the configs hold a number, list,
+    mapping or bool: the value was most likely mistyped (a string that is meant must be an id holding a string)."""
+    if not isinstance(value, str) or key not in parser:
+        return
+    current = parser[key]
+    if current is None or isinstance(current, str):
+        return
+    kind = {bool: "true/false", int: "a number", float: "a number", list: "a JSON list",
+            dict: "a JSON object"}.get(type(current), type(current).__name__)
+    raise ValueError(f"override {key}={value!r}: {value!r} is not JSON, and {key!r} holds {kind} in the configs "
+                     f"({json.dumps(current)[:60]}); give a JSON value, e.g. {key}={json.dumps(current)[:40]}")

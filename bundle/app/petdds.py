@@ -4,7 +4,15 @@ Request keys: ``image`` (counts ``.npy`` of the scanner preset's sinogram shape 
 ``normalisation`` (``.npy`` of the same shape with n ⊙ a ⊙ calibration, default ones), ``background`` (``.npy``
 of the same shape or a number: expected randoms + scatter counts per bin, > 0 wherever counts are > 0),
 ``scanner_preset`` and ``fwhm_mm`` (defaults from the task), ``samples`` (N >= 1, default the task's), ``output``,
-``seed``.  The forward model is ȳ = n ⊙ A(G x) + s as in :mod:`bundle.data.petdds`.
+``seed``.  The forward model is ȳ = n ⊙ A(G x) + s as in :mod:`bundle.data.petdds`.  A background whose mean is
+at least half the mean counts logs a warning with both numbers: such a background explains most of the counts, so
+the image comes out near zero (a plain number such as 0.5 is in counts per bin, which are often below 1 at low
+count; the dataset's ``background_full.npy`` × f is the right one for a dataset sinogram).
+
+Instead of the files, ``sample`` (a petdds dataset sample folder ``<dataset>/samples/<id>/``) and ``realisation``
+(k: ``sinogram_low_k.npy``, default 0; ``"full"``: the full-count sinogram) take the sinogram and its forward model
+from the dataset (:meth:`bundle.data.petdds.PETDDSDataset.forward_model`: normalisation f c n ⊙ a, background
+f s_full, the manifest's scanner and resolution), so the image is in the reference's activity units.
 
 Samples: with N > 1 the sampler runs N times, sample k with ``torch.Generator().manual_seed(seed + k)`` (k = 0 … N − 1,
 so sample 0 is the single-sample result; one OSEM image for the slice scale,
@@ -18,6 +26,7 @@ its sample (configs/petdds/inference.json, run id ``inferring``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,6 +73,20 @@ def _sinogram_like(value: object, name: str, shape: tuple[int, ...]) -> torch.Te
     return array
 
 
+BACKGROUND_WARNING_RATIO = 0.5
+"""A background whose mean is at least this fraction of the mean counts logs a warning (module docstring)."""
+
+
+def _warn_large_background(background: torch.Tensor, counts: torch.Tensor, given: object) -> None:
+    mean_background, mean_counts = float(background.mean()), float(counts.mean())
+    if mean_background >= BACKGROUND_WARNING_RATIO * mean_counts:
+        logging.getLogger(__name__).warning(
+            "background %s: its mean %.4g counts per bin is %.2f x the mean measured counts %.4g, so it explains "
+            "most of the data and the image comes out near zero; for a dataset sinogram use --sample DIR "
+            "--realisation k (or the sample's background_full.npy scaled by its count fraction)",
+            given, mean_background, mean_background / max(mean_counts, 1e-30), mean_counts)
+
+
 def cv_path(output: str | Path) -> Path:
     """``<stem>_cv.nii.gz`` next to ``output`` (``x.nii.gz`` or ``x.nii`` -> ``x_cv.nii.gz``): the CV of N > 1
     samples."""
@@ -90,11 +113,13 @@ class PETDDSInferTask(InferTask):
 
     method = "petdds"
     request_keys: Sequence[RequestKey] = (
-        RequestKey("image", expected="a .npy sinogram of counts (planes, views, radial)", required=True, path=True),
+        RequestKey("image", expected="a .npy sinogram of counts (planes, views, radial) (or 'sample')", path=True),
         RequestKey("normalisation", expected="a .npy of the sinogram's shape (n ⊙ a ⊙ calibration), default ones",
                    path=True),
-        RequestKey("background", expected="a .npy of the sinogram's shape or a number >= 0 (randoms + scatter)",
-                   required=True),
+        RequestKey("background", expected="a .npy of the sinogram's shape or a number >= 0 (randoms + scatter)"),
+        RequestKey("sample", expected="a petdds dataset sample folder <dataset>/samples/<id>/ (instead of image, "
+                                      "normalisation, background)", path=True),
+        RequestKey("realisation", expected="with sample: k >= 0 (sinogram_low_k.npy, default 0) or 'full'"),
         RequestKey("scanner_preset", expected=f"one of {list(PRESETS)}"),
         RequestKey("fwhm_mm", expected="a number >= 0 (resolution FWHM in mm)"),
         RequestKey("samples", expected="an int >= 1: sampler runs; > 1 writes their mean and <stem>_cv.nii.gz"),
@@ -111,8 +136,45 @@ class PETDDSInferTask(InferTask):
         self.fwhm_mm = check_nonnegative(fwhm_mm, "fwhm_mm")
         self.samples = check_int(samples, "samples", minimum=1)
 
+    def validate_request(self, request: object) -> dict:
+        """The base checks, then either ``sample`` (alone, with ``realisation``) or ``image`` + ``background``; a
+        ``sample`` request gets ``image`` = the dataset sinogram it names."""
+        data = super().validate_request(request)
+        if "sample" not in data:
+            for key in ("image", "background"):
+                if key not in data:
+                    expected = {k.name: k.expected for k in self.request_keys}[key]
+                    raise ValueError(f"request[{key!r}] is required for method 'petdds' (or give request['sample'], "
+                                     f"a dataset sample folder): {expected}")
+            if "realisation" in data:
+                raise ValueError("request['realisation'] applies with request['sample'] only (--sample DIR)")
+            return data
+        given = [k for k in ("image", "normalisation", "background", "scanner_preset", "fwhm_mm") if k in data]
+        if given:
+            raise ValueError(f"request['sample'] takes the sinogram, normalisation, background, scanner and resolution "
+                             f"from the dataset; drop {given} (--{' --'.join(k.replace('_', '-') for k in given)})")
+        dataset, entry = PETDDSDataset.open_sample(data["sample"])
+        realisation = data.get("realisation", 0)
+        if isinstance(realisation, str) and realisation.isdigit():
+            realisation = int(realisation)
+        if realisation != "full" and (isinstance(realisation, bool) or not isinstance(realisation, int)
+                                      or not 0 <= realisation < len(entry["sinogram_low"])):
+            raise ValueError(f"realisation must be 'full' or an int in [0, {len(entry['sinogram_low'])}) (the "
+                             f"low-count sinograms of sample {entry.get('id')}), got {realisation!r}")
+        sinogram, fraction = dataset.sinogram_and_fraction(entry, None if realisation == "full" else realisation)
+        data.update(image=str(dataset.root / sinogram), realisation=realisation, count_fraction=fraction)
+        return data
+
     def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:
-        return (self._load, self._forward_model)
+        return (self._load_sample,) if "sample" in data else (self._load, self._forward_model)
+
+    def _load_sample(self, data: dict) -> dict:
+        d = dict(data)
+        dataset, entry = PETDDSDataset.open_sample(d["sample"])
+        d["geometry"] = dataset.scanner
+        d["counts"] = dataset.load_array(d["image"], "sinogram")
+        d["model"] = dataset.forward_model(entry, d["count_fraction"])
+        return d
 
     def _load(self, data: dict) -> dict:
         d = dict(data)
@@ -129,6 +191,7 @@ class PETDDSInferTask(InferTask):
             except ValueError:
                 raise FileNotFoundError(f"background {d['background']!r} is neither a number nor a file") from None
         d["background_counts"] = _sinogram_like(d["background"], "background", shape)
+        _warn_large_background(d["background_counts"], d["counts"], d["background"])
         return d
 
     def _forward_model(self, data: dict) -> dict:
@@ -154,6 +217,8 @@ class PETDDSInferTask(InferTask):
         geometry = data["geometry"].image
         save_image(path, image, geometry)
         entries = {"shape_zyx": list(image.shape), "voxel_size_mm": list(geometry.voxel_size_mm),
+                   **({"sample": data["sample"], "realisation": data["realisation"],
+                       "count_fraction": data["count_fraction"]} if "sample" in data else {}),
                    "scanner_preset": data["geometry"].name, "units": "activity units of the forward model",
                    "max": float(np.max(image.numpy())), "samples": data["samples"],
                    "sample_seeds": [data["seed"] + k for k in range(data["samples"])]}

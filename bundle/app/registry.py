@@ -124,6 +124,10 @@ def _upete(parser, checkpoint: str | Path | None, device: str | None,
     for key in ("upete_network", "upete_inferer", "upete_calibration"):
         if key not in parser:
             raise ValueError(f"the uPETe inference config must define {key!r} (configs/upete/inference.json)")
+    if "variant" in parser:  # before the default checkpoint path, which is built from it
+        from bundle.networks.upete import LDMVariant
+
+        LDMVariant.parse(parser["variant"])
     if checkpoint is None:
         if "checkpoint" not in parser:
             raise ValueError("the uPETe inference config must define 'checkpoint' (configs/upete/inference.json)"

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["InferTask", "RequestKey", "companion_path", "resolve_output", "sidecar_path", "to_device_network"]
+__all__ = [
+    "InferTask", "RequestKey", "companion_path", "input_name", "resolve_output", "sidecar_path", "to_device_network",
+]
 
 Transform = Callable[[dict], dict]
 
@@ -40,8 +42,8 @@ COMMON_KEYS = (
 
 
 def resolve_output(output: object, *, image: str, method: str) -> Path:
-    """The NIfTI path to write: ``output`` itself (``.nii``/``.nii.gz``), ``<folder>/<image stem>_<method>.nii.gz``
-    for an existing folder, or a new temporary file when ``output`` is ``None``."""
+    """The NIfTI path to write: ``output`` itself (``.nii``/``.nii.gz``), ``<folder>/<input name>_<method>.nii.gz``
+    for an existing folder (:func:`input_name`), or a new temporary file when ``output`` is ``None``."""
     if output is None:
         handle = tempfile.NamedTemporaryFile(prefix=f"bundle_{method}_", suffix=".nii.gz", delete=False)
         handle.close()
@@ -50,11 +52,21 @@ def resolve_output(output: object, *, image: str, method: str) -> Path:
         raise ValueError(f"output must be a .nii/.nii.gz path or an existing folder, got {output!r}")
     path = Path(output)
     if path.is_dir():
-        stem = Path(image).name.split(".")[0] or "image"
-        return path / f"{stem}_{method}.nii.gz"
+        return path / f"{input_name(image)}_{method}.nii.gz"
     if not (path.name.endswith(".nii.gz") or path.name.endswith(".nii")):
-        raise ValueError(f"output must end with .nii or .nii.gz (or be an existing folder), got {str(path)!r}")
+        what = " (an existing file that is not NIfTI)" if path.exists() else ""
+        raise ValueError(f"output must end with .nii or .nii.gz (or be an existing folder), got {str(path)!r}{what}")
     return path
+
+
+def input_name(image: str | Path) -> str:
+    """The output name stem of input ``image``: ``<parent folder>_<file stem>`` (``samples/s00/sinogram.npy`` ->
+    ``s00_sinogram``), so the inputs of a dataset, whose files share one name per sample folder, get distinct outputs
+    in one folder; a file at the file-system root or a DICOM folder: its own name."""
+    path = Path(image).resolve()
+    stem = path.name.split(".")[0] or "image"
+    parent = path.parent.name
+    return f"{parent}_{stem}" if parent else stem
 
 
 def companion_path(output: str | Path, tag: str) -> Path:
@@ -80,6 +92,17 @@ def _existing_outputs(output: Path) -> list[str]:
     """The files a task run would write for ``output`` (image, ``_std`` / ``_cv`` companions, sidecar) that exist."""
     planned = (output, companion_path(output, "std"), companion_path(output, "cv"), sidecar_path(output))
     return [str(p) for p in planned if p.exists()]
+
+
+def _written_from(output: Path, image: str) -> str:
+    """`` (written from another input, X)`` when ``output``'s sidecar names an input other than ``image``."""
+    try:
+        earlier = json.loads(sidecar_path(output).read_text(encoding="utf-8")).get("image")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if earlier is None or Path(str(earlier)).resolve() == Path(image).resolve():
+        return ""
+    return f" (written from another input, {earlier}, whose name maps to the same output)"
 
 
 def _seed(value: object) -> int:
@@ -212,8 +235,9 @@ class InferTask:
         output = resolve_output(data.get("output"), image=data["image"], method=self.method)
         existing = _existing_outputs(output) if data.get("output") is not None else []
         if existing and not overwrite:
-            raise ValueError(f"output files exist: {existing}; nothing was written. Choose another --output or pass "
-                             "--overwrite (request['overwrite'] = true) to replace them")
+            raise ValueError(f"output files exist: {existing}{_written_from(output, data['image'])}; nothing was "
+                             "written. Choose another --output or pass --overwrite (request['overwrite'] = true) to "
+                             "replace them")
         return output
 
     def write_checked(self, data: dict, output: Path) -> dict:

@@ -39,6 +39,32 @@ def require_upete() -> Any:
     return module
 
 
+_FLAGS = {"image": "--image (low-dose PET)", "ct": "--ct (CT)"}
+
+
+def _load_volumes(data: dict, keys: Sequence[str]) -> dict:
+    """MONAI ``LoadImage`` of each path in ``keys`` (NIfTI file or DICOM series folder) -> (x, y, z) MetaTensor;
+    a file that cannot be read, or an image that is not one 3D volume, is a ``ValueError`` naming the argument."""
+    from monai.transforms import LoadImage
+
+    d = dict(data)
+    for key in keys:
+        path = d[key]
+        try:
+            volume = LoadImage(image_only=True)(path)
+        except Exception as error:  # nibabel / ITK raise many types for truncated or garbage files
+            cause = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            raise ValueError(f"request[{key!r}] ({_FLAGS[key]}) must be a readable NIfTI file or DICOM series folder; "
+                             f"{path} could not be read ({cause})") from None
+        if volume.ndim != 3 and not (volume.ndim == 4 and volume.shape[-1] == 1):  # (x, y, z, 1): one volume
+            kind = {2: "a 2D image (one slice)", 4: "a 4D image (a time series or several channels)"}.get(
+                volume.ndim, f"a {volume.ndim}D image")
+            raise ValueError(f"request[{key!r}] ({_FLAGS[key]}) must be one 3D volume (x, y, z); {path} holds {kind} "
+                             f"of shape {tuple(volume.shape)}")
+        d[key] = volume
+    return d
+
+
 class UPETeInferTask(InferTask):
     """uPETe enhancement as a MONAI Label-style task (module docstring for the request).
 
@@ -89,7 +115,7 @@ class UPETeInferTask(InferTask):
         self.settings = dict(settings or {})
 
     def pre_transforms(self, data: Mapping[str, Any]) -> Sequence:
-        from monai.transforms import EnsureChannelFirstd, LoadImaged
+        from monai.transforms import EnsureChannelFirstd
 
         from bundle.transforms.petct import CTWindowd, ValidatePETCTd
         from bundle.transforms.scaling import ToNetworkUnitsd
@@ -99,7 +125,7 @@ class UPETeInferTask(InferTask):
                              "DICOM series folder on the PET grid")
         has_ct = "ct" in data
         keys = ["image", "ct"] if has_ct else ["image"]
-        steps = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
+        steps = [lambda d: _load_volumes(d, keys), EnsureChannelFirstd(keys=keys),
                  ValidatePETCTd(pet_key="image", ct_key="ct" if has_ct else None, require_ct=has_ct),
                  ToNetworkUnitsd(keys="image", statistic="mean", scale=self.mean_multiple)]
         if has_ct:

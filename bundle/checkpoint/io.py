@@ -196,11 +196,29 @@ def load_state_dicts(
             else:
                 obj.load_state_dict(state[name])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            detail = _mismatch_summary(obj, state[name]) if isinstance(obj, torch.nn.Module) else None
             raise CheckpointError(
                 f"checkpoint {path}: entry {name!r} does not fit the configured {type(obj).__name__} (wrong "
-                f"architecture or settings?): {error}"
+                f"architecture or settings, or a checkpoint of another method?): {detail or error}"
             ) from error
     return state
+
+
+def _mismatch_summary(module: torch.nn.Module, state: object, *, examples: int = 3) -> str | None:
+    """``"12 of the 40 configured parameters are missing (e.g. a, b, c); ..."``: a few lines' worth instead of torch's
+    list of every key (``None`` when ``state`` is not a mapping)."""
+    if not isinstance(state, Mapping):
+        return None
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k}: stored {tuple(getattr(state[k], 'shape', ()))}, configured {tuple(own[k].shape)}"
+                  for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    parts = [f"{len(items)} {what} (e.g. {', '.join(map(str, items[:examples]))})"
+             for items, what in ((missing, f"of the {len(own)} configured entries are missing"),
+                                 (unexpected, f"of the {len(state)} stored entries are unexpected"),
+                                 (mismatched, "entries have another shape")) if items]
+    return "; ".join(parts) or None
 
 def load_weights(
     network: torch.nn.Module,

@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset_config(args.kind, args.preset, **overrides)
     except ValueError as error:
         parser.error(str(error))
-    datalist = build_dataset(args.kind, output=args.output, preset_name=args.preset, seed=args.seed,
-                             brainweb_dir=args.brainweb_dir, progress=not args.no_progress, **overrides)
+    try:
+        datalist = build_dataset(args.kind, output=args.output, preset_name=args.preset, seed=args.seed,
+                                 brainweb_dir=args.brainweb_dir, progress=not args.no_progress, **overrides)
+    except ValueError as error:
+        parser.error(str(error))
     counts = ", ".join(f"{k}: {len(v)}" for k, v in datalist.items())
     print(f"{args.kind} dataset in {args.output.resolve()} ({counts}); see datalist.json and manifest.json")
     return 0

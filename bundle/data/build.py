@@ -402,12 +402,17 @@ def build_dataset(
     manifest = {"kind": kind.value, "preset": DatasetPreset(preset_name).value, "seed": int(seed),
                 "bundle_version": __version__, "config": config}
     manifest_path = output / "manifest.json"
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output {str(output)!r} is a file; expected a folder (new, or holding an unfinished build "
+                         "of the same parameters to resume)")
     if manifest_path.exists():
         existing = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if {k: v for k, v in existing.items() if k not in ("complete", "sinogram_layout")} != _jsonable(manifest):
+        wanted = _jsonable(manifest)
+        differing = _differences(existing, wanted)
+        if differing:
             raise ValueError(
-                f"{output} already holds a dataset built with other parameters ({manifest_path}); choose another "
-                "output folder or delete it"
+                f"output {str(output)!r} already holds a dataset built with other parameters ({'; '.join(differing)}); "
+                "nothing was written. Choose another --output folder, or repeat the stored parameters to resume"
             )
     samples, layout = BUILDERS[kind](config, np.random.SeedSequence(seed), brainweb_dir)
     manifest["sinogram_layout"] = {
@@ -431,6 +436,17 @@ def build_dataset(
     _write_json(output / "datalist.json", datalist)
     _write_json(manifest_path, {**manifest, "complete": True})
     return datalist
+
+
+def _differences(existing: dict, wanted: dict) -> list[str]:
+    """``"seed: stored 0, asked 1"`` for each manifest entry (``config`` entries one by one) that differs."""
+    stored = {k: v for k, v in existing.items() if k not in ("complete", "sinogram_layout")}
+    flat_stored = {**{k: v for k, v in stored.items() if k != "config"},
+                   **{f"config.{k}": v for k, v in (stored.get("config") or {}).items()}}
+    flat_wanted = {**{k: v for k, v in wanted.items() if k != "config"},
+                   **{f"config.{k}": v for k, v in wanted["config"].items()}}
+    return [f"{key}: stored {flat_stored.get(key)!r}, asked {flat_wanted.get(key)!r}"
+            for key in sorted(set(flat_stored) | set(flat_wanted)) if flat_stored.get(key) != flat_wanted.get(key)]
 
 
 def _prefix(value, prefix: str):

@@ -21,6 +21,7 @@ from .._checks import check_int, check_positive
 from ..keys import Keys
 from ..transforms.legopet import LoadImageZYXd, LoadSinogramd, PadToSquared, manifest_counts_per_bin, reference_max
 from ..transforms.scaling import ToNetworkUnitsd
+from .manifest import build_command, read_manifest
 
 __all__ = ["LegoPETSample", "legopet_datalist", "load_samples"]
 
@@ -46,12 +47,10 @@ def legopet_datalist(dataset_dir: str | Path, split: str) -> list[dict]:
     """The entries of ``split`` in ``dataset_dir/datalist.json`` (``FileNotFoundError`` with the build command when
     missing, ``ValueError`` for an absent or empty split)."""
     dataset_dir = Path(dataset_dir)
+    read_manifest(dataset_dir, "legopet", required=False)
     path = dataset_dir / "datalist.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; build the dataset first: "
-            f"python -m bundle.data build legopet --output {dataset_dir}"
-        )
+        raise FileNotFoundError(f"{path} does not exist; build the dataset: {build_command('legopet', dataset_dir)}")
     entries = json.loads(path.read_text(encoding="utf-8")).get(split)
     if not entries:
         raise ValueError(f"split must name a non-empty split of {path}, got {split!r}")

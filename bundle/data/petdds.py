@@ -37,6 +37,7 @@ from ..physics import (
 )
 from ..physics import preset as scanner_preset
 from .io import load_image
+from .manifest import build_command, read_manifest
 
 __all__ = ["PETDDSCase", "PETDDSDataset", "load_petdds_case"]
 
@@ -88,16 +89,10 @@ class PETDDSDataset:
         if not isinstance(dataset_dir, str | Path):
             raise TypeError(f"dataset_dir must be a str or Path, got {type(dataset_dir).__name__}")
         root = Path(dataset_dir)
-        paths = {name: root / f"{name}.json" for name in ("manifest", "datalist")}
-        for path in paths.values():
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} does not exist; build the dataset first: "
-                    f"python -m bundle.data build petdds --output {root}"
-                )
-        manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
-        if manifest.get("kind") != "petdds":
-            raise ValueError(f"{root} holds a {manifest.get('kind')!r} dataset, expected 'petdds'")
+        manifest = read_manifest(root, "petdds")
+        datalist_path = root / "datalist.json"
+        if not datalist_path.is_file():
+            raise FileNotFoundError(f"{datalist_path} does not exist; rerun the build: {build_command('petdds', root)}")
         if not manifest.get("complete", False):
             raise ValueError(f"{root} holds an unfinished build (manifest 'complete' is false); rerun the build")
         scanner = scanner_preset(manifest["config"]["scanner_preset"])
@@ -108,7 +103,26 @@ class PETDDSDataset:
                 f"{scanner.layout.shape}"
             )
         projector = SinogramProjector(layout=scanner.layout, image=scanner.image)
-        return cls(root, manifest, json.loads(paths["datalist"].read_text(encoding="utf-8")), scanner, projector)
+        return cls(root, manifest, json.loads(datalist_path.read_text(encoding="utf-8")), scanner, projector)
+
+    @classmethod
+    def open_sample(cls, sample_dir: str | Path) -> tuple[PETDDSDataset, dict]:
+        """(dataset, datalist entry) of a sample folder ``<dataset>/samples/<id>/`` (it holds ``sample.json``; the
+        dataset is the nearest folder above it with ``manifest.json``).  ``FileNotFoundError`` / ``ValueError``
+        naming ``sample_dir`` for a folder that is not a petdds sample."""
+        if not isinstance(sample_dir, str | Path) or str(sample_dir) == "":
+            raise TypeError(f"sample_dir must be a sample folder path (str or Path), got {sample_dir!r}")
+        folder = Path(sample_dir).resolve()
+        record = folder / "sample.json"
+        if not record.is_file():
+            raise FileNotFoundError(f"sample {str(sample_dir)!r} must be a sample folder of a petdds dataset "
+                                    "(<dataset>/samples/<id>/ with sample.json); it has no sample.json")
+        root = next((p for p in folder.parents if (p / "manifest.json").is_file()), None)
+        if root is None:
+            raise FileNotFoundError(f"sample {str(sample_dir)!r}: no folder above it holds the dataset's manifest.json")
+        dataset = cls.open(root)
+        sample_id = json.loads(record.read_text(encoding="utf-8")).get("id", folder.name)
+        return dataset, dataset.find_entry(str(sample_id))
 
     def find_entry(self, entry: object) -> dict:
         """``entry`` itself (a datalist mapping) or the datalist entry whose ``id`` is ``entry``."""

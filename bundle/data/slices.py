@@ -22,6 +22,7 @@ from monai.transforms import MapTransform
 
 from ..keys import Keys
 from .io import load_image
+from .manifest import build_command, read_manifest
 
 __all__ = ["LoadVolumeSliced", "slice_datalist"]
 
@@ -31,11 +32,10 @@ def slice_datalist(
 ) -> list[dict]:
     """One entry ``{"image": absolute volume path, "slice_index": z, "subject": s}`` per listed slice of ``split``."""
     dataset_dir = Path(dataset_dir)
+    read_manifest(dataset_dir, "petdds", required=False)
     path = dataset_dir / "datalist.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; build the dataset first: python -m bundle.data build petdds --output {dataset_dir}"
-        )
+        raise FileNotFoundError(f"{path} does not exist; build the dataset: {build_command('petdds', dataset_dir)}")
     datalist = json.loads(path.read_text(encoding="utf-8"))
     if split not in datalist:
         raise ValueError(f"split must be one of {sorted(datalist)}, got {split!r}")

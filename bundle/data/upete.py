@@ -18,6 +18,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from ..transforms.petct import CTWindowd
 from ..transforms.scaling import ToNetworkUnitsd
+from .manifest import read_manifest
 
 __all__ = ["Case", "load_split", "upete_loading"]
 
@@ -62,6 +63,7 @@ def load_split(
 ) -> list[Case]:
     """The cases of ``split`` (``training``/``validation``/``test``) with the LPETs of ``doses`` (default: all)."""
     root = Path(dataset_dir)
+    read_manifest(root, "upete", required=False)
     listing = root / "datalist.json"
     if not listing.is_file():
         raise ValueError(

@@ -113,13 +113,9 @@ def _check_channel_first_2d(x: object, key: Hashable) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------- dataset scales
 @functools.cache
 def _manifest(dataset_dir: str) -> dict:
-    path = Path(dataset_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; build the dataset first: "
-            f"python -m bundle.data build legopet --output {dataset_dir}"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))
+    from bundle.data.manifest import read_manifest
+
+    return read_manifest(dataset_dir, "legopet")
 
 
 def manifest_counts_per_bin(dataset_dir: str | Path) -> float:

@@ -140,12 +140,15 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
 
     Returns the extracted file paths.  Raises ``ValueError`` for a non-empty ``target`` or naming the first
     offending member, :class:`BundleIntegrityError` for a bundle zip whose members do not match its checksums
-    (nothing is written then), ``zipfile.BadZipFile`` for a damaged archive.
+    (nothing is written then) and for a file that is not a zip archive (damaged or truncated).
     """
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ValueError(f"target {target} must be a new or empty folder (extracting into it could overwrite or mix "
                          "with its files); choose another folder")
+    if not zipfile.is_zipfile(archive):
+        raise ValueError(f"archive {archive} must be a zip file written by python -m bundle.zoo export; it is not a "
+                         "zip archive (damaged or truncated?)")
     with zipfile.ZipFile(archive) as zf:
         _check_archive_checksums(zf, archive)
         target.mkdir(parents=True, exist_ok=True)

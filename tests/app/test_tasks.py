@@ -169,7 +169,10 @@ def test_parse_overrides():
 
 def test_network_runs_on_the_task_device(petdds_task):
     assert next(petdds_task.network.parameters()).device == torch.device("cpu")
-    assert petdds_task.info()["request"]["image"]["required"] is True
+    request = petdds_task.info()["request"]
+    assert request["image"]["required"] is False and "sample" in request  # image, or a dataset sample folder
+    with pytest.raises(ValueError, match=r"request\['image'\] is required .*or give request\['sample'\]"):
+        petdds_task.validate_request({"background": 1.0})
 
 
 def test_petdds_default_checkpoint_is_the_shipped_score_model():

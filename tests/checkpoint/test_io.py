@@ -155,3 +155,16 @@ def test_list_checkpoints_sorted_by_epoch(tmp_path):
     assert [e for e, _ in list_checkpoints(tmp_path)] == [5, 10, 20]
     with pytest.raises(FileNotFoundError):
         list_checkpoints(tmp_path / "nope")
+
+
+def test_wrong_architecture_message_counts_and_shows_three_examples(tmp_path):
+    """Not torch's list of every key: counts, three examples each, and the shapes that differ."""
+    stored = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(10)))
+    path = save_checkpoint({"network": stored.state_dict()}, tmp_path / "other.pt")
+    configured = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 3))
+    with pytest.raises(CheckpointError) as raised:
+        load_state_dicts({"network": configured}, path)
+    message = str(raised.value)
+    assert "16 of the 20 stored entries are unexpected (e.g. 2.weight, 2.bias, 3.weight)" in message
+    assert "1 entries have another shape (e.g. 0.weight: stored (3, 3), configured (3, 4))" in message
+    assert "missing" not in message and len(message) < 500

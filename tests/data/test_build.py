@@ -87,8 +87,31 @@ def test_resume_rebuilds_only_missing_samples(tmp_path, head_brains):
 
 def test_refuses_to_mix_parameters(tmp_path, head_brains):
     build_dataset("legopet", output=tmp_path, seed=0, progress=False, **SMALL)
-    with pytest.raises(ValueError, match="already holds a dataset built with other parameters"):
+    manifest = (tmp_path / "manifest.json").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a dataset built with other parameters \(seed: stored 0, "
+                                         r"asked 1\); nothing was written"):
         build_dataset("legopet", output=tmp_path, seed=1, progress=False, **SMALL)
+    assert (tmp_path / "manifest.json").read_bytes() == manifest
+
+
+def test_cli_refusals_exit_2_with_one_line(tmp_path, capsys):
+    """Another --seed into a started build, and --output naming a file: named before anything is written."""
+    from bundle.data.__main__ import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "petdds", "--output", str(tmp_path / "notes.txt"), "--no-progress"])
+    assert stop.value.code == 2 and "is a file; expected a folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    started = tmp_path / "data"
+    started.mkdir()
+    stored = {"kind": "petdds", "preset": "tiny", "seed": 0, "bundle_version": "0", "config": {}}
+    (started / "manifest.json").write_text(json.dumps(stored))
+    with pytest.raises(SystemExit) as stop:
+        main(["build", "petdds", "--output", str(started), "--seed", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "seed: stored 0, asked 1" in err and "Traceback" not in err
+    assert json.loads((started / "manifest.json").read_text()) == stored
 
 
 def test_petdds_build_low_count_realisations(tmp_path, head_brains):

@@ -123,6 +123,16 @@ def test_safe_extract_rejects_symlinks(tmp_path):
         safe_extract(archive, tmp_path / "t")
 
 
+@pytest.mark.parametrize("content", [b"text, not a zip", b"PK\x03\x04truncated"])
+def test_safe_extract_names_a_file_that_is_not_a_zip(tmp_path, content):
+    archive = tmp_path / "b.zip"
+    archive.write_bytes(content)
+    with pytest.raises(ValueError, match=r"b\.zip must be a zip file written by python -m bundle\.zoo export; it is "
+                                         r"not a zip archive"):
+        safe_extract(archive, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
 def test_export_argument_checks(exported, legopet_files, tmp_path, capsys):
     with pytest.raises(ValueError, match="already exists and is not empty"):
         export_bundle(method="legopet", output=exported.parent, checkpoint=legopet_files["checkpoint"],
