@@ -40,6 +40,8 @@ __all__ = [
     "ABLATIONS",
     "BASELINES",
     "READING_METRICS",
+    "autoencoder_ceiling",
+    "evaluate_ceiling",
     "evaluate_upete",
     "reading_metrics",
 ]
@@ -70,6 +72,60 @@ def reading_metrics(image_kbq_per_ml: torch.Tensor, case: Case) -> dict[str, flo
     liver = erode(case.labels[0, 0].round() == LABELS["liver"], 1) & (case.lesions[0, 0] == 0)
     return {"CR": summary["contrast_recovery"], "SUVmean bias %": 100 * summary["suv_mean_bias"],
             "SUVmax bias %": 100 * summary["suv_max_bias"], "liver CoV %": 100 * region_cov(image_kbq_per_ml, liver)}
+
+
+def autoencoder_ceiling(
+    cases: Sequence[Case],
+    autoencoder: torch.nn.Module,
+    *,
+    roi_size: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    score: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] = image_metrics,
+) -> dict[str, tuple[float, float]]:
+    """PSNR / SSIM (mean ± std over ``cases``, kBq/ml, against the SPET) of the autoencoder's round trip D(μ_E(SPET))
+    through the inference windows (``roi_size``, Gaussian blending; ``None``: whole volumes): the best any latent
+    method with this autoencoder can do (the latent scale s cancels)."""
+
+    def round_trip(x: torch.Tensor) -> torch.Tensor:
+        return autoencoder.decode_stage_2_outputs(autoencoder.encode(x)[0])
+
+    if roi_size is not None:  # the inferer's windows (normalisation depends on them)
+        from monai.inferers import SlidingWindowInferer
+
+        round_trip = partial(SlidingWindowInferer(roi_size=tuple(roi_size), overlap=overlap, mode="gaussian"),
+                             network=round_trip)
+    values = []
+    for case in cases:
+        with torch.no_grad():
+            recon = round_trip(case.spet)
+        values.append(score(recon * case.spet_scale, case.spet * case.spet_scale))
+    return {k: mean_std([v[k] for v in values]) for k in ("PSNR", "SSIM")}
+
+
+def evaluate_ceiling(
+    dataset_dir: str | Path,
+    *,
+    output_dir: str | Path,
+    autoencoder: torch.nn.Module,
+    roi_size: Sequence[int] | None,
+    overlap: float = 0.5,
+    split: str = "test",
+    mean_multiple: float = 10.0,
+    ct_window_hu: Sequence[float] = (-1000.0, 1000.0),
+    metric_convention: MetricConvention | str = MetricConvention.DEFAULT,
+) -> dict[str, Any]:
+    """:func:`autoencoder_ceiling` of a trained autoencoder on ``split``, written to ``output_dir/ceiling.json``
+    (stage 1 can be judged before any latent model is trained: the ``ceiling`` id of configs/upete/evaluate.json)."""
+    convention = check_choice(metric_convention, MetricConvention, "metric_convention")
+    cases = load_split(dataset_dir, split, doses=[], mean_multiple=mean_multiple, ct_window_hu=ct_window_hu)
+    ceiling = autoencoder_ceiling(cases, autoencoder.eval(), roi_size=roi_size, overlap=overlap,
+                                  score=partial(image_metrics, convention=convention))
+    result = {"autoencoder_ceiling": ceiling, "split": split, "cases": [c.case_id for c in cases],
+              "roi_size": list(roi_size) if roi_size is not None else None, "metric_convention": convention.value}
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "ceiling.json", result)
+    return result
 
 
 def evaluate_upete(
@@ -173,22 +229,8 @@ def evaluate_upete(
     ceiling: dict[str, tuple[float, float]] = {}
     if models:  # D(E(SPET)) of the shared autoencoder: no latent method can be closer to the SPET than this
         network, inferer = next(iter(models.values()))
-
-        def round_trip(x: torch.Tensor) -> torch.Tensor:
-            return network.decode(network.encode(x))
-
-        if getattr(inferer, "roi_size", None) is not None:  # the inferer's windows (normalisation depends on them)
-            from monai.inferers import SlidingWindowInferer
-
-            windows = SlidingWindowInferer(roi_size=inferer.roi_size, sw_batch_size=inferer.sw_batch_size,
-                                           overlap=inferer.overlap, mode=inferer.mode)
-            round_trip = partial(windows, network=round_trip)
-        values = []
-        for case in test:
-            with torch.no_grad():
-                recon = round_trip(case.spet)
-            values.append(score(recon * case.spet_scale, case.spet * case.spet_scale))
-        ceiling = {k: mean_std([v[k] for v in values]) for k in ("PSNR", "SSIM")}
+        ceiling = autoencoder_ceiling(test, network.autoencoder, roi_size=getattr(inferer, "roi_size", None),
+                                      overlap=getattr(inferer, "overlap", 0.5), score=score)
     estimated_doses: dict[str, dict[str, float]] = {}
     estimator = next((inf.dose_estimator for _, inf in models.values() if inf.dose_estimator is not None), None)
     if estimator is not None:  # the image-only dose estimate the inferers fall back on when no dose is given

@@ -26,7 +26,7 @@ EVALUATION_IDS = {
                "tuning_baselines"},
     "legopet": {"evaluating", "training_progress", "denoising_loss", "restart_from_reference", "sampling_cost",
                 "guidance_sweep"},
-    "upete": {"evaluating"},
+    "upete": {"evaluating", "ceiling"},
 }
 
 # the layered stacks of the recipes (configs/recipes.json) are checked in test_recipes.py; these are the optional

@@ -57,3 +57,28 @@ def test_reading_table_against_direct_lesion_metrics(tmp_path):
         covs.append(100 * region_cov(load["pet_low"], liver))
     assert result["reading_rows"]["LPET"]["CR"][0] == pytest.approx(sum(crs) / len(crs), rel=1e-5)
     assert result["reading_rows"]["LPET"]["liver CoV %"][0] == pytest.approx(sum(covs) / len(covs), rel=1e-5)
+
+
+def test_autoencoder_ceiling_is_the_round_trip_score(tmp_path):
+    """A stand-in autoencoder whose round trip is 0.9 x: the ceiling equals the metrics of 0.9 · SPET against the
+    SPET, through sliding windows (a linear map blends exactly) and on whole volumes."""
+    import torch
+
+    from bundle.metrics import image_metrics
+    from bundle.workflows.upete import autoencoder_ceiling, evaluate_ceiling
+
+    class Scaling(torch.nn.Module):
+        def encode(self, x):
+            return x, torch.ones_like(x)
+
+        def decode_stage_2_outputs(self, z):
+            return 0.9 * z
+
+    root = write_dataset(tmp_path / "ds")
+    cases = load_split(root, "test", doses=[])
+    expected = [image_metrics(0.9 * c.spet * c.spet_scale, c.spet * c.spet_scale)["PSNR"] for c in cases]
+    for roi in (None, (8, 8, 8)):
+        ceiling = autoencoder_ceiling(cases, Scaling(), roi_size=roi)
+        assert ceiling["PSNR"][0] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    written = evaluate_ceiling(root, output_dir=tmp_path / "c", autoencoder=Scaling(), roi_size=None)
+    assert json.loads((tmp_path / "c" / "ceiling.json").read_text())["cases"] == written["cases"] == ["s004", "s005"]
