@@ -62,17 +62,18 @@ def gaussian_filter(image: torch.Tensor, *, sigma_voxels: float | Sequence[float
 def estimate_noise_std(image: torch.Tensor) -> float:
     """σ_n from the Laplacian-like residual x − mean of the 6 neighbours (white noise: Var = σ² (1 + 1/6)).
 
-    Only voxels that are non-zero with their 6 neighbours count: a PET volume is mostly air outside the body, whose
-    exact zeros would make the median absolute residual 0 and every NLM weight but the centre's vanish, and the
-    body's edge against the air is not noise."""
+    Only voxels inside the activity count: the voxel and its 6 neighbours all at least 10 % of the volume's mean
+    |x|.  A PET volume is mostly air around the body, whose (near-)zeros would make the median absolute residual
+    about 0 and every NLM weight but the centre's vanish; the body's edge against the air is not noise either."""
     x = F.pad(_check_volume(image).double(), (1, 1, 1, 1, 1, 1), mode="replicate")
     c = x[..., 1:-1, 1:-1, 1:-1]
     neighbours = (x[..., :-2, 1:-1, 1:-1], x[..., 2:, 1:-1, 1:-1], x[..., 1:-1, :-2, 1:-1], x[..., 1:-1, 2:, 1:-1],
                   x[..., 1:-1, 1:-1, :-2], x[..., 1:-1, 1:-1, 2:])
     nb = sum(neighbours) / 6.0
-    support = c != 0
+    floor = 0.1 * float(c.abs().mean())
+    support = c.abs() >= floor
     for n in neighbours:
-        support &= n != 0
+        support &= n.abs() >= floor
     r = (c - nb)[support] if bool(support.any()) else (c - nb).flatten()
     mad = float((r - r.median()).abs().median()) * 1.4826  # robust to edges
     return mad / (1.0 + 1.0 / 6.0) ** 0.5
