@@ -31,6 +31,15 @@ def _write(path: Path, data: bytes | str) -> Path:
     return path
 
 
+def _checkpoint(path: Path, iteration: int, run_id: str) -> Path:
+    """A stand-in training checkpoint: only what the resume lookup reads (trainer state and run id)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"trainer": {"iteration": iteration, "epoch": iteration // 2}, "run_id": {"run_id": run_id}}, path)
+    return path
+
+
 def _says(*parts: str):
     """``verify``: the last stderr line holds every one of ``parts``."""
 
@@ -280,6 +289,14 @@ def _training_cases() -> list[Case]:
              commands=lambda ws, f: _train(f, PETDDS_TRAIN, "--dataset_dir", str(ws.petdds_dataset),
                                            "--max_epochs", "1", "--batch_size", "1"),
              verify=_says("earlier run")),
+        Case(name="resume_mixed_runs", what="`resume.json` over checkpoints of two different runs",
+             setup=lambda ws, f: [_checkpoint(f / "results" / "petdds" / "checkpoints" / name, iteration, run)
+                                  for name, iteration, run in (("checkpoint_epoch=1.pt", 2, "a" * 32),
+                                                               ("checkpoint_epoch=2.pt", 4, "b" * 32))],
+             protect=lambda ws, f: sorted((f / "results" / "petdds" / "checkpoints").glob("*.pt")),
+             commands=lambda ws, f: _train(f, (*PETDDS_TRAIN, "petdds/resume.json"), "--dataset_dir",
+                                           str(ws.petdds_dataset), "--max_epochs", "3", "--batch_size", "1"),
+             verify=_says("different training runs", "--resume_run_id")),
         Case(name="train_unknown_variant", what="uPETe training with `--variant XYZ`",
              commands=lambda ws, f: _train(f, UPETE_LDM, "--variant", "XYZ", "--dataset_dir",
                                            str(ws.fake_dataset("upete"))),

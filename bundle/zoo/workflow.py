@@ -53,7 +53,8 @@ def require_own_code(bundle_root: str | Path) -> str:
 def inference_requests(request: Mapping[str, Any], *, method: str, dataset_dir: str | Path | None) -> list[dict]:
     """The requests to run: ``[request]`` when ``request["image"]`` is set, else one per input file (suffix
     :data:`INPUT_SUFFIXES`) directly in ``dataset_dir``, each written to the folder ``request["output"]`` as
-    ``<stem>_<method>.nii.gz``.  An ``output`` that is not a ``.nii``/``.nii.gz`` name is a folder, created here.
+    ``<input folder>_<stem>_<method>.nii.gz`` (:func:`bundle.app.task.resolve_output`).  An ``output`` that is not
+    a ``.nii``/``.nii.gz`` name is a folder, created here.
 
     Raises:
         ValueError: neither an image nor a dataset folder, a dataset folder without inputs, or a dataset folder

@@ -199,7 +199,7 @@ def test_run_over_a_dataset_folder(bundles, legopet_files, tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     written = sorted(p.name for p in (tmp_path / "preds").glob("*_legopet.nii.gz"))
-    assert written == ["a_legopet.nii.gz", "b_legopet.nii.gz"]  # one per .npy input, named after it
+    assert written == ["inputs_a_legopet.nii.gz", "inputs_b_legopet.nii.gz"]  # one per .npy input: <folder>_<stem>
 
 
 @pytest.mark.parametrize("method", METHODS)
