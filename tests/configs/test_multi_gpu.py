@@ -47,6 +47,27 @@ def test_petdds_ddp_overlay_two_gloo_ranks_end_identical(tmp_path):
     torch.testing.assert_close(state["conv_in.conv.weight"], ranks[0]["network"]["conv_in.conv.weight"])
 
 
+def test_petdds_resume_under_torchrun_continues_the_run(tmp_path):
+    """resume.json layered last on the multi-GPU stack: two gloo ranks continue a 1-epoch run for a second epoch
+    from its checkpoint (iteration 2 -> 4), rank 0 writes the final checkpoint, and the run id is kept."""
+    layer = tmp_path / "synthetic.json"  # 8 random 16x16 slices instead of a built dataset
+    layer.write_text(json.dumps({
+        "train_data": "$[{'image': torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(i))} "
+                      "for i in range(8)]",
+        "train_transforms#transforms": [],
+    }), encoding="utf-8")
+    files = [*recipe("petdds/train_multi_gpu").paths(), layer]
+    args = ["--bundle_root", str(tmp_path), "--batch_size", "2", *TINY]
+    _torchrun(files, *args, "--max_epochs", "1")
+    final = tmp_path / "results" / "petdds" / "checkpoints" / "network_final.pt"
+    first = torch.load(final, weights_only=True)
+    _torchrun([*files, ROOT / "configs/petdds/resume.json"], *args, "--max_epochs", "2")
+    second = torch.load(final, weights_only=True)
+    assert first["trainer"]["iteration"] == 2 and second["trainer"]["iteration"] == 4
+    assert second["run_id"] == first["run_id"]
+    assert not torch.equal(second["network"]["conv_in.conv.weight"], first["network"]["conv_in.conv.weight"])
+
+
 def test_legopet_ddp_overlay_two_gloo_ranks_end_identical(tmp_path):
     """LegoPET's overlay: two gloo ranks, per-rank dropout/noise generators, identical weights after two steps."""
     layer = tmp_path / "synthetic_legopet.json"  # 8 random 32x32 (reference, sinogram) pairs; random frozen PnPNet

@@ -34,7 +34,7 @@ EVALUATION_IDS = {
 # redefines `training`)
 STACKS = [
     ("petdds", ("network.json", "train.json", "resume.json"), "training"),
-    ("petdds", ("network.json", "train.json", "resume.json", "../multi_gpu.json", "multi_gpu_train.json"), "training"),
+    ("petdds", ("network.json", "train.json", "../multi_gpu.json", "multi_gpu_train.json", "resume.json"), "training"),
     ("petdds", ("network.json", "train.json", "paper.json"), "training"),
     ("legopet", ("train_pnpnet.json", "tiny.json"), "training"),
     ("legopet", ("network.json", "train_legopet.json", "tiny.json", "resume.json"), "training"),
