@@ -113,7 +113,7 @@ def test_evaluation_without_gans_is_unchanged(tmp_path):
         *commands["evaluating"][:3], "run", "evaluating", "--config_file",
         "['configs/common.json','configs/legopet/network.json','configs/legopet/train_legopet.json',"
         "'configs/legopet/deeppet.json',"
-        "'configs/legopet/evaluate.json','configs/legopet/tiny.json']",
+        "'configs/legopet/evaluate.json','configs/legopet/tiny.json']", "--meta_file", "configs/legopet/metadata.json",
         "--dataset_dir", "d", "--bundle_root", str(tmp_path / "o"), "--num_inference_steps", "20"]
 
 
