@@ -36,9 +36,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-__all__ = ["Case", "Outcome", "Run", "Workspace", "classify", "run_case", "run_cases", "summary"]
+__all__ = ["Case", "Outcome", "Run", "Workspace", "classify", "fabricate_petdds_dataset", "run_case", "run_cases",
+           "summary"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,6 +90,49 @@ def classify(runs: Sequence[Run], *, changed: Sequence[str] = (), problem: str |
     if _is_named(last):
         return Outcome.UNCLEAR if problem else Outcome.NAMED_ERROR
     return Outcome.UNCLEAR
+
+
+def fabricate_petdds_dataset(
+    root: Path,
+    *,
+    sample_id: str,
+    split: str,
+    seed: int,
+    background: float,
+    full_counts: float,
+    low_counts: float,
+    count_scale_full: float,
+    low_count_fraction: float = 0.25,
+    extra_entry: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A hand-made petdds dataset of one sample on the tiny_3d scanner, laid out as ``bundle.data build`` writes it:
+    ``samples/<sample_id>/`` with uniform(0.5, 1) multiplicative factors, a constant ``background`` (full dose),
+    Poisson(``full_counts``) and two Poisson(``low_counts``) realisations, its ``sample.json``, a datalist with the
+    sample in ``split`` and a complete manifest.  Returns ``{"root", "folder", <array name>: array}``."""
+    import numpy as np
+
+    from bundle.physics import preset
+
+    folder = root / "samples" / sample_id
+    folder.mkdir(parents=True)
+    shape = preset("tiny_3d").layout.shape
+    rng = np.random.default_rng(seed)
+    arrays = {"multiplicative_factors": rng.uniform(0.5, 1.0, shape), "background_full": np.full(shape, background),
+              "sinogram_full": rng.poisson(full_counts, shape), "sinogram_low_00": rng.poisson(low_counts, shape),
+              "sinogram_low_01": rng.poisson(low_counts, shape)}
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", array.astype(np.float32))
+    entry = {"sinogram_high": f"samples/{sample_id}/sinogram_full.npy",
+             "sinogram_low": [f"samples/{sample_id}/sinogram_low_00.npy", f"samples/{sample_id}/sinogram_low_01.npy"],
+             "multiplicative_factors": f"samples/{sample_id}/multiplicative_factors.npy",
+             "background_full": f"samples/{sample_id}/background_full.npy", "count_scale_full": count_scale_full,
+             "low_count_fraction": low_count_fraction, **(extra_entry or {}), "id": sample_id}
+    (folder / "sample.json").write_text(json.dumps(entry), encoding="utf-8")
+    datalist = {name: [entry] if name == split else [] for name in ("training", "validation", "test")}
+    (root / "datalist.json").write_text(json.dumps(datalist), encoding="utf-8")
+    (root / "manifest.json").write_text(json.dumps({"kind": "petdds", "complete": True, "config": {
+        "scanner_preset": "tiny_3d", "fwhm_mm": 0.0}}), encoding="utf-8")
+    return {"root": root, "folder": folder, **arrays}
 
 
 class Workspace:
@@ -155,31 +199,13 @@ class Workspace:
     def petdds_dataset(self) -> Path:
         """A hand-made petdds dataset of one sample ``s00`` on the tiny_3d scanner, laid out as ``bundle.data build``
         writes it (``samples/s00/``, two low-count realisations at f = 0.25, a reference volume of ones)."""
-        import numpy as np
-
         from bundle.physics import preset
 
         root = self.shared / "petdds_dataset"
-        folder = root / "samples" / "s00"
-        folder.mkdir(parents=True)
-        shape = preset("tiny_3d").layout.shape
-        rng = np.random.default_rng(1)
-        arrays = {"multiplicative_factors": rng.uniform(0.5, 1.0, shape), "background_full": np.full(shape, 2.0),
-                  "sinogram_full": rng.poisson(12.0, shape), "sinogram_low_00": rng.poisson(3.0, shape),
-                  "sinogram_low_01": rng.poisson(3.0, shape)}
-        for name, array in arrays.items():
-            np.save(folder / f"{name}.npy", array.astype(np.float32))
-        entry = {"sinogram_high": "samples/s00/sinogram_full.npy",
-                 "sinogram_low": ["samples/s00/sinogram_low_00.npy", "samples/s00/sinogram_low_01.npy"],
-                 "multiplicative_factors": "samples/s00/multiplicative_factors.npy",
-                 "background_full": "samples/s00/background_full.npy", "count_scale_full": 4.0,
-                 "low_count_fraction": 0.25, "reference": "samples/s00/reference.nii.gz", "training_slices": [0],
-                 "id": "s00"}
-        self.nifti(folder / "reference.nii.gz", preset("tiny_3d").image.shape[::-1])  # (x, y, z)
-        (folder / "sample.json").write_text(json.dumps(entry), encoding="utf-8")
-        (root / "datalist.json").write_text(json.dumps({"training": [entry], "validation": [], "test": []}))
-        (root / "manifest.json").write_text(json.dumps({"kind": "petdds", "complete": True, "config": {
-            "scanner_preset": "tiny_3d", "fwhm_mm": 0.0}}))
+        fabricate_petdds_dataset(root, sample_id="s00", split="training", seed=1, background=2.0,
+                                 full_counts=12.0, low_counts=3.0, count_scale_full=4.0,
+                                 extra_entry={"reference": "samples/s00/reference.nii.gz", "training_slices": [0]})
+        self.nifti(root / "samples" / "s00" / "reference.nii.gz", preset("tiny_3d").image.shape[::-1])  # (x, y, z)
         return root
 
     def fake_dataset(self, kind: str) -> Path:

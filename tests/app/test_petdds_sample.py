@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bundle.app import build_task
+from bundle.app.bad_inputs import fabricate_petdds_dataset
 from bundle.app.cli import main
-from bundle.physics import preset
 
 from .conftest import PETDDS_TINY
 
@@ -28,26 +28,9 @@ def task(petdds_files):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A hand-made petdds dataset of one sample on the tiny_3d scanner, laid out as bundle.data build writes it."""
-    root = tmp_path_factory.mktemp("petdds_dataset")
-    shape = preset("tiny_3d").layout.shape
-    generator = np.random.default_rng(0)
-    folder = root / "samples" / "s07"
-    folder.mkdir(parents=True)
-    arrays = {"multiplicative_factors": generator.uniform(0.5, 1.0, shape), "background_full": np.full(shape, 4.0),
-              "sinogram_full": generator.poisson(20.0, shape), "sinogram_low_00": generator.poisson(5.0, shape),
-              "sinogram_low_01": generator.poisson(5.0, shape)}
-    for name, array in arrays.items():
-        np.save(folder / f"{name}.npy", array.astype(np.float32))
-    entry = {"sinogram_high": "samples/s07/sinogram_full.npy",
-             "sinogram_low": ["samples/s07/sinogram_low_00.npy", "samples/s07/sinogram_low_01.npy"],
-             "multiplicative_factors": "samples/s07/multiplicative_factors.npy",
-             "background_full": "samples/s07/background_full.npy", "count_scale_full": COUNT_SCALE_FULL,
-             "low_count_fraction": FRACTION, "id": "s07"}
-    (folder / "sample.json").write_text(json.dumps(entry), encoding="utf-8")
-    (root / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "test": [entry]}))
-    (root / "manifest.json").write_text(json.dumps({"kind": "petdds", "complete": True,
-                                                    "config": {"scanner_preset": "tiny_3d", "fwhm_mm": 0.0}}))
-    return {"root": root, "folder": folder, **arrays}
+    return fabricate_petdds_dataset(tmp_path_factory.mktemp("petdds_dataset"), sample_id="s07", split="test", seed=0,
+                                    background=4.0, full_counts=20.0, low_counts=5.0,
+                                    count_scale_full=COUNT_SCALE_FULL, low_count_fraction=FRACTION)
 
 
 def test_sample_request_equals_the_explicit_files_of_the_forward_model(task, dataset, tmp_path):
