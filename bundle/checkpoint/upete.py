@@ -44,7 +44,7 @@ from bundle.checkpoint.io import CheckpointError, load_checkpoint, load_state_di
 from bundle.data.upete import load_split
 from bundle.diffusion.latent import DoseEstimator, calibrate_count_scale, latent_noise_variance
 from bundle.inferers.upete import LatentEnhancementInferer, PoissonDomain, make_process
-from bundle.networks.upete import LDMVariant, UPETe, build_upete
+from bundle.networks.upete import IdentityAutoencoder, LDMVariant, UPETe, build_upete
 from bundle.progress import progress_bar
 
 __all__ = [
@@ -251,7 +251,9 @@ def combine_upete(
 
     Args (keyword-only):
         variant: ``"LDM"``, ``"LDM-P"``, ``"LDM-CT"`` or ``"LDM-P-CT"``.
-        autoencoder_def: an untrained ``AutoencoderKL`` of the configured layout (weights are loaded into it).
+        autoencoder_def: an untrained ``AutoencoderKL`` of the configured layout (weights are loaded into it), or
+            the :class:`~bundle.networks.upete.IdentityAutoencoder` of the image-space extension (then
+            ``autoencoder_checkpoint`` is not read).
         autoencoder_checkpoint / ldm_checkpoint / calibration_file: the training outputs (module docstring).
         denoiser_layout / ct_encoder_layout / latent_channels: the layouts the variant was trained with.
         settings: config id -> value stored with the weights (the config id ``upete_settings``: layouts, process
@@ -270,8 +272,10 @@ def combine_upete(
     if not isinstance(output_file, str | Path) or str(output_file) == "":
         raise ValueError(f"output_file must be a file path (e.g. <upete_dir>/{v.value}/{COMBINED_FILENAME}), got "
                          f"{output_file!r}")
-    ae_file = _require_file(autoencoder_checkpoint, "autoencoder_checkpoint",
-                            "train the autoencoder first (configs/upete/train_autoencoder.json, run id training)")
+    image_space = isinstance(autoencoder_def, IdentityAutoencoder)  # no autoencoder stage, nothing to load
+    ae_file = None if image_space else _require_file(
+        autoencoder_checkpoint, "autoencoder_checkpoint",
+        "train the autoencoder first (configs/upete/train_autoencoder.json, run id training)")
     ldm_file = _require_file(ldm_checkpoint, "ldm_checkpoint", f"train variant {v.value} first "
                              f"(configs/upete/train_ldm.json, run id training, --variant {v.value})")
     cal_file = _require_file(calibration_file, "calibration_file",
@@ -281,7 +285,8 @@ def combine_upete(
         raise ValueError(f"ldm_checkpoint {str(ldm_file)!r} lies in the folder of variant {folder}, but variant is "
                          f"{v.value!r}; the Gaussian and Poisson variants have the same modules, so the weights alone "
                          "cannot tell them apart: pass the matching --variant")
-    load_state_dicts({"autoencoder": autoencoder_def}, ae_file)
+    if ae_file is not None:
+        load_state_dicts({"autoencoder": autoencoder_def}, ae_file)
     calibration = load_calibration(cal_file)
     network = build_upete(v, autoencoder=autoencoder_def, latent_scale=calibration.latent_scale,
                           latent_channels=latent_channels, denoiser_layout=denoiser_layout,
@@ -329,10 +334,12 @@ def load_trained_variants(
     poisson_domain: PoissonDomain | str = PoissonDomain.SINOGRAM,
     inferer_options: Mapping[str, Any] | None = None,
     require_all: bool = False,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[UPETe, Any]]:
     """``{variant: (UPETe with ``<upete_dir>/<variant>/ldm_final.pt`` loaded, LatentEnhancementInferer)}``; variants
     without a checkpoint are skipped (``ValueError`` with ``require_all``).  ``poisson_domain`` must be the one the
-    Poisson variants were trained with (:func:`make_process`)."""
+    Poisson variants were trained with (:func:`make_process`).  ``labels`` renames variants in the result (the
+    image-space extension's LDM-P-CT is ``"IMG-P-CT"`` in the tables)."""
     models = {}
     for name in variants:
         checkpoint = Path(upete_dir) / str(name) / "ldm_final.pt"
@@ -348,5 +355,5 @@ def load_trained_variants(
                                min_dose=min_dose, poisson_domain=poisson_domain)
         inferer = LatentEnhancementInferer(process=process, dose_estimator=calibration.dose_estimator(),
                                            **dict(inferer_options or {}))
-        models[str(name)] = (network, inferer)
+        models[str(dict(labels or {}).get(str(name), name))] = (network, inferer)
     return models

@@ -6,6 +6,10 @@ resulting configuration, e.g. a 64 × 64 study with 16 subjects, or the uPETe st
 
     python -m bundle.data build legopet --output data/legopet_16 --preset small --subjects 16 --split 12,2,2
     python -m bundle.data build upete --output data/upete_16 --subjects 16 --split 10,2,4 --full-counts 5e6
+
+``ladder`` adds a precomputed sinogram-domain dose ladder to a built uPETe dataset (:mod:`bundle.data.ladder`)::
+
+    python -m bundle.data ladder data/upete_small --doses 0.005,0.01,0.02,0.035,0.06,0.1,0.18,0.3,0.5 --realisations 2
 """
 
 from __future__ import annotations
@@ -35,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--slices", type=int, default=None, help="legopet: axial slices per rotation")
     build.add_argument("--full-counts", type=float, default=None,
                        help="standard-dose total counts (default: the preset's)")
+    ladder = sub.add_parser("ladder", help="add a precomputed sinogram-domain dose ladder to a uPETe dataset")
+    ladder.add_argument("dataset", type=Path)
+    ladder.add_argument("--doses", required=True, help="comma-separated dose fractions in (0, 1)")
+    ladder.add_argument("--realisations", type=int, default=2, help="thinned scans per subject and dose")
+    ladder.add_argument("--splits", default="training", help="comma-separated datalist splits (default training)")
+    ladder.add_argument("--seed", type=int, default=0)
+    ladder.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "ladder":
+        return _ladder(parser, args)
     overrides = {name: getattr(args, name) for name in ("subjects", "rotations", "slices")
                  if getattr(args, name) is not None}
     if any(value < 1 for value in overrides.values()):
@@ -63,6 +76,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     counts = ", ".join(f"{k}: {len(v)}" for k, v in datalist.items())
     print(f"{args.kind} dataset in {args.output.resolve()} ({counts}); see datalist.json and manifest.json")
+    return 0
+
+
+def _ladder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .ladder import build_dose_ladder
+
+    try:
+        doses = [float(v) for v in args.doses.split(",")]
+    except ValueError:
+        parser.error(f"--doses must be comma-separated numbers, got {args.doses!r}")
+    try:
+        settings = build_dose_ladder(args.dataset, doses=doses, realisations=args.realisations,
+                                     splits=args.splits.split(","), seed=args.seed, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    print(f"dose ladder in {args.dataset.resolve()}: doses {settings['doses']}, {settings['realisations']} "
+          f"realisation(s), splits {settings['splits']} (ladder.json, datalist keys ladder_pet / ladder_dose)")
     return 0
 
 

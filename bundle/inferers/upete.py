@@ -168,6 +168,10 @@ class PoissonDomain(StrEnum):
     IMAGE = "image"
     """Voxel-wise Poisson(κ_0 d_t x_0)/(κ_0 d_t) on the SPET patches (white noise added to the SPET's own noise);
     an LPET of dose d starts at the step of dose d_eff(d) (:class:`PoissonLatentDiffusion`)."""
+    LADDER = "ladder"
+    """The sinogram domain restricted to a precomputed dose ladder (:mod:`bundle.data.ladder`,
+    :class:`~bundle.transforms.upete.RandDoseLadderd`): the same exact low-dose scans, made once instead of one
+    OSEM per draw; an LPET of dose d starts at the step of dose d, as for ``"sinogram"``."""
 
 
 def make_process(
@@ -184,7 +188,8 @@ def make_process(
     The Poisson process's own degradation is image-space at the calibrated κ_0 in both domains: it draws x_t in
     training with ``poisson_domain="image"`` and re-degrades D(ẑ0) between reverse steps in either domain.
     ``poisson_domain`` also sets the start step of an LPET: dose d_eff(d) for ``"image"`` (noise added to the
-    noisy SPET), d itself for ``"sinogram"`` (x_t is an exact dose-d_t scan nested in the SPET's counts).
+    noisy SPET), d itself for ``"sinogram"`` and ``"ladder"`` (x_t is an exact dose-d_t scan nested in the SPET's
+    counts).
     """
     v = LDMVariant.parse(variant)
     domain = check_choice(poisson_domain, PoissonDomain, "poisson_domain")

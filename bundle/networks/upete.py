@@ -33,6 +33,7 @@ from .ct_attention import CTGuidedLatentDenoiser
 
 __all__ = [
     "CTEncoder",
+    "IdentityAutoencoder",
     "LDMVariant",
     "UPETe",
     "build_upete",
@@ -131,6 +132,28 @@ def pet_autoencoder(
     )
 
 
+class IdentityAutoencoder(nn.Module):
+    """E(x) = x, D(z) = z: the "autoencoder" of the image-space extension (f = 1, one latent channel).
+
+    Not in the paper.  With it the same :class:`UPETe`, trainers, inferer and checkpoints run the Poisson diffusion
+    and the CT attention on the PET voxels themselves, so what the latent compression costs can be told apart from
+    what the method does (issue 17).  It has no weights; ``encode`` returns ``(x, 0)`` like AutoencoderKL's
+    ``(μ, σ)`` and the calibration's latent scale s still puts the voxels on unit scale for the denoiser.
+    """
+
+    factor = 1
+    latent_channels = 1
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, torch.zeros_like(x)
+
+    def decode_stage_2_outputs(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return x, x, torch.zeros_like(x)
+
+
 class CTEncoder(nn.Module):
     """E_CT: CT ``(B, 1, D, H, W)`` in [0, 1] -> z_CT ``(B, latent_channels, D/f, H/f, W/f)``, f = 2^(L − 1).
 
@@ -181,11 +204,14 @@ class CTEncoder(nn.Module):
 class UPETe(nn.Module):
     """Autoencoder (E, D) + latent denoiser f_θ(z_t, t, z_CT) + optional E_CT, with the latent scale s.
 
+    With an :class:`IdentityAutoencoder` the "latents" are the voxels (the image-space extension).
+
     ``forward(z_t, timesteps, ct=None)`` is the denoiser call the trainers and the inferer make:
     ẑ0 = f_θ(z_t, t, E_CT(ct)) (``ct`` is the CT *image*, encoded here so E_CT trains with f_θ).
 
     Args (keyword-only):
-        autoencoder: the trained PET ``AutoencoderKL`` (frozen while the denoiser trains).
+        autoencoder: the trained PET ``AutoencoderKL`` (frozen while the denoiser trains), or an
+            :class:`IdentityAutoencoder` (image space).
         denoiser: :class:`CTGuidedLatentDenoiser`; ``use_ct=True`` needs ``ct_encoder``.
         ct_encoder: :class:`CTEncoder` with the autoencoder's f and the denoiser's ``ct_channels``.
         latent_scale: s > 0 (z = s μ_E(x)).
@@ -200,8 +226,9 @@ class UPETe(nn.Module):
         latent_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        if not isinstance(autoencoder, AutoencoderKL):
-            raise TypeError(f"autoencoder must be a monai AutoencoderKL, got {type(autoencoder).__name__}")
+        if not isinstance(autoencoder, AutoencoderKL | IdentityAutoencoder):
+            raise TypeError(f"autoencoder must be a monai AutoencoderKL or an IdentityAutoencoder (image space), got "
+                            f"{type(autoencoder).__name__}")
         if not isinstance(denoiser, CTGuidedLatentDenoiser):
             raise TypeError(f"denoiser must be a CTGuidedLatentDenoiser, got {type(denoiser).__name__}")
         if denoiser.use_ct and ct_encoder is None:
@@ -269,10 +296,12 @@ class UPETe(nn.Module):
         return self.denoiser(z_t, timesteps, z_ct)
 
 
-def _autoencoder_factor(autoencoder: AutoencoderKL) -> int:
-    """f of a MONAI AutoencoderKL: 2^(number of downsampling blocks in its encoder)."""
+def _autoencoder_factor(autoencoder: AutoencoderKL | IdentityAutoencoder) -> int:
+    """f of a MONAI AutoencoderKL: 2^(number of downsampling blocks in its encoder); 1 for the identity."""
     from monai.networks.nets.autoencoderkl import AEKLDownsample
 
+    if isinstance(autoencoder, IdentityAutoencoder):
+        return 1
     return 2 ** sum(isinstance(b, AEKLDownsample) for b in autoencoder.encoder.blocks)
 
 
@@ -290,10 +319,16 @@ def build_upete(
     denoiser_layout: Mapping[str, Any],
     ct_encoder_layout: Mapping[str, Any],
 ) -> UPETe:
-    """The :class:`UPETe` of ``variant`` (denoiser with or without CT attention + E_CT) around ``autoencoder``."""
+    """The :class:`UPETe` of ``variant`` (denoiser with or without CT attention + E_CT) around ``autoencoder``.
+
+    ``ct_encoder_layout`` may name its own ``latent_channels`` (channels of z_CT, default ``latent_channels``): the
+    image-space extension has one PET channel but gives the CT attention several CT feature channels."""
     v = LDMVariant.parse(variant)
-    denoiser = CTGuidedLatentDenoiser(latent_channels=latent_channels, use_ct=v.uses_ct, **dict(denoiser_layout))
-    ct_encoder = ct_encoder_for(v, latent_channels=latent_channels, **dict(ct_encoder_layout))
+    ct_layout = dict(ct_encoder_layout)
+    ct_channels = ct_layout.pop("latent_channels", latent_channels)
+    denoiser = CTGuidedLatentDenoiser(latent_channels=latent_channels, ct_channels=ct_channels, use_ct=v.uses_ct,
+                                      **dict(denoiser_layout))
+    ct_encoder = ct_encoder_for(v, latent_channels=ct_channels, **ct_layout)
     for p in autoencoder.parameters():
         p.requires_grad_(False)
     return UPETe(autoencoder=autoencoder, denoiser=denoiser, ct_encoder=ct_encoder, latent_scale=latent_scale)

@@ -12,6 +12,8 @@ a step t of a :class:`~bundle.diffusion.poisson.PoissonDoseSchedule`, thins the 
 counts to the dose d_t (binomial thinning: an exact Poisson scan at d_t times the counts' expectation, nested in the
 standard-dose scan), reconstructs them with OSEM like the dataset's reconstructions, and puts the volume in the
 SPET's network units, on the SPET's grid, before the patches are cropped (so x_t and x_0 patches share locations).
+:class:`RandDoseLadderd` draws the same x_t from a precomputed dose ladder (:mod:`bundle.data.ladder`) instead:
+one OSEM per draw is too slow for CPU training at the small preset.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from monai.transforms import MapTransform, Randomizable
 from .._checks import check_int
 from ..keys import Keys
 
-__all__ = ["RandDoseReductiond"]
+__all__ = ["RandDoseLadderd", "RandDoseReductiond"]
 
 
 class RandDoseReductiond(Randomizable, MapTransform):
@@ -113,3 +115,94 @@ class RandDoseReductiond(Randomizable, MapTransform):
         d[self.timestep_key] = torch.tensor(self._step, dtype=torch.long)
         return d
 
+
+
+class RandDoseLadderd(Randomizable, MapTransform):
+    """x_t from the subject's precomputed dose ladder (:mod:`bundle.data.ladder`), in the SPET's network units.
+
+    Draws one rung uniformly from the entry's ladder (``ladder_key``: reconstructions, ``dose_key``: their doses)
+    plus, with ``include_standard``, the SPET itself (d = 1, t = 0, as :class:`RandDoseReductiond` at t = 0); the
+    rung's volume (activity units, channel-first (1, x, y, z) like ``LoadImaged`` + ``EnsureChannelFirstd``) is
+    divided by the SPET's divisor ``data[f"{pet_key}_scale"]`` and stored under ``output_key`` with the SPET's
+    meta data, its step t = ``schedule.step_for_dose(d)`` under ``timestep_key``.  Loaded rungs are kept in memory.
+
+    Args (keyword-only):
+        schedule: the Poisson dose schedule (:class:`~bundle.diffusion.poisson.PoissonDoseSchedule`).
+        include_standard: draw the SPET itself as one more rung.
+        ladder_key, dose_key, pet_key, output_key, timestep_key: data keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        schedule,
+        include_standard: bool = True,
+        ladder_key: str = "ladder_pet",
+        dose_key: str = "ladder_dose",
+        pet_key: str = Keys.PET,
+        output_key: str = "pet_t",
+        timestep_key: str = Keys.TIMESTEP,
+    ) -> None:
+        from ..diffusion.poisson import PoissonDoseSchedule
+
+        MapTransform.__init__(self, [ladder_key, dose_key, pet_key])
+        if not isinstance(schedule, PoissonDoseSchedule):
+            raise TypeError(f"schedule must be a PoissonDoseSchedule, got {type(schedule).__name__}")
+        if not isinstance(include_standard, bool):
+            raise TypeError(f"include_standard must be a bool, got {include_standard!r}")
+        self.schedule = schedule
+        self.include_standard = include_standard
+        self.ladder_key, self.dose_key, self.pet_key = str(ladder_key), str(dose_key), str(pet_key)
+        self.output_key, self.timestep_key = str(output_key), str(timestep_key)
+        self._volumes: dict[str, torch.Tensor] = {}
+        self._fraction = 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        self._fraction = float(self.R.uniform())
+
+    def _volume(self, path: object) -> torch.Tensor:
+        import nibabel as nib
+        import numpy as np
+
+        key = str(path)
+        if key not in self._volumes:
+            if not Path(key).is_file():
+                raise FileNotFoundError(f"dose-ladder file {key} does not exist: rebuild the ladder "
+                                        "(python -m bundle.data ladder DATASET --doses ...)")
+            try:
+                data = np.asarray(nib.load(key).dataobj, dtype=np.float32)
+            except Exception as error:  # nibabel raises several types for corrupt files
+                raise ValueError(f"cannot read dose-ladder file {key}: {error}") from error
+            self._volumes[key] = torch.from_numpy(data)[None]
+        return self._volumes[key]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in (self.ladder_key, self.dose_key, self.pet_key, f"{self.pet_key}_scale"):
+            if key not in d:
+                raise ValueError(f"data must hold {key!r} (the dose ladder, the SPET and its mean-scaling divisor: "
+                                 f"python -m bundle.data ladder DATASET --doses ...); got keys {sorted(map(str, d))}")
+        files, doses = list(d[self.ladder_key]), [float(v) for v in d[self.dose_key]]
+        if not files or len(files) != len(doses) or any(not 0 < v < 1 for v in doses):
+            raise ValueError(f"data[{self.ladder_key!r}] and data[{self.dose_key!r}] must pair up ladder files with "
+                             f"doses in (0, 1), got {len(files)} files and doses {doses}")
+        self.randomize()
+        rungs = len(files) + (1 if self.include_standard else 0)
+        index = min(int(self._fraction * rungs), rungs - 1)
+        pet = d[self.pet_key]
+        if index == len(files):  # the SPET itself, d = 1
+            values, step = torch.as_tensor(pet).clone(), 0
+        else:
+            volume = self._volume(files[index])
+            if tuple(volume.shape) != tuple(pet.shape):
+                raise ValueError(f"dose-ladder file {files[index]} has shape {tuple(volume.shape)} but "
+                                 f"data[{self.pet_key!r}] has {tuple(pet.shape)}: the ladder must be built from "
+                                 "this dataset's subjects")
+            divisor = float(torch.as_tensor(d[f"{self.pet_key}_scale"]).flatten()[0])
+            values = (volume.double() / divisor).to(torch.float32)
+            step = self.schedule.step_for_dose(doses[index])
+        if isinstance(pet, MetaTensor):
+            values = MetaTensor(torch.as_tensor(values).as_subclass(torch.Tensor), meta=dict(pet.meta))
+        d[self.output_key] = values
+        d[self.timestep_key] = torch.tensor(step, dtype=torch.long)
+        return d

@@ -33,7 +33,7 @@ from bundle.data.torso import LABELS
 from bundle.data.upete import Case, load_split
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
 from bundle.metrics import MetricConvention, erode, image_metrics, lesion_metrics, region_cov, summarise_lesions
-from bundle.networks.upete import LDMVariant, UPETe
+from bundle.networks.upete import IdentityAutoencoder, LDMVariant, UPETe
 from bundle.progress import progress_bar
 
 __all__ = [
@@ -149,7 +149,8 @@ def evaluate_upete(
     """Evaluate baselines and trained uPETe variants on the test split; write table, CSV, JSON and figures.
 
     Args:
-        models: ``{variant name: (UPETe, LatentEnhancementInferer)}`` (any subset of :data:`ABLATIONS`).
+        models: ``{name: (UPETe, LatentEnhancementInferer)}``: any of :data:`ABLATIONS`, or another label (the
+            image-space extension's ``"IMG-P-CT"``); rows in this order.
         unet: the trained supervised U-Net (LPET -> SPET in network units), or ``None`` (row left out).
         table_dose: dose of the table (paper: 10 %).
         curve_doses / curve_methods: the dose-generalisation figure (only methods that are available).
@@ -191,15 +192,13 @@ def evaluate_upete(
                 return unet_inferer(x, unet)
 
         methods["U-Net"] = run_unet
-    for name in ABLATIONS:
-        if name in models:
-            network, inferer = models[name]
+    for name, (network, inferer) in models.items():
 
-            def run_ldm(case: Case, dose: float, x: torch.Tensor, network=network, inferer=inferer) -> torch.Tensor:
-                gen = torch.Generator().manual_seed(seed)
-                return inferer(x, network, ct=case.ct if network.uses_ct else None, dose=dose, generator=gen)
+        def run_ldm(case: Case, dose: float, x: torch.Tensor, network=network, inferer=inferer) -> torch.Tensor:
+            gen = torch.Generator().manual_seed(seed)
+            return inferer(x, network, ct=case.ct if network.uses_ct else None, dose=dose, generator=gen)
 
-            methods[name] = run_ldm
+        methods[name] = run_ldm
     per_case: dict[str, dict[float, list[dict[str, float]]]] = {m: {} for m in methods}
     timings: dict[str, float] = dict.fromkeys(methods, 0.0)
     panel_images: dict[str, torch.Tensor] = {}
@@ -227,8 +226,10 @@ def evaluate_upete(
             if dose == table_dose and case is test[0]:
                 panel_images[method] = est
     ceiling: dict[str, tuple[float, float]] = {}
-    if models:  # D(E(SPET)) of the shared autoencoder: no latent method can be closer to the SPET than this
-        network, inferer = next(iter(models.values()))
+    first = next(iter(models.values()), None)
+    if first is not None and not isinstance(first[0].autoencoder, IdentityAutoencoder):
+        # D(E(SPET)) of the shared autoencoder: no latent method can be closer to the SPET than this
+        network, inferer = first
         ceiling = autoencoder_ceiling(test, network.autoencoder, roi_size=getattr(inferer, "roi_size", None),
                                       overlap=getattr(inferer, "overlap", 0.5), score=score)
     estimated_doses: dict[str, dict[str, float]] = {}

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from bundle.networks.ct_attention import CTGuidedLatentDenoiser
-from bundle.networks.upete import CTEncoder, LDMVariant, UPETe, compression_factor, latent_shape, pet_autoencoder
+from bundle.networks.upete import (
+    CTEncoder,
+    IdentityAutoencoder,
+    LDMVariant,
+    UPETe,
+    build_upete,
+    compression_factor,
+    latent_shape,
+    pet_autoencoder,
+)
 
 LAYOUT = {"channels": (16, 32), "num_res_blocks": 1, "attention_levels": (False, True), "norm_num_groups": 8,
           "num_head_channels": 16, "ct_head_channels": 16, "ct_window": 2}
@@ -89,3 +98,24 @@ def test_variant_flags_and_parse_error():
 def test_autoencoder_factory_checks_groups():
     with pytest.raises(ValueError, match="norm_num_groups=5 must divide"):
         pet_autoencoder(channels=(8, 16, 16), norm_num_groups=5)
+
+
+def test_image_space_upete_works_on_the_voxels():
+    """The image-space extension: E = D = identity (f = 1), so z = s x exactly and D(z / s) = x; E_CT keeps its own
+    channel count (8) at full resolution and the denoiser's CT attention is built for it."""
+    layout = {"channels": (8, 16, 32), "num_res_blocks": 1, "attention_levels": (False, False, True),
+              "norm_num_groups": 8, "num_head_channels": 8, "ct_head_channels": 8, "ct_window": 2}
+    torch.manual_seed(0)
+    model = build_upete("LDM-P-CT", autoencoder=IdentityAutoencoder(), latent_scale=4.0, latent_channels=1,
+                        denoiser_layout=layout,
+                        ct_encoder_layout={"channels": (8,), "num_res_blocks": 1, "norm_num_groups": 8,
+                                           "latent_channels": 8})
+    assert model.factor == 1 and model.denoiser.ct_channels == 8 and model.ct_encoder.latent_channels == 8
+    assert list(model.autoencoder.parameters()) == []
+    x, ct = torch.rand(2, 1, 8, 16, 16), torch.rand(2, 1, 8, 16, 16)
+    z = model.encode(x)
+    assert torch.equal(z, 4.0 * x) and torch.allclose(model.decode(z), x)
+    assert model.encode_ct(ct).shape == (2, 8, 8, 16, 16)
+    assert model(z, torch.tensor([0, 399]), ct).shape == x.shape
+    with pytest.raises(TypeError, match="AutoencoderKL or an IdentityAutoencoder"):
+        UPETe(autoencoder=torch.nn.Identity(), denoiser=model.denoiser, ct_encoder=model.ct_encoder)
