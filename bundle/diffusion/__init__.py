@@ -12,6 +12,7 @@ from .latent import (
     LatentDiffusionProcess,
     LatentStep,
     PoissonLatentDiffusion,
+    Redegradation,
     calibrate_count_scale,
     latent_noise_variance,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "PredictionType",
     "PreviousTimestep",
     "Reconstruction",
+    "Redegradation",
     "StepRule",
     "calibrate_count_scale",
     "classifier_free_guidance",

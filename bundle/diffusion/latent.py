@@ -29,7 +29,11 @@ d_ref reproduces ‖x_LPET − x_SPET‖² (:func:`calibrate_count_scale`), an L
 d_eff(d) = (1 − d_ref) d / (1 − d) (same thinning argument; d_eff(d_ref) = d_ref; no ``reference_dose``: d_eff = d).
 
 The reverse chain visits ``set_timesteps(K, start_step=t*)``: K steps t* = τ_K > … > τ_1 (evenly spaced, τ_1 ≥ 1
-unless t* = 0); after the last denoising the output is ẑ0.  Randomness only through explicit generators.
+unless t* = 0); after the last denoising the output is ẑ0.  Between two steps (:class:`Redegradation`) the process's
+own step moves ẑ0 to the next τ (``"process"``: DDIM for the Gaussian process, cold-diffusion re-degradation by
+image-space thinning for the Poisson process), or ẑ0 itself is the next input (``"none"``: iterative refinement,
+no fresh noise; for the Poisson process trained in the sinogram domain, whose noise a voxel-wise re-degradation
+does not imitate).  K = 1 has no step in between.  Randomness only through explicit generators.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from .._checks import check_int, check_real
+from .._checks import check_choice, check_int, check_real
 from .ddim import ddim_update
 from .poisson import PoissonDegradation
 
@@ -51,6 +56,7 @@ __all__ = [
     "LatentDiffusionProcess",
     "LatentStep",
     "PoissonLatentDiffusion",
+    "Redegradation",
     "calibrate_count_scale",
     "latent_noise_variance",
 ]
@@ -112,14 +118,26 @@ class LatentDiffusionProcess(ABC):
         """z_{t'} (t' = ``prev_timestep`` < t = ``timestep``) from ẑ0 = ``x0`` and ε̂ = ``eps``."""
 
 
+class Redegradation(StrEnum):
+    """What carries ẑ0 to the next step of a reverse chain (module docstring)."""
+
+    PROCESS = "process"
+    """The process's own step: DDIM (Gaussian) or image-space Poisson re-degradation (Poisson)."""
+    NONE = "none"
+    """ẑ0 is the next step's input as it is."""
+
+
 class LatentStep:
     """Step rule of :func:`bundle.diffusion.sampler.sample` for a :class:`LatentDiffusionProcess` over the chain
-    ``timesteps``: ``process.step`` to the next entry; after the last entry the chain ends at ẑ0 (no step)."""
+    ``timesteps``: ``process.step`` to the next entry (or ẑ0 itself with ``redegradation="none"``); after the last
+    entry the chain ends at ẑ0 (no step)."""
 
     def __init__(
-        self, *, process: LatentDiffusionProcess, timesteps: Sequence[int], encode: Codec, decode: Codec
+        self, *, process: LatentDiffusionProcess, timesteps: Sequence[int], encode: Codec, decode: Codec,
+        redegradation: Redegradation | str = Redegradation.PROCESS,
     ) -> None:
         self.process, self.timesteps, self.encode, self.decode = process, list(timesteps), encode, decode
+        self.redegradation = check_choice(redegradation, Redegradation, "redegradation")
 
     def alpha(self, index: int) -> float | None:
         return self.process.alpha(self.timesteps[index])
@@ -128,7 +146,7 @@ class LatentStep:
         self, *, x0: torch.Tensor, eps: torch.Tensor | None, sample: torch.Tensor, index: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        if index + 1 >= len(self.timesteps):
+        if index + 1 >= len(self.timesteps) or self.redegradation is Redegradation.NONE:
             return x0
         return self.process.step(
             x0, eps, self.timesteps[index], prev_timestep=self.timesteps[index + 1], encode=self.encode,

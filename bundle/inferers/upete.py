@@ -36,6 +36,7 @@ from bundle.diffusion.latent import (
     LatentDiffusionProcess,
     LatentStep,
     PoissonLatentDiffusion,
+    Redegradation,
 )
 from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
 from bundle.diffusion.sampler import sample
@@ -59,6 +60,8 @@ class LatentEnhancementInferer(Inferer):
         dose: default dose fraction of the inputs; ``None`` = estimate with ``dose_estimator``.
         dose_estimator: a calibrated :class:`~bundle.diffusion.latent.DoseEstimator`.
         seed: seed of the generator when the call gives none.
+        redegradation: :class:`~bundle.diffusion.latent.Redegradation` between two reverse steps (``"process"``
+            default, ``"none"``); irrelevant for K = 1.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class LatentEnhancementInferer(Inferer):
         dose: float | None = None,
         dose_estimator: DoseEstimator | None = None,
         seed: int = 0,
+        redegradation: Redegradation | str = Redegradation.PROCESS,
     ) -> None:
         super().__init__()
         if not isinstance(process, LatentDiffusionProcess):
@@ -86,6 +90,7 @@ class LatentEnhancementInferer(Inferer):
         self.dose = None if dose is None else check_real(dose, "dose", "in (0, 1]", lambda v: 0 < v <= 1)
         self.dose_estimator = dose_estimator
         self.seed = check_int(seed, "seed", minimum=0)
+        self.redegradation = check_choice(redegradation, Redegradation, "redegradation")
 
     def resolve_dose(self, inputs: torch.Tensor, dose: float | None) -> float:
         """The given dose, else ``self.dose``, else the estimator's d̂ (``ValueError`` if none is available)."""
@@ -109,7 +114,8 @@ class LatentEnhancementInferer(Inferer):
         def model(z_t: torch.Tensor, tau: int) -> torch.Tensor:
             return network(z_t, torch.full((x.shape[0],), tau, dtype=torch.long, device=x.device), ct)
 
-        rule = LatentStep(process=process, timesteps=steps, encode=network.encode, decode=network.decode)
+        rule = LatentStep(process=process, timesteps=steps, encode=network.encode, decode=network.decode,
+                          redegradation=self.redegradation)
         _, z0_hat = sample(z, steps, model=model, step_rule=rule, prediction_type=PredictionType.SAMPLE,
                            generator=generator, desc="uPETe")
         return network.decode(z0_hat)

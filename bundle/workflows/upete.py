@@ -26,11 +26,12 @@ from typing import Any
 
 import torch
 
-from bundle._checks import check_choice
+from bundle._checks import check_choice, check_int
 from bundle.baselines import gaussian_filter, non_local_means, tune_parameter
 from bundle.data.io import load_image
 from bundle.data.torso import LABELS
 from bundle.data.upete import Case, load_split
+from bundle.diffusion.latent import Redegradation
 from bundle.evaluation import dose_figure, mean_std, metrics_table, monai_volume_panel, write_csv, write_json
 from bundle.metrics import MetricConvention, erode, image_metrics, lesion_metrics, region_cov, summarise_lesions
 from bundle.networks.upete import IdentityAutoencoder, LDMVariant, UPETe
@@ -128,6 +129,32 @@ def evaluate_ceiling(
     return result
 
 
+def _tune_reverse(
+    network: UPETe, inferer: Any, val: Sequence[Case], dose: float, grid: Sequence[Sequence[Any]],
+    val_psnr: Callable[[torch.Tensor, torch.Tensor], float], seed: int,
+) -> dict[str, Any]:
+    """Set ``inferer``'s (K, redegradation) to the option of ``grid`` with the best mean validation PSNR at ``dose``;
+    returns the choice and every option's score."""
+    scores = {}
+    for option in grid:
+        if isinstance(option, str | bytes) or len(option) != 2:
+            raise ValueError(f"reverse_grid entries must be (K, redegradation) pairs, got {option!r}")
+        steps = check_int(option[0], "reverse_grid K", minimum=1)
+        redegradation = check_choice(option[1], Redegradation, "reverse_grid redegradation")
+        inferer.num_reverse_steps, inferer.redegradation = steps, redegradation
+        values = []
+        for case in val:
+            x, _ = case.low[dose]
+            y = inferer(x, network, ct=case.ct if network.uses_ct else None, dose=dose,
+                        generator=torch.Generator().manual_seed(seed))
+            values.append(val_psnr(y, case.spet))
+        scores[f"K={steps}, {redegradation.value}"] = sum(values) / len(values)
+    best = max(scores, key=scores.__getitem__)
+    steps, redegradation = best.removeprefix("K=").split(", ")
+    inferer.num_reverse_steps, inferer.redegradation = int(steps), Redegradation(redegradation)
+    return {"num_reverse_steps": int(steps), "redegradation": redegradation, "scores": scores}
+
+
 def evaluate_upete(
     dataset_dir: str | Path,
     *,
@@ -145,6 +172,7 @@ def evaluate_upete(
     seed: int = 0,
     progress: bool = True,
     metric_convention: MetricConvention | str = MetricConvention.DEFAULT,
+    reverse_grid: Sequence[Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate baselines and trained uPETe variants on the test split; write table, CSV, JSON and figures.
 
@@ -157,6 +185,8 @@ def evaluate_upete(
         gaussian_grid: σ in voxels; nlm_grid: h / σ_n; tuned on the validation pairs at ``table_dose`` by PSNR.
         metric_convention: :class:`~bundle.metrics.MetricConvention` of PSNR / SSIM (``"upete"``: L = max − min of
             the reference and a 7-tap SSIM window, as the tables in ``docs/upete.md``).
+        reverse_grid: ``[(K, redegradation), ...]`` reverse-process options tuned per model on the validation
+            pairs at ``table_dose`` by PSNR, like σ and h (``None``: each inferer keeps its own).
 
     Returns:
         ``{"table": markdown, "rows": {method: {metric: (mean, std)}}, "curves": ..., "tuned": ..., "files": ...}``.
@@ -192,7 +222,10 @@ def evaluate_upete(
                 return unet_inferer(x, unet)
 
         methods["U-Net"] = run_unet
+    reverse_choice: dict[str, dict[str, Any]] = {}
     for name, (network, inferer) in models.items():
+        if reverse_grid:
+            reverse_choice[name] = _tune_reverse(network, inferer, val, table_dose, reverse_grid, val_psnr, seed)
 
         def run_ldm(case: Case, dose: float, x: torch.Tensor, network=network, inferer=inferer) -> torch.Tensor:
             gen = torch.Generator().manual_seed(seed)
@@ -272,7 +305,7 @@ def evaluate_upete(
         "table": table, "rows": rows, "reading_table": reading_table, "reading_rows": reading_rows,
         "curves": {m: {str(d): v for d, v in c.items()} for m, c in curves.items()},
         "tuned": {"gaussian_sigma_voxels": sigma, "gaussian_scores": sigma_scores, "nlm_h_factor": h,
-                  "nlm_scores": h_scores},
+                  "nlm_scores": h_scores, "reverse": reverse_choice},
         "autoencoder_ceiling": ceiling, "estimated_doses": estimated_doses, "seconds": timings,
         "test_cases": [c.case_id for c in test],
         "table_dose": table_dose,

@@ -62,6 +62,10 @@ def test_evaluation_labels_the_row_and_has_no_autoencoder_ceiling(image_run):
     assert [line.split("|")[1].strip() for line in table[2:]] == ["LPET", "Gaussian", "NLM", "IMG-P-CT"]
     saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert saved["autoencoder_ceiling"] == {} and set(saved["curves"]["IMG-P-CT"]) == {"0.1", "0.5"}
+    reverse = saved["tuned"]["reverse"]["IMG-P-CT"]  # K and the re-degradation chosen on validation (image_space.json)
+    assert list(reverse["scores"]) == ["K=1, process", "K=2, process", "K=2, none", "K=4, process", "K=4, none"]
+    best = max(reverse["scores"], key=reverse["scores"].__getitem__)
+    assert best == f"K={reverse['num_reverse_steps']}, {reverse['redegradation']}"
 
 
 def test_combined_checkpoint_drives_the_app(image_run, tmp_path):

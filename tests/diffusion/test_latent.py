@@ -11,10 +11,12 @@ from bundle.diffusion.ddim import PredictionType, split_prediction
 from bundle.diffusion.latent import (
     DoseEstimator,
     GaussianLatentDiffusion,
+    LatentStep,
     PoissonLatentDiffusion,
     calibrate_count_scale,
 )
 from bundle.diffusion.poisson import PoissonDegradation, PoissonDoseSchedule
+from bundle.diffusion.sampler import sample
 
 
 def _poisson(kappa: float = 50.0, reference_dose: float | None = 0.1) -> PoissonLatentDiffusion:
@@ -116,3 +118,37 @@ def test_dose_estimator_recovers_the_dose_of_osem_reconstructions_of_thinned_sca
     est = DoseEstimator().calibrate(at(calibration, 1.0, 0), at(calibration, 0.1, 1), dose=0.1)
     for dose in (0.02, 0.05, 0.3):
         assert est(at(subject, dose, 2)) == pytest.approx(dose, rel=0.2)
+
+
+def _chain(redegradation: str) -> list[torch.Tensor]:
+    """The inputs a network sees along a K = 3 Poisson chain whose "network" returns the constant image 2."""
+    process = _poisson(kappa=1e4, reference_dose=None)
+    steps = process.set_timesteps(3, start_step=300)
+    seen = []
+
+    def model(z, t):
+        seen.append(z.clone())
+        return torch.full_like(z, 2.0)
+
+    rule = LatentStep(process=process, timesteps=steps, encode=lambda x: x, decode=lambda z: z,
+                      redegradation=redegradation)
+    _, z0 = sample(torch.ones(1, 1, 8, 8, 8), steps, model=model, step_rule=rule,
+                   prediction_type=PredictionType.SAMPLE, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(z0, torch.full_like(z0, 2.0)) and len(seen) == 3
+    return seen
+
+
+def test_redegradation_none_feeds_the_prediction_back_and_process_re_degrades_it():
+    """"none": the next input is ẑ0 itself; "process": a Poisson thinning of ẑ0 at the next step's dose, unbiased
+    (mean 2) with variance ẑ0 / (κ_0 d_t') = 2 / (1e4 d_t')."""
+    none = _chain("none")
+    assert all(torch.equal(z, torch.full_like(z, 2.0)) for z in none[1:])
+    process = _poisson(kappa=1e4, reference_dose=None)
+    steps = process.set_timesteps(3, start_step=300)
+    degraded = _chain("process")[1]
+    assert not torch.equal(degraded, torch.full_like(degraded, 2.0))
+    assert float(degraded.mean()) == pytest.approx(2.0, abs=0.02)
+    expected = 2.0 / (1e4 * float(process.schedule.dose_at(steps[1])))
+    assert float(degraded.var()) == pytest.approx(expected, rel=0.3)
+    with pytest.raises(ValueError, match="redegradation"):
+        LatentStep(process=process, timesteps=steps, encode=lambda x: x, decode=lambda z: z, redegradation="sinogram")
