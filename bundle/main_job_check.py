@@ -1,6 +1,6 @@
 """The main-job check: the shipped weights' numbers on the main job's reduced case list, recorded for the model cards.
 
-    python -m bundle.story --output results/ci --budget ci --methods physics,petdds,legopet     # about 3 min
+    python -m bundle.story --output results/ci --budget ci --methods physics,petdds,legopet  # about 3.5 min
     python -m bundle.main_job_check record results/ci    # writes models/main_job_check.json from that run
     python -m bundle.main_job_check check results/ci     # exit 1 when a number is off the record
     python -m bundle.main_job_check cards                # the tables the cards' "Main-job check" sections quote

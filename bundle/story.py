@@ -20,7 +20,7 @@ and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.st
 The ``demo`` budget keeps the whole job under 20 minutes on 2 CPU cores, so the networks it trains are barely
 trained: the report says so, and the CPU-scale studies with longer budgets are in docs/<method>.md.  The ``ci``
 budget with ``--methods physics,petdds,legopet`` is the main-job check: the shipped weights on a reduced case list
-(:data:`CASE_LISTS`) in about 3 minutes, whose numbers the model cards record (models/main_job_check.json,
+(:data:`CASE_LISTS`) in about 3.5 minutes, whose numbers the model cards record (models/main_job_check.json,
 tests/test_main_job_check.py).  Stages run in
 subprocesses (their progress bars show); a failing stage stops the job with its return code and log path.
 """
@@ -61,7 +61,7 @@ BUDGETS: dict[str, dict[str, int]] = {
            "upete_ldm_epochs": 1, "upete_unet_epochs": 1},
 }
 # Reduced case lists: extra options of some stages under a budget (a budget without an entry: the stages' own
-# defaults).  "ci" keeps the main-job check near 3 minutes on 2 CPU cores: the physics stage chooses its settings on
+# defaults).  "ci" keeps the main-job check near 3.5 minutes on 2 CPU cores: the physics stage chooses its settings on
 # 1 validation subject instead of 2; PET-DDS-δ is evaluated on 1 test subject x 1 realisation with 2 samples (a tiny
 # dataset of 2 subjects: 1 training subject keeps --retrain possible, no validation subject); LegoPET on 1 rotation
 # x 2 slices per subject (2 test slices, all of them evaluated).

@@ -99,7 +99,7 @@ def test_measured_numbers_names_a_missing_run(tmp_path):
 
 @pytest.mark.slow
 def test_reduced_main_job_writes_every_table_and_figure_and_matches_the_cards(tmp_path, record):
-    """About 3 minutes on 2 CPU cores: the ci run of the command the cards name, into tmp_path."""
+    """About 3.5 minutes on 2 shared CPU cores: the ci run of the command the cards name, into tmp_path."""
     start = time.perf_counter()
     stages = plan(tmp_path, CHECK_METHODS, "ci")
     assert {s.method for s in stages} == set(EXPECTED_FILES)
