@@ -18,7 +18,10 @@ and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.st
    stage.
 
 The ``demo`` budget keeps the whole job under 20 minutes on 2 CPU cores, so the networks it trains are barely
-trained: the report says so, and the CPU-scale studies with longer budgets are in docs/<method>.md.  Stages run in
+trained: the report says so, and the CPU-scale studies with longer budgets are in docs/<method>.md.  The ``ci``
+budget with ``--methods physics,petdds,legopet`` is the main-job check: the shipped weights on a reduced case list
+(:data:`CASE_LISTS`) in about 3.5 minutes, whose numbers the model cards record (models/main_job_check.json,
+tests/test_main_job_check.py).  Stages run in
 subprocesses (their progress bars show); a failing stage stops the job with its return code and log path.
 """
 
@@ -37,12 +40,12 @@ from pathlib import Path
 
 from bundle.recipes import recipe
 
-__all__ = ["METHODS", "Stage", "main", "plan", "run_stages", "write_report"]
+__all__ = ["BUDGETS", "CASE_LISTS", "METHODS", "Stage", "main", "plan", "run_stages", "write_report"]
 
 METHODS = ("physics", "petdds", "legopet", "upete")
 UPETE_VARIANTS = ("LDM", "LDM-P", "LDM-CT", "LDM-P-CT")
 
-# training/evaluation budgets of the main job (epochs, sampling steps, test slices); "smoke" is for the tests
+# training/evaluation budgets of the main job (epochs, sampling steps, test slices); "smoke" is for the plan tests
 BUDGETS: dict[str, dict[str, int]] = {
     "demo": {"petdds_epochs": 120, "petdds_steps": 25, "legopet_regression_epochs": 12,
              "legopet_diffusion_epochs": 20, "legopet_steps": 20, "legopet_slices": 8, "legopet_samples": 4,
@@ -51,6 +54,22 @@ BUDGETS: dict[str, dict[str, int]] = {
     "smoke": {"petdds_epochs": 1, "petdds_steps": 2, "legopet_regression_epochs": 1, "legopet_diffusion_epochs": 1,
               "legopet_steps": 2, "legopet_slices": 1, "legopet_samples": 2, "upete_ae_epochs": 1,
               "upete_ldm_epochs": 1, "upete_unet_epochs": 1},
+    # the main-job check (tests/test_main_job_check.py, models/main_job_check.json): the shipped weights with the
+    # model cards' sampler steps on the reduced case list of CASE_LISTS["ci"]; its training entries are smoke's
+    "ci": {"petdds_epochs": 1, "petdds_steps": 25, "legopet_regression_epochs": 1, "legopet_diffusion_epochs": 1,
+           "legopet_steps": 20, "legopet_slices": 2, "legopet_samples": 2, "upete_ae_epochs": 1,
+           "upete_ldm_epochs": 1, "upete_unet_epochs": 1},
+}
+# Reduced case lists: extra options of some stages under a budget (a budget without an entry: the stages' own
+# defaults).  "ci" keeps the main-job check near 3.5 minutes on 2 CPU cores: the physics stage chooses its settings on
+# 1 validation subject instead of 2; PET-DDS-δ is evaluated on 1 test subject x 1 realisation with 2 samples (a tiny
+# dataset of 2 subjects: 1 training subject keeps --retrain possible, no validation subject); LegoPET on 1 rotation
+# x 2 slices per subject (2 test slices, all of them evaluated).
+CASE_LISTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ci": {"physics": ("--validation-subjects", "1"),
+           "petdds data": ("--subjects", "2", "--split", "1,0,1"),
+           "petdds evaluate": ("--realisations", "1", "--petdds_samples", "2"),
+           "legopet data": ("--rotations", "1", "--slices", "2")},
 }
 # Seed of the main job's tiny PET-DDS-δ dataset.  The shipped score model is trained on `python -m bundle.data build
 # petdds --preset small --seed 0`, and the tiny preset with the same seed 0 draws the same first subjects (s00-s03)
@@ -82,19 +101,20 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
         raise ValueError(f"methods must be among {list(METHODS)}, got {unknown}")
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
-    b = BUDGETS[budget]
+    b, cases = BUDGETS[budget], CASE_LISTS.get(budget, {})
     out = str(output)
     py = sys.executable
     stages: list[Stage] = []
     if "physics" in methods:
         stages.append(Stage("physics", "MNI152 brain: OSEM and MAP-EM chosen on validation subjects",
-                            (py, "-m", "bundle.demo", "--output", f"{out}/physics"),
+                            (py, "-m", "bundle.demo", "--output", f"{out}/physics", *cases.get("physics", ())),
                             ("physics/demo.md", "physics/demo.png")))
     if "petdds" in methods:
         data, res = f"{out}/data/petdds", f"{out}/petdds_run"
         common = ("--dataset_dir", data, "--output_dir", res)
         stages.append(Stage("petdds", "build dataset", (py, "-m", "bundle.data", "build", "petdds", "--output", data,
-                                                        "--preset", "tiny", "--seed", str(PETDDS_DATA_SEED))))
+                                                        "--preset", "tiny", "--seed", str(PETDDS_DATA_SEED),
+                                                        *cases.get("petdds data", ()))))
         weights: tuple[str, ...] = ()  # the evaluation config's default checkpoint: the shipped score model
         if retrain:
             stages.append(Stage("petdds", PETDDS_TRAIN_STAGE, recipe("petdds/train").command(
@@ -102,14 +122,15 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
             weights = ("--checkpoint", f"{res}/petdds/checkpoints/network_final.pt")
         name = "evaluate OSEM, MAP-EM, PET-DDS-δ" + ("" if retrain else " (shipped score model)")
         stages.append(Stage("petdds", name, recipe("petdds/evaluate").command(
-            *common, *weights, "--num_inference_steps", str(b["petdds_steps"]), "--progress", "True"),
+            *common, *weights, "--num_inference_steps", str(b["petdds_steps"]), "--progress", "True",
+            *cases.get("petdds evaluate", ())),
             ("petdds_run/petdds/evaluation",)))
     if "legopet" in methods and not retrain:
         data, res = f"{out}/data/legopet", f"{out}/legopet_run"
         stages += [
             Stage("legopet", "build dataset", (py, "-m", "bundle.data", "build", "legopet", "--output", data,
                                                "--preset", "small", "--seed", str(LEGOPET_DATA_SEED), "--subjects",
-                                               "3", "--split", "1,1,1")),
+                                               "3", "--split", "1,1,1", *cases.get("legopet data", ()))),
             Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET (shipped weights)",
                   recipe("legopet/evaluate_shipped").command(
                       "--dataset_dir", data, "--output_dir", res, "--num_inference_steps", str(b["legopet_steps"]),
@@ -256,7 +277,9 @@ def _duration(seconds: float) -> str:
 def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget: str) -> Path:
     """``OUTPUT/report.md``: per method its tables (the *.md its evaluation wrote) and figures, then the commands."""
     lines = ["# Diffusion-model PET reconstruction: main-job report", "",
-             f"Budget `{budget}` ({json.dumps(BUDGETS[budget])}). The networks this job trains are trained for "
+             f"Budget `{budget}` ({json.dumps(BUDGETS[budget])}"
+             + (f"; reduced case list {json.dumps(CASE_LISTS[budget])}" if budget in CASE_LISTS else "")
+             + "). The networks this job trains are trained for "
              "minutes on a CPU, so their numbers show that every piece runs end to end, not what the methods can "
              "reach; the longer CPU-scale studies are in docs/petdds.md, docs/legopet.md and docs/upete.md.", ""]
     seconds = {m: sum(s["seconds"] for s in timings["stages"] if s["method"] == m) for m in METHODS}
