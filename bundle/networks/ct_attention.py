@@ -245,6 +245,11 @@ class CTGuidedLatentDenoiser(nn.Module):
         use_flash_attention: PyTorch scaled-dot-product attention in MONAI's self-attention.
         use_ct: build and apply the CT attention (LDM-CT / LDM-P-CT); ``False`` gives LDM / LDM-P (no CT at all).
         prediction: :class:`PredictionType`, the training target (the architecture is the same).
+        residual: ẑ0 = z_t + U-Net(z_t, t, z_CT) (residual learning, only with ``prediction="sample"``): MONAI's
+            U-Net ends in a zero-initialised convolution, so an untrained residual denoiser is the identity, the best
+            estimate at high doses, and training learns the correction.  A plain ẑ0 = U-Net(·) starts at 0 and has to
+            learn the identity first: after 300 iterations of the image-space extension it made a 30 %-dose training
+            patch 4 times worse (MSE 0.051 against the input's 0.012) and biased the air by 0.05 network units.
         ct_head_channels: d of the CT attention; each site gets max(1, C_site // ct_head_channels) heads.
         ct_window: w of the relative position bias.
         ct_max_tokens: ``max_tokens`` of every CT attention module.
@@ -267,6 +272,7 @@ class CTGuidedLatentDenoiser(nn.Module):
         ct_head_channels: int = 32,
         ct_window: int = DEFAULT_WINDOW,
         ct_max_tokens: int = DEFAULT_MAX_TOKENS,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.latent_channels = _check_int(latent_channels, "latent_channels", minimum=1)
@@ -287,6 +293,12 @@ class CTGuidedLatentDenoiser(nn.Module):
             raise TypeError(f"use_ct must be a bool, got {use_ct!r}")
         self.use_ct = use_ct
         self.prediction = check_choice(prediction, PredictionType, "prediction")
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual must be a bool, got {residual!r}")
+        if residual and self.prediction is not PredictionType.SAMPLE:
+            raise ValueError(f"residual=True predicts ẑ0 = z_t + correction: it needs prediction='sample', got "
+                             f"prediction={self.prediction.value!r}")
+        self.residual = residual
         self.unet = DiffusionModelUNet(
             spatial_dims=3,
             in_channels=self.latent_channels,
@@ -392,4 +404,4 @@ class CTGuidedLatentDenoiser(nn.Module):
             idx = -len(block.resnets)
             res, skips = skips[idx:], skips[:idx]
             h = block(hidden_states=h, res_hidden_states_list=res, temb=emb, context=None)
-        return unet.out(h)
+        return z_t + unet.out(h) if self.residual else unet.out(h)

@@ -23,7 +23,8 @@ LDM, EVAL, COMBINE = ([*map(str, recipe(f"upete/{name}").paths()), OVERLAY] for 
 TINY = {
     "patch_size": [16, 16, 8],
     "denoiser_layout": {"channels": [8, 8, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
-                        "norm_num_groups": 4, "num_head_channels": 8, "ct_head_channels": 8, "ct_window": 2},
+                        "norm_num_groups": 4, "num_head_channels": 8, "ct_head_channels": 8, "ct_window": 2,
+                        "residual": True},
     "ct_encoder_layout": {"channels": [4], "num_res_blocks": 1, "norm_num_groups": 4, "latent_channels": 4},
     "device": "cpu",
 }

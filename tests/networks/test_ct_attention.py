@@ -261,3 +261,19 @@ def test_denoiser_argument_errors():
         _denoiser(use_ct=True, attention_levels=(True,))
     with pytest.raises(TypeError, match=r"use_ct must be a bool"):
         CTGuidedLatentDenoiser(**LAYOUT, use_ct=1)
+
+
+def test_residual_denoiser_adds_the_unet_correction_to_its_input():
+    """ẑ0 = z_t + U-Net(z_t, t, z_CT): the same U-Net weights with and without ``residual`` differ by exactly z_t, and
+    an untrained residual denoiser (MONAI's zero-initialised last convolution) is the identity."""
+    z_t, t, z_ct = _latents(2)
+    plain, residual = _denoiser(use_ct=True, seed=4), _denoiser(use_ct=True, seed=4, residual=True)
+    with torch.no_grad():
+        torch.testing.assert_close(residual(z_t, t, z_ct), z_t + plain(z_t, t, z_ct))
+        torch.manual_seed(5)
+        untrained = CTGuidedLatentDenoiser(**LAYOUT, use_ct=True, residual=True).eval()
+        assert torch.equal(untrained(z_t, t, z_ct), z_t)
+    with pytest.raises(ValueError, match=r"residual=True.*prediction='sample'"):
+        CTGuidedLatentDenoiser(**LAYOUT, residual=True, prediction="epsilon")
+    with pytest.raises(TypeError, match="residual must be a bool"):
+        CTGuidedLatentDenoiser(**LAYOUT, residual=1)
