@@ -1,15 +1,15 @@
 """The main-job check: the shipped weights' numbers on the main job's reduced case list, recorded for the model cards.
 
-    python -m bundle.story --output results/ci --budget ci --methods physics,petdds,legopet  # about 3.5 min
+    python -m bundle.story --output results/ci --budget ci --methods physics,petdds,legopet,upete
     python -m bundle.main_job_check record results/ci    # writes models/main_job_check.json from that run
     python -m bundle.main_job_check check results/ci     # exit 1 when a number is off the record
     python -m bundle.main_job_check cards                # the tables the cards' "Main-job check" sections quote
 
 :data:`CHECK_COMMAND` runs the main job's real path (:func:`bundle.story.plan`, ``run_stages``, ``write_report``) at
 the ``ci`` budget and case list (:data:`bundle.story.BUDGETS`, :data:`bundle.story.CASE_LISTS`): the physics stage,
-PET-DDS-δ and LegoPET with the shipped weights, nothing trained.  ``models/main_job_check.json`` is the one home of
-the numbers it measured for each learned method (:data:`SOURCES`: which summary file and rows); ``record`` writes it
-from a run's output (never typed by hand), each card's "Main-job check" section quotes :func:`card_table`, and
+PET-DDS-δ, LegoPET and uPETe with the shipped weights, nothing trained.  ``models/main_job_check.json`` is the one
+home of the numbers it measured for each learned method (:data:`SOURCES`: which summary file and rows); ``record``
+writes it from a run's output (never typed by hand), each card's "Main-job check" section quotes :func:`card_table`, and
 tests/test_main_job_check.py reruns the command and compares with :func:`compare`.
 
 The run is deterministic on CPU: sampling is seeded (the configs' ``seed``), the same thread count repeats every
@@ -33,7 +33,7 @@ __all__ = ["CHECK_COMMAND", "CHECK_METHODS", "MAIN_JOB_CHECK", "SOURCES", "TOLER
 
 MAIN_JOB_CHECK = "main_job_check.json"
 """The record's file name inside the models folder."""
-CHECK_METHODS = ("physics", "petdds", "legopet")
+CHECK_METHODS = ("physics", "petdds", "legopet", "upete")
 CHECK_COMMAND = f"python -m bundle.story --output results/ci --budget ci --methods {','.join(CHECK_METHODS)}"
 TOLERANCE: dict[str, float] = {"PSNR": 0.05, "SSIM": 0.001, "NRMSE": 0.001}
 """Largest accepted |measured - recorded| per metric (PSNR in dB, SSIM and NRMSE as fractions; module docstring)."""
@@ -45,7 +45,13 @@ SOURCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "legopet": ("legopet_run/legopet_evaluation/summary.json", "methods", "LegoPET", ("PSNR", "SSIM")),
     "cdpm": ("legopet_run/legopet_evaluation/summary.json", "methods", "cDPM", ("PSNR", "SSIM")),
     "legopet_deeppet": ("legopet_run/legopet_evaluation/summary.json", "methods", "DeepPET", ("PSNR", "SSIM")),
+    "upete_image": ("upete_run/evaluation/results.json", "rows", "IMG-P-CT", ("PSNR", "SSIM")),
 }
+
+
+def _mean(value: object) -> float:
+    """The mean of a summary entry: ``{"mean": m, ...}`` (PET-DDS-δ, LegoPET) or ``[mean, std]`` (uPETe)."""
+    return float(value["mean"] if isinstance(value, Mapping) else value[0])  # type: ignore[index]
 
 
 def measured_numbers(output: str | Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -59,7 +65,7 @@ def measured_numbers(output: str | Path) -> dict[str, dict[str, dict[str, float]
         if not path.is_file():
             raise FileNotFoundError(f"no summary {path} for {model!r}: run `{CHECK_COMMAND}` with --output {output}")
         table = json.loads(path.read_text(encoding="utf-8"))[key]
-        rows = {row: {m: float(values[m]["mean"]) for m in metrics} for row, values in table.items()
+        rows = {row: {m: _mean(values[m]) for m in metrics} for row, values in table.items()
                 if row == label or row.startswith(f"{label} (mean of ")}
         if label not in rows:
             raise ValueError(f"{path} has no row {label!r} for {model!r}, got rows {sorted(table)}")

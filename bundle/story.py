@@ -8,19 +8,19 @@ and :func:`run_stages` is also the runner of the method studies, :mod:`bundle.st
 
 1. physics: scans of the embedded MNI152 brain reconstructed with OSEM and MAP-EM, their iterations and β chosen on
    validation subjects and reported on a held-out one (:mod:`bundle.demo`);
-2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``),
-   train the ``tiny`` presets through ``python -m monai.bundle run training``, and run its evaluation workflow
-   against the baselines (``python -m monai.bundle run evaluating``).  PET-DDS-δ and LegoPET train nothing: they
-   evaluate the shipped weights (``models/petdds_score.pt``; ``models/legopet.pt``, ``cdpm.pt``,
-   ``legopet_deeppet.pt``; :mod:`bundle.checkpoint.shipped`) on datasets of other subjects; ``--retrain`` trains
-   them at the budget instead and evaluates those checkpoints;
+2. for each method: build its small dataset from the embedded-default phantoms (``python -m bundle.data build``)
+   and run its evaluation workflow against the baselines (``python -m monai.bundle run evaluating``) with the
+   shipped weights (``models/petdds_score.pt``; ``models/legopet.pt``, ``cdpm.pt``, ``legopet_deeppet.pt``;
+   ``models/upete_image.pt``; :mod:`bundle.checkpoint.shipped`) on subjects they were not trained on.  Nothing is
+   trained; ``--retrain`` trains at the budget instead (PET-DDS-δ, LegoPET and uPETe's ``tiny`` story through
+   ``python -m monai.bundle run training``) and evaluates those checkpoints;
 3. ``OUTPUT/report.md``: the metric tables and figures of every stage, the commands and the wall time of every
    stage.
 
-The ``demo`` budget keeps the whole job under 20 minutes on 2 CPU cores, so the networks it trains are barely
-trained: the report says so, and the CPU-scale studies with longer budgets are in docs/<method>.md.  The ``ci``
-budget with ``--methods physics,petdds,legopet`` is the main-job check: the shipped weights on a reduced case list
-(:data:`CASE_LISTS`) in about 3.5 minutes, whose numbers the model cards record (models/main_job_check.json,
+The ``demo`` budget's training entries apply to ``--retrain`` only (networks barely trained: the report says so,
+and the CPU-scale studies with longer budgets are in docs/<method>.md).  The ``ci`` budget with
+``--methods physics,petdds,legopet,upete`` is the main-job check: the shipped weights on a reduced case list
+(:data:`CASE_LISTS`) in about 5.3 minutes, whose numbers the model cards record (models/main_job_check.json,
 tests/test_main_job_check.py).  Stages run in
 subprocesses (their progress bars show); a failing stage stops the job with its return code and log path.
 """
@@ -61,15 +61,17 @@ BUDGETS: dict[str, dict[str, int]] = {
            "upete_ldm_epochs": 1, "upete_unet_epochs": 1},
 }
 # Reduced case lists: extra options of some stages under a budget (a budget without an entry: the stages' own
-# defaults).  "ci" keeps the main-job check near 3.5 minutes on 2 CPU cores: the physics stage chooses its settings on
+# defaults).  "ci" keeps the main-job check near 5.3 minutes on 2 CPU cores: the physics stage chooses its settings on
 # 1 validation subject instead of 2; PET-DDS-δ is evaluated on 1 test subject x 1 realisation with 2 samples (a tiny
 # dataset of 2 subjects: 1 training subject keeps --retrain possible, no validation subject); LegoPET on 1 rotation
-# x 2 slices per subject (2 test slices, all of them evaluated).
+# x 2 slices per subject (2 test slices, all of them evaluated); uPETe at 10 % dose only, with the Gaussian sigma and
+# the NLM h fixed to the values the full study chose (docs/upete.md), its own options replacing the demo's.
 CASE_LISTS: dict[str, dict[str, tuple[str, ...]]] = {
     "ci": {"physics": ("--validation-subjects", "1"),
            "petdds data": ("--subjects", "2", "--split", "1,0,1"),
            "petdds evaluate": ("--realisations", "1", "--petdds_samples", "2"),
-           "legopet data": ("--rotations", "1", "--slices", "2")},
+           "legopet data": ("--rotations", "1", "--slices", "2"),
+           "upete evaluate": ("--curve_doses", "[0.1]", "--gaussian_grid", "[0.5]", "--nlm_grid", "[4.0]")},
 }
 # Seed of the main job's tiny PET-DDS-δ dataset.  The shipped score model is trained on `python -m bundle.data build
 # petdds --preset small --seed 0`, and the tiny preset with the same seed 0 draws the same first subjects (s00-s03)
@@ -79,6 +81,11 @@ PETDDS_DATA_SEED = 1
 # Seed of the main job's LegoPET dataset: the shipped LegoPET weights were trained on `--preset small --seed 0`;
 # seed 1 draws other phantoms (as for PET-DDS-δ above).
 LEGOPET_DATA_SEED = 1
+# Seed of the main job's uPETe dataset (the small preset's geometry, 1 validation subject for the baselines' tuning, 1
+# test subject): the shipped model was trained on `--preset small --seed 0`; seed 1 draws other torsos.  The NLM
+# grid is shortened to 3 values around the h the full study chose (4 sigma_n, docs/upete.md).
+UPETE_DATA_SEED = 1
+UPETE_NLM_GRID = [2.0, 4.0, 6.0]
 PETDDS_TRAIN_STAGE = "train score model"
 
 
@@ -95,7 +102,8 @@ class Stage:
 
 def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain: bool = False) -> list[Stage]:
     """The stages of the main job for ``methods`` (subset of :data:`METHODS`) with the named ``budget``;
-    ``retrain``: PET-DDS-δ trains its score model at the budget and evaluates it instead of the shipped weights."""
+    ``retrain``: PET-DDS-δ, LegoPET and uPETe train at the budget and evaluate those networks instead of the shipped
+    weights (uPETe: the tiny preset's autoencoder, four latent variants and U-Net)."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"methods must be among {list(METHODS)}, got {unknown}")
@@ -156,7 +164,19 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
                 *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit", str(b["legopet_slices"]),
                 "--num_samples", str(b["legopet_samples"]), overlays=preset), ("legopet_run/legopet_evaluation",)),
         ]
-    if "upete" in methods:
+    if "upete" in methods and not retrain:
+        data, res = f"{out}/data/upete", f"{out}/upete_run"
+        stages += [
+            Stage("upete", "build dataset", (py, "-m", "bundle.data", "build", "upete", "--output", data,
+                                             "--preset", "small", "--seed", str(UPETE_DATA_SEED), "--subjects", "2",
+                                             "--split", "0,1,1", *cases.get("upete data", ()))),
+            Stage("upete", "evaluate LPET, Gaussian, NLM, IMG-P-CT (shipped weights)",
+                  recipe("upete/evaluate_shipped").command(
+                      "--dataset_dir", data, "--output_dir", res, "--eval_dir", f"{res}/evaluation",
+                      *cases.get("upete evaluate", ("--nlm_grid", json.dumps(UPETE_NLM_GRID)))),
+                  ("upete_run/evaluation",)),
+        ]
+    elif "upete" in methods:
         data, res = f"{out}/data/upete", f"{out}/upete_run"
         common = ("--dataset_dir", data, "--output_dir", res)
         stages += [
@@ -269,6 +289,17 @@ def _shipped_legopet_note() -> str:
             "`--retrain` trains tiny models at this budget instead.")
 
 
+def _shipped_upete_note() -> str:
+    """The report's line on the shipped uPETe model."""
+    from bundle.checkpoint import read_manifest
+
+    entry = read_manifest()["upete_image"]
+    return (f"uPETe uses the shipped image-space model `models/{entry['file']}` (IMG-P-CT, sha256 "
+            f"`{entry['sha256'][:12]}…`, card `models/{entry['card']}`) on a torso it was not trained on; with K = 1 "
+            "reverse step its output is deterministic, so there is no per-voxel spread to show; `--retrain` trains "
+            "the tiny latent story instead.")
+
+
 def _duration(seconds: float) -> str:
     """``"42 s"`` below two minutes, else ``"3.5 min"``."""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
@@ -279,9 +310,11 @@ def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget
     lines = ["# Diffusion-model PET reconstruction: main-job report", "",
              f"Budget `{budget}` ({json.dumps(BUDGETS[budget])}"
              + (f"; reduced case list {json.dumps(CASE_LISTS[budget])}" if budget in CASE_LISTS else "")
-             + "). The networks this job trains are trained for "
-             "minutes on a CPU, so their numbers show that every piece runs end to end, not what the methods can "
-             "reach; the longer CPU-scale studies are in docs/petdds.md, docs/legopet.md and docs/upete.md.", ""]
+             + ")." + (" The networks this job trains are trained for minutes on a CPU, so their numbers show that "
+                       "every piece runs end to end, not what the methods can reach." if any(
+                           "training" in s.argv for s in stages) else " Every learned method runs from its shipped "
+                       "weights (models/, sha256-checked), trained on other subjects.")
+             + " The longer CPU-scale studies are in docs/petdds.md, docs/legopet.md and docs/upete.md.", ""]
     seconds = {m: sum(s["seconds"] for s in timings["stages"] if s["method"] == m) for m in METHODS}
     for method in dict.fromkeys(s.method for s in stages):
         lines += [f"## {_TITLES[method]}", "", f"Wall time of its stages: {_duration(seconds[method])}.", ""]
@@ -289,6 +322,8 @@ def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget
             lines += [_shipped_note(), ""]
         if method == "legopet" and any(s.method == "legopet" and "shipped" in s.name for s in stages):
             lines += [_shipped_legopet_note(), ""]
+        if method == "upete" and any(s.method == "upete" and "shipped" in s.name for s in stages):
+            lines += [_shipped_upete_note(), ""]
         for folder in (f for s in stages if s.method == method for f in s.results):
             root = output / folder
             files = [root] if root.is_file() else sorted(root.rglob("*"))
@@ -311,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
     parser.add_argument("--retrain", action="store_true",
-                        help="PET-DDS-δ and LegoPET: train at the budget instead of using the shipped weights")
+                        help="PET-DDS-δ, LegoPET and uPETe: train at the budget instead of using the shipped weights")
     args = parser.parse_args(argv)
     for stream in (sys.stdout, sys.stderr):  # stage names hold δ; an ASCII terminal gets an escape, not a crash
         if hasattr(stream, "reconfigure"):

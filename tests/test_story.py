@@ -42,8 +42,9 @@ def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget, r
                 continue
             assert key.startswith("--") and key[2:] in parser.get(), f"{stage.name}: {key} is not a config id"
         checked += 1
-    # petdds 1 (+1: training, with retrain), legopet 1 (shipped weights; 5 with retrain: 4 trainings), upete 8
-    assert checked == (15 if retrain else 10)
+    # petdds 1 (+1: training, with retrain), legopet 1 (shipped weights; 5 with retrain: 4 trainings), upete 1
+    # (shipped weights; 8 with retrain: autoencoder, 4 variants, U-Net, evaluation, combining)
+    assert checked == (15 if retrain else 3)
 
 
 def _option(argv, name):
@@ -147,3 +148,20 @@ def test_report_embeds_the_physics_summary_files_and_stage_seconds(tmp_path):
     text = write_report(tmp_path, stages, timings, budget="demo").read_text(encoding="utf-8")
     assert "| OSEM | 0.1 |" in text and "![demo](physics/demo.png)" in text and "| grid row |" not in text
     assert "Wall time of its stages: 42 s." in text and "Total: 42 s." in text
+
+
+def test_upete_evaluates_the_shipped_model_on_other_subjects_unless_retrained(tmp_path):
+    """Default: a small-preset dataset of another seed than the shipped model's training data (seed 0 in its
+    train_command) and one bundle stage, the shipped model's evaluation (no training); --retrain trains the tiny
+    story (autoencoder, four latent variants, U-Net)."""
+    from bundle.checkpoint import read_manifest
+
+    build, evaluate = plan(tmp_path, ["upete"])
+    assert _option(build.argv, "--preset") == "small" and _option(build.argv, "--split") == "0,1,1"
+    assert "configs/upete/shipped.json" in evaluate.argv[evaluate.argv.index("--config_file") + 1]
+    assert "training" not in evaluate.argv
+    shipped_seeds = re.findall(r"seed[= ]+(\d+)", read_manifest()["upete_image"]["train_command"])
+    assert shipped_seeds, "the shipped model's train_command must name its data seed"
+    assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
+    retrained = plan(tmp_path, ["upete"], "smoke", retrain=True)
+    assert sum("training" in s.argv for s in retrained) == 6

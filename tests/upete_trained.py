@@ -53,7 +53,8 @@ def train_tiny_upete(root: Path) -> dict:
     upete = out / "upete"
     return {
         "root": root, "data": data, "upete_dir": upete, "overrides": overrides, "network_overrides": network_overrides,
-        "app_overrides": {"output_dir": str(out), "variant": VARIANT, "device": "cpu", **INFER},
+        "app_overrides": {"output_dir": str(out), "variant": VARIANT, "device": "cpu",
+                          "checkpoint": str(upete / VARIANT / "upete_model.pt"), **INFER},
         "autoencoder": upete / "autoencoder" / "autoencoder_final.pt",
         "ldm": upete / VARIANT / "ldm_final.pt", "calibration": upete / "calibration.json",
         "combined": upete / VARIANT / "upete_model.pt",

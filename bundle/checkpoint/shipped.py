@@ -6,7 +6,8 @@
                       "method": "petdds", "recipe": "petdds/inference", "train_command": "<how it was trained>"}}
 
 * ``file`` holds ``{"network": state_dict}`` (float32 tensors; LegoPET files add ``"pnpnet"`` and
-  ``"settings"``), readable with ``torch.load(weights_only=True)`` and
+  ``"settings"``; uPETe files are combined checkpoints, :mod:`bundle.checkpoint.upete`), readable with
+  ``torch.load(weights_only=True)`` and
   :func:`bundle.checkpoint.load_weights`; ``recipe`` is the inference recipe (configs/recipes.json) whose
   ``network_def`` it fits; ``card`` is the model card (Markdown: data, preset, steps, wall time, measured metrics),
   written by a person; ``train_command`` is how to retrain it.
@@ -32,6 +33,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -216,7 +218,8 @@ def ship(
 
     Args:
         name: the entry name (a plain file stem, e.g. ``"petdds_score"``).
-        checkpoint: the training checkpoint (e.g. ``results/petdds/checkpoints/network_final.pt``).
+        checkpoint: the training checkpoint (e.g. ``results/petdds/checkpoints/network_final.pt``); for uPETe the
+            combined checkpoint (``combining``: weights, calibration, variant and settings, all kept).
         method: the method the weights belong to (``"petdds"``, ``"legopet"``, ``"upete"``).
         use_ema: ship the ``"ema"`` entry (an error when the checkpoint has none) instead of ``"network"``.
         card: a Markdown model card to install as ``<name>.md``; ``None`` keeps the existing card, or writes a
@@ -268,7 +271,16 @@ def ship(
 
     source = Path(checkpoint)
     key = "ema" if use_ema else "network"
+    if method == "upete" and (use_ema or include or settings):
+        raise ValueError("a uPETe checkpoint is shipped as its combined file (weights, calibration, variant, "
+                         "settings): use_ema, include and settings do not apply")
     content: dict[str, object] = {"network": _float32_state(source, key)}
+    if method == "upete":  # combined checkpoint: weights + calibration + variant + settings (bundle.checkpoint.upete)
+        from .upete import read_combined
+
+        combined = read_combined(source)
+        content.update(calibration=asdict(combined["calibration"]), variant=combined["variant"],
+                       settings=combined["settings"])
     for entry_name, other in (include or {}).items():
         if entry_name in ("network", "settings") or not isinstance(entry_name, str) or not entry_name:
             raise ValueError(f"include keys must name further entries (not 'network' or 'settings'), got "

@@ -56,7 +56,7 @@ def test_combined_checkpoint_equals_the_separately_loaded_variant(upete_run, tmp
                                   (y[0, 0].double() * float(case.low[0.1][1])).float().numpy())
 
 
-def test_cli_infer_with_the_default_combined_checkpoint(upete_run, tmp_path, capsys):
+def test_cli_infer_with_a_combined_checkpoint(upete_run, tmp_path, capsys):
     pet, ct = _test_files(upete_run)
     out = tmp_path / "spet.nii.gz"
     overrides = [f"--override={k}={json.dumps(v)}" for k, v in upete_run["app_overrides"].items()]
@@ -68,11 +68,11 @@ def test_cli_infer_with_the_default_combined_checkpoint(upete_run, tmp_path, cap
     result = json.loads((tmp_path / "spet.nii.gz.json").read_text(encoding="utf-8"))  # <output>.json
     assert result["variant"] == VARIANT and result["checkpoint"] == str(upete_run["combined"])
     capsys.readouterr()
-    missing = tmp_path / "no_run"
+    missing = tmp_path / "no_run" / "upete_model.pt"
     assert main(["infer", "--method", "upete", "--image", pet, "--ct", ct, "--output", str(out),
-                 f"--override=output_dir={missing}", f"--override=variant={json.dumps(VARIANT)}"]) == 2
+                 f"--override=checkpoint={json.dumps(str(missing))}"]) == 2
     error = capsys.readouterr().err
-    assert f"uPETe checkpoint '{missing}/upete/{VARIANT}/upete_model.pt' does not exist" in error
+    assert f"uPETe checkpoint '{missing}' does not exist" in error
     assert "run combining" in error
 
 

@@ -86,3 +86,25 @@ def test_combined_checkpoint_drives_the_app(image_run, tmp_path):
 
     enhanced = np.asarray(nib.load(str(output)).dataobj)
     assert enhanced.shape == (16, 16, 8) and np.isfinite(enhanced).all()
+
+
+def test_the_combined_file_ships_with_its_calibration_and_settings(image_run, tmp_path):
+    """``ship`` keeps a uPETe combined checkpoint whole (weights as float32, calibration, variant, settings), records
+    its sha256, and the shipped file drives the app exactly as the combined file does."""
+    from bundle.checkpoint import ship, shipped_weights, verify_shipped
+
+    root, _, common = image_run
+    combined = root / "out" / "upete_image" / "LDM-P-CT" / "upete_model.pt"
+    if not combined.is_file():
+        run("combining", config_file=COMBINE, **common)
+    models = tmp_path / "models"
+    models.mkdir()
+    target = ship("upete_image", combined, method="upete", train_command="see docs/upete.md", models_dir=models)
+    assert shipped_weights("upete_image", models_dir=models) == target and verify_shipped(models) == []
+    original, shipped = read_combined(combined), read_combined(target)
+    assert shipped["calibration"] == original["calibration"] and shipped["settings"] == original["settings"]
+    assert shipped["variant"] == "LDM-P-CT"
+    for name, value in original["network"].items():
+        assert torch.equal(shipped["network"][name], value.float()), name
+    with pytest.raises(ValueError, match="combined file"):
+        ship("upete_image", combined, method="upete", use_ema=True, models_dir=models)
