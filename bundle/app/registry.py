@@ -10,7 +10,7 @@ Checkpoints (``torch.load(weights_only=True)``, :func:`bundle.checkpoint.load_st
   (entry ``pnpnet_key``); the cDPM (``pnpnet`` null in the config) needs only ``network``.
 * upete: the combined checkpoint ``{"network": state_dict of upete_network, "calibration": {...}, "variant": ...,
   "settings": {...}}`` (:mod:`bundle.checkpoint.upete`; written by the config id ``combining``); default: the
-  config's ``checkpoint`` (``<upete_dir>/<variant>/upete_model.pt``).  The file decides ``variant``, the
+  config's ``checkpoint`` (the shipped ``models/upete_image.pt``).  The file decides ``variant``, the
   calibration (``upete_calibration``) and the stored training settings (layouts, process, intensity scaling); an
   override that contradicts them is a ``ValueError``.  configs/upete/inference.json must define ``upete_network``,
   ``upete_inferer`` and ``upete_calibration``.

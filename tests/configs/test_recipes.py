@@ -14,7 +14,8 @@ from monai.bundle import ConfigParser
 from bundle.recipes import recipe, recipes
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = {"metadata.json", "resume.json", "paper.json", "tiny.json", "small.json", "unit_range.json"}
+OVERLAYS = {"metadata.json", "resume.json", "paper.json", "tiny.json", "small.json", "unit_range.json",
+            "image_space.json"}
 """Files layered after a recipe's files by the caller (presets, resume) or read on their own (metadata)."""
 
 
