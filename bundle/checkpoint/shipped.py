@@ -274,13 +274,15 @@ def ship(
     if method == "upete" and (use_ema or include or settings):
         raise ValueError("a uPETe checkpoint is shipped as its combined file (weights, calibration, variant, "
                          "settings): use_ema, include and settings do not apply")
-    content: dict[str, object] = {"network": _float32_state(source, key)}
     if method == "upete":  # combined checkpoint: weights + calibration + variant + settings (bundle.checkpoint.upete)
         from .upete import read_combined
 
         combined = read_combined(source)
-        content.update(calibration=asdict(combined["calibration"]), variant=combined["variant"],
-                       settings=combined["settings"])
+        content: dict[str, object] = {"network": _as_float32(combined["network"], source, "network"),
+                                      "calibration": asdict(combined["calibration"]),
+                                      "variant": combined["variant"], "settings": combined["settings"]}
+    else:
+        content = {"network": _float32_state(source, key)}
     for entry_name, other in (include or {}).items():
         if entry_name in ("network", "settings") or not isinstance(entry_name, str) or not entry_name:
             raise ValueError(f"include keys must name further entries (not 'network' or 'settings'), got "
@@ -303,7 +305,10 @@ def ship(
 
 
 def _float32_state(source: Path, key: str) -> dict[str, torch.Tensor]:
-    state = load_checkpoint(source, expected_keys=[key])[key]
+    return _as_float32(load_checkpoint(source, expected_keys=[key])[key], source, key)
+
+
+def _as_float32(state: object, source: Path, key: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {source}: entry {key!r} must be a state dict (name -> tensor), got "
                               f"{type(state).__name__}")

@@ -161,19 +161,16 @@ class RandDoseLadderd(Randomizable, MapTransform):
         self._fraction = float(self.R.uniform())
 
     def _volume(self, path: object) -> torch.Tensor:
-        import nibabel as nib
-        import numpy as np
+        from ..data.io import load_image
 
         key = str(path)
         if key not in self._volumes:
-            if not Path(key).is_file():
-                raise FileNotFoundError(f"dose-ladder file {key} does not exist: rebuild the ladder "
-                                        "(python -m bundle.data ladder DATASET --doses ...)")
             try:
-                data = np.asarray(nib.load(key).dataobj, dtype=np.float32)
-            except Exception as error:  # nibabel raises several types for corrupt files
-                raise ValueError(f"cannot read dose-ladder file {key}: {error}") from error
-            self._volumes[key] = torch.from_numpy(data)[None]
+                image, _ = load_image(Path(key))  # (z, y, x); corrupt files raise a ValueError naming the file
+            except FileNotFoundError:
+                raise FileNotFoundError(f"dose-ladder file {key} does not exist: rebuild the ladder "
+                                        "(python -m bundle.data ladder DATASET --doses ...)") from None
+            self._volumes[key] = image.permute(2, 1, 0).contiguous()[None]  # (1, x, y, z) as LoadImaged
         return self._volumes[key]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

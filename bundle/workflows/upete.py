@@ -135,7 +135,7 @@ def _tune_reverse(
 ) -> dict[str, Any]:
     """Set ``inferer``'s (K, redegradation) to the option of ``grid`` with the best mean validation PSNR at ``dose``;
     returns the choice and every option's score."""
-    scores = {}
+    scores, options = {}, {}
     for option in grid:
         if isinstance(option, str | bytes) or len(option) != 2:
             raise ValueError(f"reverse_grid entries must be (K, redegradation) pairs, got {option!r}")
@@ -148,11 +148,11 @@ def _tune_reverse(
             y = inferer(x, network, ct=case.ct if network.uses_ct else None, dose=dose,
                         generator=torch.Generator().manual_seed(seed))
             values.append(val_psnr(y, case.spet))
-        scores[f"K={steps}, {redegradation.value}"] = sum(values) / len(values)
-    best = max(scores, key=scores.__getitem__)
-    steps, redegradation = best.removeprefix("K=").split(", ")
-    inferer.num_reverse_steps, inferer.redegradation = int(steps), Redegradation(redegradation)
-    return {"num_reverse_steps": int(steps), "redegradation": redegradation, "scores": scores}
+        label = f"K={steps}, {redegradation.value}"
+        scores[label], options[label] = sum(values) / len(values), (steps, redegradation)
+    steps, redegradation = options[max(scores, key=scores.__getitem__)]
+    inferer.num_reverse_steps, inferer.redegradation = steps, redegradation
+    return {"num_reverse_steps": steps, "redegradation": redegradation.value, "scores": scores}
 
 
 def evaluate_upete(
