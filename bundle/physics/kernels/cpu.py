@@ -1,8 +1,16 @@
-"""Multi-threaded CPU Joseph kernels (numba, compiled on first use per floating type).
+"""Multi-threaded CPU Joseph kernels (numba, compiled on first use per floating type, cached on disk).
 
 Forward projection runs one LOR per loop iteration over ``numba.prange``.  Back projection splits the LORs
 into as many contiguous chunks as numba has threads; each chunk accumulates into its own image buffer and the
 buffers are summed afterwards (no atomics needed; memory = threads × image).
+
+Compiling the two kernels takes 10-20 s of CPU, paid by every process that projects (each stage of the main job,
+each ``bundle.app`` call), so they are compiled with ``cache=True``: the machine code is stored beside this file
+(numba's ``__pycache__``, or ``NUMBA_CACHE_DIR``) and later processes load it.  Numba keys a cached closure on its
+bytecode and the pickled contents of its closure cells, so a change to the ray walk in :mod:`.ray` (another
+file) gives a new key and a recompile, never stale code.  The cells hold compiled device functions, which
+pickle with a per-process random id unless one is set: :func:`_device_jit` gives each a fixed id (its module,
+name and floating type), without which the key would differ in every process and the cache would never be hit.
 """
 
 from __future__ import annotations
@@ -17,23 +25,33 @@ from .ray import make_ray_functions
 __all__ = ["back_project", "forward_project"]
 
 
-@numba.njit(inline="always")
+def _device_jit(float_type: type):
+    """``numba.njit(fastmath, inline)`` that also gives each compiled device function a fixed id (see above)."""
+    type_name = np.dtype(float_type).name
+
+    def jit(function):
+        dispatcher = numba.njit(fastmath=True, inline="always")(function)
+        dispatcher._set_uuid(f"{function.__module__}.{function.__qualname__}.{type_name}")
+        return dispatcher
+
+    return jit
+
+
 def _add_to_image(image, index, value):
     image[index] += value
 
 
 @functools.cache
 def _kernels(float_type: type):
-    ray_forward, ray_back = make_ray_functions(
-        device_jit=numba.njit(fastmath=True, inline="always"), float_type=float_type, add_to_image=_add_to_image
-    )
+    jit = _device_jit(float_type)
+    ray_forward, ray_back = make_ray_functions(device_jit=jit, float_type=float_type, add_to_image=jit(_add_to_image))
 
-    @numba.njit(parallel=True, fastmath=True)
+    @numba.njit(parallel=True, fastmath=True, cache=True)
     def forward(image, n0, n1, n2, xstart, xend, origin, voxel, out):
         for k in numba.prange(out.shape[0]):
             out[k] = ray_forward(image, n0, n1, n2, xstart, xend, k, origin, voxel)
 
-    @numba.njit(parallel=True, fastmath=True)
+    @numba.njit(parallel=True, fastmath=True, cache=True)
     def back(buffers, n0, n1, n2, xstart, xend, origin, voxel, values):
         n_chunks = buffers.shape[0]
         n_lors = values.shape[0]
