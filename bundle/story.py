@@ -33,8 +33,10 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,12 +63,21 @@ BUDGETS: dict[str, dict[str, int]] = {
            "upete_ldm_epochs": 1, "upete_unet_epochs": 1},
 }
 # Reduced case lists: extra options of some stages under a budget (a budget without an entry: the stages' own
-# defaults).  "ci" keeps the main-job check near 5.3 minutes on 2 CPU cores: the physics stage chooses its settings on
-# 1 validation subject instead of 2; PET-DDS-δ is evaluated on 1 test subject x 1 realisation with 2 samples (a tiny
-# dataset of 2 subjects: 1 training subject keeps --retrain possible, no validation subject); LegoPET on 1 rotation
-# x 2 slices per subject (2 test slices, all of them evaluated); uPETe at 10 % dose only, with the Gaussian sigma and
-# the NLM h fixed to the values the full study chose (docs/upete.md), its own options replacing the demo's.
+# defaults; --retrain uses none, its trainings need the presets' datasets).  "demo" keeps the README's main job under
+# 5 minutes on 2 idle cores (docs/performance.md "Main job"): the physics stage chooses OSEM's passes and MAP-EM's
+# beta on 1 validation subject; PET-DDS-δ is evaluated on 1 test subject x 2 realisations (4 samples each; a dataset
+# of 2 subjects, the training one unused); uPETe's dose curve has 3 points (1 %, 10 %, 50 %; the 10 % LPET is drawn
+# first, so it is the same with the whole curve) and NLM's h grid 3 values around the one the full study chose
+# (4 sigma_n, docs/upete.md).  "ci" keeps the main-job check near 5 minutes sequentially: as
+# "demo", with PET-DDS-δ on 1 realisation x 2 samples; LegoPET on 1 rotation x 2 slices per subject (2 test slices);
+# uPETe at 10 % dose only, with the Gaussian sigma and the NLM h fixed to the values the full study chose
+# (docs/upete.md).
 CASE_LISTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "demo": {"physics": ("--validation-subjects", "1"),
+             "petdds data": ("--subjects", "2", "--split", "1,0,1"),
+             "petdds evaluate": ("--realisations", "2"),
+             "upete data": ("--curve-doses", "0.01,0.5"),
+             "upete evaluate": ("--curve_doses", "[0.01, 0.1, 0.5]", "--nlm_grid", "[2.0, 4.0, 6.0]")},
     "ci": {"physics": ("--validation-subjects", "1"),
            "petdds data": ("--subjects", "2", "--split", "1,0,1"),
            "petdds evaluate": ("--realisations", "1", "--petdds_samples", "2"),
@@ -82,10 +93,8 @@ PETDDS_DATA_SEED = 1
 # seed 1 draws other phantoms (as for PET-DDS-δ above).
 LEGOPET_DATA_SEED = 1
 # Seed of the main job's uPETe dataset (the small preset's geometry, 1 validation subject for the baselines' tuning, 1
-# test subject): the shipped model was trained on `--preset small --seed 0`; seed 1 draws other torsos.  The NLM
-# grid is shortened to 3 values around the h the full study chose (4 sigma_n, docs/upete.md).
+# test subject): the shipped model was trained on `--preset small --seed 0`; seed 1 draws other torsos.
 UPETE_DATA_SEED = 1
-UPETE_NLM_GRID = [2.0, 4.0, 6.0]
 PETDDS_TRAIN_STAGE = "train score model"
 
 
@@ -109,7 +118,7 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
         raise ValueError(f"methods must be among {list(METHODS)}, got {unknown}")
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
-    b, cases = BUDGETS[budget], CASE_LISTS.get(budget, {})
+    b, cases = BUDGETS[budget], ({} if retrain else CASE_LISTS.get(budget, {}))
     out = str(output)
     py = sys.executable
     stages: list[Stage] = []
@@ -173,7 +182,7 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
             Stage("upete", "evaluate LPET, Gaussian, NLM, IMG-P-CT (shipped weights)",
                   recipe("upete/evaluate_shipped").command(
                       "--dataset_dir", data, "--output_dir", res, "--eval_dir", f"{res}/evaluation",
-                      *cases.get("upete evaluate", ("--nlm_grid", json.dumps(UPETE_NLM_GRID)))),
+                      *cases.get("upete evaluate", ())),
                   ("upete_run/evaluation",)),
         ]
     elif "upete" in methods:
@@ -197,55 +206,126 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
     return stages
 
 
-def _child_environment() -> dict[str, str]:
+def _child_environment(threads: int | None = None) -> dict[str, str]:
     """The stages' environment: characters their terminal cannot show (δ under an ASCII locale) are escaped, not
-    fatal."""
+    fatal; ``threads``: the thread count of torch, OpenMP/MKL and numba in each stage (stages running side by side
+    share the cores instead of oversubscribing them), unless the caller's environment sets them."""
     env = dict(os.environ)
     env.setdefault("PYTHONIOENCODING", ":backslashreplace")
+    if threads is not None:
+        for name in THREAD_VARIABLES:
+            env.setdefault(name, str(threads))
     return env
 
 
-def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd: Path | None = None) -> dict:
-    """Run ``stages`` in order (subprocesses in the repository root), recording their commands and wall times.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+# Order in which side-by-side lanes (run_stages(jobs > 1)) start: the longest first (stage times of the README's
+# main job on 2 idle cores), so that the last lane to finish is a short one.
+LANE_PRIORITY = ("petdds", "upete", "legopet", "physics")
 
-    Every command is appended to ``OUTPUT/<log>_commands.sh`` before it runs; ``OUTPUT/<log>_timings.json`` holds
-    the stages of earlier runs into the same OUTPUT followed by this run's (a study that reruns some stages keeps
-    the times of the others).  Returns this run's timings (``stages``, ``total_seconds``).  Raises
-    ``RuntimeError`` naming the stage, its return code and the command when a stage fails (its time is recorded).
+
+def _lanes(stages: Sequence[Stage]) -> list[list[tuple[int, Stage]]]:
+    """``stages`` (numbered from 1 in plan order) grouped into one lane per method, each lane in plan order; lanes
+    ordered by :data:`LANE_PRIORITY` (other methods after, in plan order)."""
+    lanes: dict[str, list[tuple[int, Stage]]] = {}
+    for index, stage in enumerate(stages, 1):
+        lanes.setdefault(stage.method, []).append((index, stage))
+    rank = {m: i for i, m in enumerate(LANE_PRIORITY)}
+    return [lanes[m] for m in sorted(lanes, key=lambda m: rank.get(m, len(rank)))]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40]
+
+
+def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd: Path | None = None,
+               jobs: int = 1) -> dict:
+    """Run ``stages`` (subprocesses in the repository root), recording their commands and wall times.
+
+    ``jobs`` = 1: one after the other in plan order, each stage's output (and progress bars) on this terminal.
+    ``jobs`` > 1: one lane per method (a method's stages depend on each other, different methods' do not), up to
+    ``jobs`` lanes side by side, each stage with ``cpu_count // jobs`` threads (:func:`_child_environment`) and its
+    output in ``OUTPUT/logs/<n>_<method>_<stage>.log``; this terminal shows when each stage starts and ends.  On 2
+    cores two single-threaded lanes do more work per second than one two-threaded stage (a stage's second thread
+    adds about half a core, docs/performance.md).
+
+    Every command is appended to ``OUTPUT/<log>_commands.sh`` when it starts (within a method, in order; the
+    script reruns the job one stage at a time); ``OUTPUT/<log>_timings.json`` holds the stages of earlier runs into
+    the same OUTPUT followed by this run's, in plan order (a study that reruns some stages keeps the times of the
+    others).  Returns this run's timings (``stages`` with ``seconds``, ``started_s`` (seconds after the job's
+    start) and ``log``; ``total_seconds``: the job's wall time; ``jobs``).  Raises ``RuntimeError`` naming the
+    stage, its return code, its command and its log when a stage fails (its time is recorded); after a failure no
+    further stage starts, and lanes running one finish it first.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1 (lanes run side by side), got {jobs!r}")
     cwd = cwd or Path(__file__).resolve().parents[1]
     output.mkdir(parents=True, exist_ok=True)
-    timings: dict = {"stages": []}
+    timings: dict = {"stages": [], "jobs": jobs}
     timings_path = output / f"{log}_timings.json"
     earlier = json.loads(timings_path.read_text(encoding="utf-8"))["stages"] if timings_path.is_file() else []
+    lanes = _lanes(stages)
+    parallel = jobs > 1 and len(lanes) > 1
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(lanes))) if parallel else None
+    lock = threading.Lock()
+    failures: list[str] = []
+    done: dict[int, dict] = {}
+    start_all = time.perf_counter()
+    commands = output / f"{log}_commands.sh"
 
     def record() -> None:
-        everything = [*earlier, *timings["stages"]]
+        everything = [*earlier, *(done[i] for i in sorted(done))]
         total = round(sum(s["seconds"] for s in everything), 1)
         timings_path.write_text(json.dumps({"stages": everything, "total_seconds": total}, indent=2) + "\n",
                                 encoding="utf-8")
 
-    start_all = time.perf_counter()
-    commands = output / f"{log}_commands.sh"
+    def run_one(index: int, stage: Stage, script) -> bool:
+        line = shlex.join(stage.argv)
+        log_path = output / "logs" / f"{index:02d}_{stage.method}_{_slug(stage.name)}.log" if parallel else None
+        with lock:
+            if failures:
+                return False
+            script.write(line + "\n")
+            script.flush()
+            where = f" (log: {log_path})" if log_path else ""
+            print(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}{where}\n  $ {line}", flush=True)
+        start = time.perf_counter()
+        if log_path is None:
+            result = subprocess.run(stage.argv, cwd=cwd, env=_child_environment())
+        else:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("w", encoding="utf-8") as handle:
+                result = subprocess.run(stage.argv, cwd=cwd, env=_child_environment(threads), stdout=handle,
+                                        stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - start
+        with lock:
+            done[index] = {"method": stage.method, "name": stage.name, "command": line, "seconds": round(seconds, 1),
+                           "started_s": round(start - start_all, 1), "returncode": result.returncode,
+                           "log": str(log_path) if log_path else None}
+            record()
+            elapsed = time.perf_counter() - start_all
+            print(f"[{index}/{len(stages)}] {stage.method}: {stage.name}: done in {seconds:.0f} s "
+                  f"(total {elapsed / 60:.1f} min)", flush=True)
+            if result.returncode != 0:
+                where = f"; log: {log_path}" if log_path else ""
+                failures.append(f"stage {index} ({stage.method}: {stage.name}) failed with return code "
+                                f"{result.returncode}; command: {line}{where}")
+                return False
+        return True
+
     with commands.open("a", encoding="utf-8") as script:
         if script.tell() == 0:
             script.write("# commands, in order (run from the repository root)\n")
-        for index, stage in enumerate(stages, 1):
-            line = shlex.join(stage.argv)
-            script.write(line + "\n")
-            script.flush()
-            print(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}\n  $ {line}", flush=True)
-            start = time.perf_counter()
-            result = subprocess.run(stage.argv, cwd=cwd, env=_child_environment())
-            seconds = time.perf_counter() - start
-            timings["stages"].append({"method": stage.method, "name": stage.name, "command": line,
-                                      "seconds": round(seconds, 1), "returncode": result.returncode})
-            record()
-            elapsed = time.perf_counter() - start_all
-            print(f"[{index}/{len(stages)}] done in {seconds:.0f} s (total {elapsed / 60:.1f} min)", flush=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"stage {index} ({stage.method}: {stage.name}) failed with return code "
-                                   f"{result.returncode}; command: {line}")
+        if parallel:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(lambda lane: all(run_one(i, s, script) for i, s in lane), lanes))
+        else:
+            for index, stage in enumerate(stages, 1):
+                if not run_one(index, stage, script):
+                    break
+    if failures:
+        raise RuntimeError(failures[0])
+    timings["stages"] = [done[i] for i in sorted(done)]
     timings["total_seconds"] = round(time.perf_counter() - start_all, 1)
     return timings
 
@@ -332,9 +412,15 @@ def write_report(output: Path, stages: Sequence[Stage], timings: dict, *, budget
             for figure in (f for f in files if f.suffix == ".png"):
                 rel = figure.relative_to(output).as_posix()
                 lines += [f"![{figure.stem}]({rel})", ""]
-    lines += ["## Commands and wall times", "", "| # | method | stage | seconds |", "|---|---|---|---|"]
-    lines += [f"| {i} | {s['method']} | {s['name']} | {s['seconds']:.0f} |" for i, s in enumerate(timings["stages"], 1)]
-    lines += ["", f"Total: {_duration(timings['total_seconds'])}. Every command is in `story_commands.sh`.", ""]
+    lines += ["## Commands and wall times", "", "| # | method | stage | started (s) | seconds |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {i} | {s['method']} | {s['name']} | {s.get('started_s', 0):.0f} | {s['seconds']:.0f} |"
+              for i, s in enumerate(timings["stages"], 1)]
+    jobs = timings.get("jobs", 1)
+    lanes = (f" The methods ran in up to {jobs} lanes side by side (a method's stages one after the other, each "
+             "stage's log in `logs/`), so the total is less than the sum of the stages." if jobs > 1 else "")
+    lines += ["", f"Total (wall time): {_duration(timings['total_seconds'])}.{lanes} Every command is in "
+              "`story_commands.sh`.", ""]
     report = output / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
@@ -345,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("results"))
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="methods run side by side in up to this many lanes (default: 2, or 1 on one core); 1 runs "
+                             "the stages one after the other with their progress bars on this terminal")
     parser.add_argument("--retrain", action="store_true",
                         help="PET-DDS-δ, LegoPET and uPETe: train at the budget instead of using the shipped weights")
     args = parser.parse_args(argv)
@@ -354,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     try:
         stages = plan(args.output, methods, args.budget, retrain=args.retrain)
-        timings = run_stages(args.output, stages)
+        timings = run_stages(args.output, stages, jobs=args.jobs)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

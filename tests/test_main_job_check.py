@@ -66,12 +66,14 @@ def test_each_card_quotes_the_recorded_numbers_and_the_command(model, record):
     assert card_table(model, record) in section
 
 
-def test_every_ci_case_list_option_reaches_its_stage(tmp_path):
-    stages = {" ".join(s.argv) for s in plan(tmp_path, CHECK_METHODS, "ci")}
-    for key, options in CASE_LISTS["ci"].items():
+@pytest.mark.parametrize("budget", ["ci", "demo"])
+def test_every_case_list_option_reaches_its_stage(tmp_path, budget):
+    stages = {" ".join(s.argv) for s in plan(tmp_path, CHECK_METHODS, budget)}
+    for key, options in CASE_LISTS[budget].items():
         assert sum(" ".join(options) in argv for argv in stages) == 1, key
-    demo = " ".join(" ".join(s.argv) for s in plan(tmp_path, CHECK_METHODS, "demo"))
-    assert not any(" ".join(options) in demo for options in CASE_LISTS["ci"].values())
+    retrained = " ".join(" ".join(s.argv) for s in plan(tmp_path, CHECK_METHODS, budget, retrain=True))
+    assert not any(" ".join(options) in retrained for options in CASE_LISTS[budget].values())
+    assert CASE_LISTS["ci"] != CASE_LISTS["demo"]  # the check's cases are its own, the cards record them
 
 
 def test_compare_names_every_number_off_the_record(record):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,7 +68,9 @@ def test_petdds_evaluates_the_shipped_weights_on_other_subjects_unless_retrained
     assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
 
     build_r, train, evaluate_r = plan(tmp_path, ["petdds"], "smoke", retrain=True)
-    assert build_r.argv == build.argv and _option(train.argv, "--max_epochs") == str(BUDGETS["smoke"]["petdds_epochs"])
+    assert _option(build.argv, "--split") == "1,0,1" and _option(build_r.argv, "--split") is None  # the preset's
+    assert _option(build_r.argv, "--seed") == _option(build.argv, "--seed")
+    assert _option(train.argv, "--max_epochs") == str(BUDGETS["smoke"]["petdds_epochs"])
     final = f"{_option(train.argv, '--output_dir')}/petdds/checkpoints/network_final.pt"  # ckpt_dir of network.json
     assert _option(evaluate_r.argv, "--checkpoint") == final
 
@@ -118,7 +123,7 @@ def test_report_collects_tables_figures_and_times(tmp_path):
     assert "| OSEM | 0.5 |" in text and "### Results" in text
     assert "](fig.png)" not in text  # the table's own relative image link would break in the report
     assert "![fig](petdds_run/petdds/evaluation/fig.png)" in text
-    assert "| 1 | petdds | evaluate | 90 |" in text
+    assert "| 1 | petdds | evaluate | 0 | 90 |" in text
     assert json.dumps(BUDGETS["demo"]) in text
 
 
@@ -147,7 +152,7 @@ def test_report_embeds_the_physics_summary_files_and_stage_seconds(tmp_path):
                            "returncode": 0}], "total_seconds": 42.0}
     text = write_report(tmp_path, stages, timings, budget="demo").read_text(encoding="utf-8")
     assert "| OSEM | 0.1 |" in text and "![demo](physics/demo.png)" in text and "| grid row |" not in text
-    assert "Wall time of its stages: 42 s." in text and "Total: 42 s." in text
+    assert "Wall time of its stages: 42 s." in text and "Total (wall time): 42 s." in text
 
 
 def test_upete_evaluates_the_shipped_model_on_other_subjects_unless_retrained(tmp_path):
@@ -165,3 +170,54 @@ def test_upete_evaluates_the_shipped_model_on_other_subjects_unless_retrained(tm
     assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
     retrained = plan(tmp_path, ["upete"], "smoke", retrain=True)
     assert sum("training" in s.argv for s in retrained) == 6
+
+
+WAIT_FOR = ("import pathlib, sys, time\n"
+            "deadline = time.monotonic() + 30\n"
+            "while not pathlib.Path(sys.argv[1]).exists():\n"
+            "    if time.monotonic() > deadline:\n"
+            "        sys.exit(3)\n"
+            "    time.sleep(0.05)\n")
+WRITE_THREADS = "import os, pathlib, sys; pathlib.Path(sys.argv[1]).write_text(os.environ['OMP_NUM_THREADS'])"
+
+
+def test_lanes_run_methods_side_by_side_with_their_share_of_the_cores(tmp_path, monkeypatch):
+    """jobs = 2: method a's stage waits for a file that only method b's stage writes, so the job can only finish if
+    the two lanes run at the same time (one after the other, a would time out); a's second stage runs after its
+    first; each stage gets cpu_count // 2 threads and its output in a log file; the timings stay in plan order."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    marker, threads = tmp_path / "marker", tmp_path / "threads"
+    py = sys.executable
+    stages = [Stage("a", "wait for b", (py, "-c", WAIT_FOR, str(marker))),
+              Stage("a", "after the wait", (py, "-c", "print('second of a')")),
+              Stage("b", "write", (py, "-c", WRITE_THREADS, str(threads))),
+              Stage("b", "mark", (py, "-c", f"import pathlib; pathlib.Path({str(marker)!r}).touch()"))]
+    timings = run_stages(tmp_path, stages, jobs=2)
+    assert [s["name"] for s in timings["stages"]] == [s.name for s in stages]
+    assert all(s["returncode"] == 0 for s in timings["stages"]) and timings["jobs"] == 2
+    assert threads.read_text() == str(max(1, (os.cpu_count() or 1) // 2))
+    first_a, second_a = timings["stages"][:2]
+    assert second_a["started_s"] >= first_a["started_s"] + first_a["seconds"] - 0.2
+    assert "second of a" in Path(second_a["log"]).read_text(encoding="utf-8")
+    script = (tmp_path / "story_commands.sh").read_text(encoding="utf-8")
+    assert all(script.count(shlex.join(s.argv)) == 1 for s in stages)
+    assert script.index(shlex.join(stages[0].argv)) < script.index(shlex.join(stages[1].argv))
+    with pytest.raises(RuntimeError, match=r"stage 1 \(a: wait for b\) failed with return code 3"):
+        run_stages(tmp_path / "sequential", [Stage("a", "wait for b", (py, "-c", WAIT_FOR.replace("30", "1"),
+                                                                       str(tmp_path / "never")))], jobs=1)
+
+
+def test_a_failing_lane_stops_its_method_and_names_its_log(tmp_path):
+    """The failing stage's later stages never run; the error names the stage, its code and its log file."""
+    py = sys.executable
+    stages = [Stage("a", "fails", (py, "-c", "import sys; print('broken'); sys.exit(4)")),
+              Stage("a", "never", (py, "-c", "print('never')")),
+              Stage("b", "fine", (py, "-c", "print('fine')"))]
+    with pytest.raises(RuntimeError, match=r"stage 1 \(a: fails\) failed with return code 4; .*log: .*01_a_fails\.log"):
+        run_stages(tmp_path, stages, jobs=2)
+    assert "broken" in (tmp_path / "logs" / "01_a_fails.log").read_text(encoding="utf-8")
+    recorded = json.loads((tmp_path / "story_timings.json").read_text(encoding="utf-8"))["stages"]
+    assert "never" not in [s["name"] for s in recorded]
+    with pytest.raises(ValueError, match="jobs must be an int >= 1"):
+        run_stages(tmp_path, stages, jobs=0)

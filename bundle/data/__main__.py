@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--slices", type=int, default=None, help="legopet: axial slices per rotation")
     build.add_argument("--full-counts", type=float, default=None,
                        help="standard-dose total counts (default: the preset's)")
+    build.add_argument("--curve-doses", default=None, metavar="F1,F2,...",
+                       help="upete: the test subjects' extra low-dose fractions of the dose curve, besides the 10 %% "
+                            "of every subject (default: the preset's 0.01,0.02,0.05,0.2,0.5)")
     ladder = sub.add_parser("ladder", help="add a precomputed sinogram-domain dose ladder to a uPETe dataset")
     ladder.add_argument("dataset", type=Path)
     ladder.add_argument("--doses", required=True, help="comma-separated dose fractions in (0, 1)")
@@ -57,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.full_counts > 0:
             parser.error(f"--full-counts must be > 0, got {args.full_counts}")
         overrides["full_counts"] = args.full_counts
+    if args.curve_doses is not None:
+        if args.kind != "upete":
+            parser.error(f"--curve-doses is a upete option, got a {args.kind} dataset")
+        try:
+            overrides["generalisation_fractions"] = tuple(float(v) for v in args.curve_doses.split(","))
+        except ValueError:
+            parser.error(f"--curve-doses must be comma-separated fractions in (0, 1), got {args.curve_doses!r}")
     if args.split is not None:
         try:
             split = tuple(int(v) for v in args.split.split(","))

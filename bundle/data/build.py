@@ -174,6 +174,12 @@ def dataset_config(kind: DatasetKind | str, preset_name: DatasetPreset | str, **
     config = dataclasses.replace(config, **overrides)
     if sum(config.split) != config.subjects:
         raise ValueError(f"split {config.split} must add up to subjects={config.subjects}")
+    if isinstance(config, UPETEConfig):
+        fractions = config.generalisation_fractions
+        if (not all(0.0 < f < 1.0 for f in fractions) or config.dose_fraction in fractions
+                or len(set(fractions)) != len(fractions)):
+            raise ValueError(f"generalisation_fractions (--curve-doses) must be distinct fractions in (0, 1) other "
+                             f"than the dose_fraction {config.dose_fraction}, got {list(fractions)}")
     return config
 
 

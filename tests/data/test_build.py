@@ -219,3 +219,32 @@ def test_command_line_rejects_options_a_kind_does_not_have(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["build", "legopet", "--output", str(tmp_path / "d"), "--full-counts", "1e6"])
     assert "unknown legopet option(s) ['full_counts']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["0.1", "0,0.5", "0.5,0.5", "x", "1.5"])
+def test_command_line_rejects_bad_curve_doses(tmp_path, bad, capsys):
+    from bundle.data.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "upete", "--output", str(tmp_path / "d"), "--curve-doses", bad])
+    assert not (tmp_path / "d").exists()
+    assert "--curve-doses" in capsys.readouterr().err
+
+
+def test_curve_doses_choose_the_test_lpets_and_keep_the_10_percent_scan(tmp_path, capsys):
+    """--curve-doses 0.5: the test subject gets its 10 % LPET and a 50 % one only; the 10 % LPET is drawn first, so
+    it is the same image as in a build with the preset's whole curve (same seed)."""
+    from bundle.data.__main__ import main
+    from bundle.data.io import load_image
+
+    args = ["build", "upete", "--subjects", "1", "--split", "0,0,1", "--no-progress"]
+    main([*args, "--output", str(tmp_path / "short"), "--curve-doses", "0.5"])
+    main([*args, "--output", str(tmp_path / "full")])
+    short, full = (sorted(p.name for p in (tmp_path / name / "samples" / "s000").glob("pet_low_*"))
+                   for name in ("short", "full"))
+    assert short == ["pet_low_0.1.nii.gz", "pet_low_0.5.nii.gz"]
+    assert full == sorted(f"pet_low_{f:g}.nii.gz" for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5))
+    ten = [load_image(tmp_path / name / "samples" / "s000" / "pet_low_0.1.nii.gz")[0] for name in ("short", "full")]
+    assert torch.equal(ten[0], ten[1])
+    manifest = json.loads((tmp_path / "short" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["config"]["generalisation_fractions"] == [0.5]
