@@ -250,23 +250,29 @@ class InferTask:
         """Run the task on ``request`` -> (result file path, result JSON)."""
         start = time.perf_counter()
         data = self.validate_request(request)
+        temporary = data.get("output") is None  # resolve_output creates an empty temporary file for the result
         output = self.output_path(data)
         latencies: dict[str, float] = {}
-        clock = time.perf_counter()
-        for transform in self.pre_transforms(data):
-            data = transform(data)
-        latencies["pre"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        with torch.no_grad():
-            data = self.run_inferer(data)
-        latencies["infer"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        for transform in self.post_transforms(data):
-            data = transform(data)
-        latencies["post"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        entries = self.write_checked(data, output)
-        latencies["write"] = time.perf_counter() - clock
+        try:
+            clock = time.perf_counter()
+            for transform in self.pre_transforms(data):
+                data = transform(data)
+            latencies["pre"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            with torch.no_grad():
+                data = self.run_inferer(data)
+            latencies["infer"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            for transform in self.post_transforms(data):
+                data = transform(data)
+            latencies["post"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            entries = self.write_checked(data, output)
+            latencies["write"] = time.perf_counter() - clock
+        except BaseException:
+            if temporary:  # a failed request leaves no empty file behind in the temporary folder
+                output.unlink(missing_ok=True)
+            raise
         latencies["total"] = time.perf_counter() - start
         result = {
             "method": self.method,

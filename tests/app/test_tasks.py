@@ -62,6 +62,24 @@ def test_petdds_samples_write_their_mean_and_the_cv(petdds_task, petdds_files, t
     with pytest.raises(ValueError, match=r"request\['samples'\] must be >= 1"):
         petdds_task({**request, "samples": 0, "output": str(tmp_path / "zero.nii.gz")})
 
+def test_a_failed_request_leaves_no_temporary_file(petdds_task, petdds_files, tmp_path, monkeypatch):
+    """Without ``output`` the result goes to a new temporary file; a request that fails after it was made (here
+    in the inferer) removes it again instead of leaving an empty bundle_petdds_*.nii.gz behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def broken(data):
+        raise RuntimeError("inferer failed")
+
+    monkeypatch.setattr(petdds_task, "run_inferer", broken)
+    request = {"image": str(petdds_files["sinogram"]), "normalisation": str(petdds_files["normalisation"]),
+               "background": 0.5}
+    with pytest.raises(RuntimeError, match="inferer failed"):
+        petdds_task(request)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_legopet_request_to_nifti(legopet_task, legopet_files, tmp_path):
     path, result = legopet_task({"image": str(legopet_files["sinogram"]), "count_scale": 0.25,
                                  "output": str(tmp_path / "slice.nii")})
