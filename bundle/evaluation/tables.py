@@ -77,7 +77,7 @@ def metrics_table(
 
     Args:
         rows: ``{method: {metric: (mean, std)}}``; every method must have every metric of ``metric_order``
-            (further metrics are left out).
+            (further metrics are left out); ``None`` instead of a pair is written ``n/a`` (no case had a value).
         metric_order: the column order (non-empty, no repeats); the header names the metrics as given.
         digits: decimals for every metric, or ``{metric: decimals}`` covering every metric of ``metric_order``.
         first_column: header of the method column (``"Method"`` in the LegoPET and uPETe tables).
@@ -110,6 +110,9 @@ def metrics_table(
             if metric not in values:
                 raise ValueError(f"method {method!r} has no value for metric {metric!r}")
             pair = values[metric]
+            if pair is None:  # no case had this metric (e.g. lesion numbers of lesion-free subjects)
+                cells.append("n/a")
+                continue
             if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
                 raise TypeError(f"rows[{method!r}][{metric!r}] must be a (mean, std) pair, got {pair!r}")
             cells.append(format_mean_std(pair[0], pair[1], places[metric]))

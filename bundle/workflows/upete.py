@@ -280,9 +280,11 @@ def evaluate_upete(
     files = {"table": out / "table.md", "json": out / "results.json", "csv": out / "per_case.csv",
              "dose_figure": out / "dose_generalisation.png", "panel": out / "panels.png"}
     files["table"].write_text(table + "\n", encoding="utf-8")
-    reading_rows = {m: {k: mean_std([v[k] for v in values if math.isfinite(v[k])] or [math.nan])
-                        for k in READING_METRICS}  # cases without a lesion in the grid: no lesion numbers
-                    for m, values in per_case_reading.items()}
+    # cases without a lesion: no lesion numbers; a metric no case has (all lesion-free): None, "n/a" in the table
+    finite = {m: {k: [v[k] for v in values if math.isfinite(v[k])] for k in READING_METRICS}
+              for m, values in per_case_reading.items()}
+    reading_rows = {m: {k: mean_std(vals) if vals else None for k, vals in by_metric.items()}
+                    for m, by_metric in finite.items()}
     reading_table = ""
     if reading_rows:
         reading_table = metrics_table(reading_rows, list(READING_METRICS), first_column="Method",

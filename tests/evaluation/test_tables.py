@@ -46,6 +46,8 @@ def test_metrics_table_exact_markdown() -> None:
         "| method | SSIM | PSNR |\n| --- | --- | --- |\n| OSEM | 0.742 ± 0.010 | 28.4 ± 0.5 |\n"
         "| PET-DDS-δ | 0.794 ± 0.009 | 30.1 ± 0.3 |"
     )
+    assert metrics_table({"x": {"PSNR": None, "SSIM": (0.5, 0.0)}}, ["PSNR", "SSIM"], digits=1) == (
+        "| method | PSNR | SSIM |\n| --- | --- | --- |\n| x | n/a | 0.5 ± 0.0 |")  # None: no case had a value
     assert metrics_table({"a|b": {"PSNR": (1.0, 0.0)}}, ["PSNR"], digits=1) == (
         "| method | PSNR |\n| --- | --- |\n| a\\|b | 1.0 ± 0.0 |"
     )

@@ -59,6 +59,27 @@ def test_reading_table_against_direct_lesion_metrics(tmp_path):
     assert result["reading_rows"]["LPET"]["liver CoV %"][0] == pytest.approx(sum(covs) / len(covs), rel=1e-5)
 
 
+def test_lesion_free_test_subjects_give_na_lesion_cells_not_a_crash(tmp_path):
+    """The tiny preset draws 0-4 lesions per subject: when no test subject has one, the lesion columns are n/a
+    (None in results.json) and the liver CoV is still reported (the --retrain main job failed here)."""
+    import nibabel as nib
+    import numpy as np
+
+    root = write_dataset(tmp_path / "ds")
+    for entry in json.loads((root / "datalist.json").read_text(encoding="utf-8"))["test"]:
+        image = nib.load(str(root / entry["lesions"]))
+        nib.save(nib.Nifti1Image(np.zeros(image.shape, np.float32), image.affine), str(root / entry["lesions"]))
+    result = evaluate_upete(root, output_dir=tmp_path / "eval", curve_doses=(0.1,), gaussian_grid=(0.5,),
+                            nlm_grid=(0.8,), progress=False)
+    assert result["reading_rows"]["LPET"]["CR"] is None and result["reading_rows"]["LPET"]["SUVmax bias %"] is None
+    assert len(result["reading_rows"]["LPET"]["liver CoV %"]) == 2
+    lpet = next(line for line in (tmp_path / "eval" / "reading.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("| LPET"))
+    assert lpet.count("n/a") == 3
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
+    assert saved["reading_rows"]["LPET"]["CR"] is None
+
+
 def test_autoencoder_ceiling_is_the_round_trip_score(tmp_path):
     """A stand-in autoencoder whose round trip is 0.9 x: the ceiling equals the metrics of 0.9 · SPET against the
     SPET, through sliding windows (a linear map blends exactly) and on whole volumes."""
