@@ -36,10 +36,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundle.progress import progress_bar
 from bundle.recipes import recipe
 
 __all__ = ["BUDGETS", "CASE_LISTS", "METHODS", "Stage", "main", "plan", "run_stages", "write_report"]
@@ -269,6 +270,15 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
     threads = max(1, (os.cpu_count() or 1) // min(jobs, len(lanes))) if parallel else None
     lock = threading.Lock()
     failures: list[str] = []
+    running: dict[int, tuple[str, float]] = {}
+    # side by side, one bar for the job (stages done, the running ones with their seconds); one after the other,
+    # each stage draws its own bars on this terminal
+    bar = progress_bar(desc="main job" if log == "story" else log, total=len(stages), unit="stage", progress=parallel)
+
+    def say(text: str) -> None:
+        bar.write(text, file=sys.stdout)
+        sys.stdout.flush()
+
     done: dict[int, dict] = {}
     start_all = time.perf_counter()
     commands = output / f"{log}_commands.sh"
@@ -288,8 +298,9 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
             script.write(line + "\n")
             script.flush()
             where = f" (log: {log_path})" if log_path else ""
-            print(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}{where}\n  $ {line}", flush=True)
-        start = time.perf_counter()
+            say(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}{where}\n  $ {line}")
+            start = time.perf_counter()
+            running[index] = (f"{stage.method}: {stage.name}", start)
         if log_path is None:
             result = subprocess.run(stage.argv, cwd=cwd, env=_child_environment())
         else:
@@ -303,9 +314,11 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
                            "started_s": round(start - start_all, 1), "returncode": result.returncode,
                            "log": str(log_path) if log_path else None}
             record()
+            running.pop(index, None)
+            bar.update(1)
             elapsed = time.perf_counter() - start_all
-            print(f"[{index}/{len(stages)}] {stage.method}: {stage.name}: done in {seconds:.0f} s "
-                  f"(total {elapsed / 60:.1f} min)", flush=True)
+            say(f"[{index}/{len(stages)}] {stage.method}: {stage.name}: done in {seconds:.0f} s "
+                f"(total {elapsed / 60:.1f} min)")
             if result.returncode != 0:
                 where = f"; log: {log_path}" if log_path else ""
                 failures.append(f"stage {index} ({stage.method}: {stage.name}) failed with return code "
@@ -313,16 +326,33 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
                 return False
         return True
 
+    def run_lane(lane: list[tuple[int, Stage]], script) -> bool:
+        try:
+            return all(run_one(index, stage, script) for index, stage in lane)
+        except BaseException:
+            with lock:  # the other lanes start no further stage
+                failures.append(f"lane {lane[0][1].method} stopped by an error")
+            raise
+
     with commands.open("a", encoding="utf-8") as script:
         if script.tell() == 0:
             script.write("# commands, in order (run from the repository root)\n")
         if parallel:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(lambda lane: all(run_one(i, s, script) for i, s in lane), lanes))
+                futures = [pool.submit(run_lane, lane, script) for lane in lanes]
+                pending = set(futures)
+                while pending:
+                    _, pending = wait(pending, timeout=1.0)
+                    with lock:
+                        now = time.perf_counter()
+                        bar.set_postfix_str("; ".join(f"{label} {now - t0:.0f} s" for label, t0 in running.values()))
+                for future in futures:
+                    future.result()  # a stage that could not start (e.g. a missing program) raises here
         else:
             for index, stage in enumerate(stages, 1):
                 if not run_one(index, stage, script):
                     break
+    bar.close()
     if failures:
         raise RuntimeError(failures[0])
     timings["stages"] = [done[i] for i in sorted(done)]

@@ -181,7 +181,7 @@ WAIT_FOR = ("import pathlib, sys, time\n"
 WRITE_THREADS = "import os, pathlib, sys; pathlib.Path(sys.argv[1]).write_text(os.environ['OMP_NUM_THREADS'])"
 
 
-def test_lanes_run_methods_side_by_side_with_their_share_of_the_cores(tmp_path, monkeypatch):
+def test_lanes_run_methods_side_by_side_with_their_share_of_the_cores(tmp_path, monkeypatch, capsys):
     """jobs = 2: method a's stage waits for a file that only method b's stage writes, so the job can only finish if
     the two lanes run at the same time (one after the other, a would time out); a's second stage runs after its
     first; each stage gets cpu_count // 2 threads and its output in a log file; the timings stay in plan order."""
@@ -193,7 +193,9 @@ def test_lanes_run_methods_side_by_side_with_their_share_of_the_cores(tmp_path, 
               Stage("a", "after the wait", (py, "-c", "print('second of a')")),
               Stage("b", "write", (py, "-c", WRITE_THREADS, str(threads))),
               Stage("b", "mark", (py, "-c", f"import pathlib; pathlib.Path({str(marker)!r}).touch()"))]
+    monkeypatch.setenv("BUNDLE_PROGRESS", "on")
     timings = run_stages(tmp_path, stages, jobs=2)
+    assert "main job: 100%" in capsys.readouterr().err  # one bar for the job: 4 of 4 stages
     assert [s["name"] for s in timings["stages"]] == [s.name for s in stages]
     assert all(s["returncode"] == 0 for s in timings["stages"]) and timings["jobs"] == 2
     assert threads.read_text() == str(max(1, (os.cpu_count() or 1) // 2))
@@ -221,3 +223,6 @@ def test_a_failing_lane_stops_its_method_and_names_its_log(tmp_path):
     assert "never" not in [s["name"] for s in recorded]
     with pytest.raises(ValueError, match="jobs must be an int >= 1"):
         run_stages(tmp_path, stages, jobs=0)
+    with pytest.raises(FileNotFoundError):  # a stage that cannot start is not lost in its lane's thread
+        run_stages(tmp_path / "missing", [Stage("a", "missing", ("/nonexistent/program",)),
+                                          Stage("b", "fine", (py, "-c", "print('fine')"))], jobs=2)
