@@ -44,11 +44,25 @@ __all__ = [
     "autoencoder_ceiling",
     "evaluate_ceiling",
     "evaluate_upete",
+    "optional_unet",
     "reading_metrics",
 ]
 
 BASELINES = ("LPET", "Gaussian", "NLM", "U-Net")
 ABLATIONS = tuple(v.value for v in LDMVariant)
+
+
+def optional_unet(network: torch.nn.Module, checkpoint: str | Path, *, compare: object) -> torch.nn.Module | None:
+    """The trained U-Net baseline ``network`` loaded from ``checkpoint`` when ``compare`` is ``True``, else ``None``
+    (configs/upete/shipped.json's ``compare_unet``).  ``ValueError`` for anything but a bool: ``python -m
+    monai.bundle run`` passes ``--compare_unet True`` as a bool but ``true`` as a (truthy) string."""
+    if not isinstance(compare, bool):
+        raise ValueError(f"compare_unet must be True or False (capitalised on the command line), got {compare!r}")
+    if not compare:
+        return None
+    from bundle.checkpoint import load_weights
+
+    return load_weights(network, checkpoint)
 
 
 def _unet_inferer(roi_size: Sequence[int] | None):

@@ -103,3 +103,34 @@ def test_autoencoder_ceiling_is_the_round_trip_score(tmp_path):
         assert ceiling["PSNR"][0] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
     written = evaluate_ceiling(root, output_dir=tmp_path / "c", autoencoder=Scaling(), roi_size=None)
     assert json.loads((tmp_path / "c" / "ceiling.json").read_text())["cases"] == written["cases"] == ["s004", "s005"]
+
+
+def test_optional_unet_loads_only_for_a_real_true(tmp_path):
+    """configs/upete/shipped.json's compare_unet: True loads the checkpoint's weights, False gives no U-Net, and
+    the string "true" (how the command line passes a lower-case word) is refused instead of read as truthy."""
+    import torch
+
+    from bundle.workflows.upete import optional_unet
+
+    trained, fresh = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    torch.save({"network": trained.state_dict()}, tmp_path / "unet.pt")
+    loaded = optional_unet(fresh, tmp_path / "unet.pt", compare=True)
+    assert torch.equal(loaded.weight, trained.weight)
+    assert optional_unet(torch.nn.Linear(2, 2), tmp_path / "missing.pt", compare=False) is None
+    with pytest.raises(ValueError, match="compare_unet must be True or False"):
+        optional_unet(fresh, tmp_path / "unet.pt", compare="true")
+
+
+def test_shipped_evaluation_adds_the_unet_rows_only_when_asked():
+    """The recipe upete/evaluate_shipped: by default no U-Net (nothing loaded, no curve); --compare_unet True puts
+    it in the dose curve beside the shipped model."""
+    from monai.bundle import ConfigParser
+
+    from bundle.recipes import recipe
+
+    parser = ConfigParser()
+    parser.read_config([str(p) for p in recipe("upete/evaluate_shipped").paths()])
+    assert parser.get_parsed_content("trained_unet") is None
+    assert parser.get_parsed_content("curve_methods") == ["LPET", "Gaussian", "NLM", "IMG-P-CT"]
+    parser["compare_unet"] = True
+    assert parser.get_parsed_content("curve_methods", lazy=False) == ["LPET", "Gaussian", "NLM", "U-Net", "IMG-P-CT"]
