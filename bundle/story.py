@@ -246,17 +246,18 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
     ``jobs`` = 1: one after the other in plan order, each stage's output (and progress bars) on this terminal.
     ``jobs`` > 1: one lane per method (a method's stages depend on each other, different methods' do not), up to
     ``jobs`` lanes side by side, each stage with ``cpu_count // jobs`` threads (:func:`_child_environment`) and its
-    output in ``OUTPUT/logs/<n>_<method>_<stage>.log``; this terminal shows when each stage starts and ends.  On 2
-    cores two single-threaded lanes do more work per second than one two-threaded stage (a stage's second thread
-    adds about half a core, docs/performance.md).
+    output in ``OUTPUT/logs/<n>_<method>_<stage>.log``; this terminal shows when each stage starts and ends (and
+    one bar for the job).  A stage that starts when fewer lanes are left (the others done) gets ``cpu_count //
+    lanes left`` threads.  On 2 cores two single-threaded lanes do more work per second than one two-threaded stage
+    (a stage's second thread adds about half a core, docs/performance.md).
 
     Every command is appended to ``OUTPUT/<log>_commands.sh`` when it starts (within a method, in order; the
     script reruns the job one stage at a time); ``OUTPUT/<log>_timings.json`` holds the stages of earlier runs into
     the same OUTPUT followed by this run's, in plan order (a study that reruns some stages keeps the times of the
     others).  Returns this run's timings (``stages`` with ``seconds``, ``started_s`` (seconds after the job's
-    start) and ``log``; ``total_seconds``: the job's wall time; ``jobs``).  Raises ``RuntimeError`` naming the
-    stage, its return code, its command and its log when a stage fails (its time is recorded); after a failure no
-    further stage starts, and lanes running one finish it first.
+    start), ``log`` and ``threads`` (side by side); ``total_seconds``: the job's wall time; ``jobs``).  Raises
+    ``RuntimeError`` naming the stage, its return code, its command and its log when a stage fails (its time is
+    recorded); after a failure no further stage starts, and lanes running one finish it first.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1 (lanes run side by side), got {jobs!r}")
@@ -267,7 +268,8 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
     earlier = json.loads(timings_path.read_text(encoding="utf-8"))["stages"] if timings_path.is_file() else []
     lanes = _lanes(stages)
     parallel = jobs > 1 and len(lanes) > 1
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(lanes))) if parallel else None
+    cpus = os.cpu_count() or 1
+    lanes_left = [len(lanes)]  # lanes not finished yet: a stage starting with fewer beside it gets more threads
     lock = threading.Lock()
     failures: list[str] = []
     running: dict[int, tuple[str, float]] = {}
@@ -301,6 +303,7 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
             say(f"\n[{index}/{len(stages)}] {stage.method}: {stage.name}{where}\n  $ {line}")
             start = time.perf_counter()
             running[index] = (f"{stage.method}: {stage.name}", start)
+            threads = max(1, cpus // min(jobs, lanes_left[0]))
         if log_path is None:
             result = subprocess.run(stage.argv, cwd=cwd, env=_child_environment())
         else:
@@ -312,7 +315,7 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
         with lock:
             done[index] = {"method": stage.method, "name": stage.name, "command": line, "seconds": round(seconds, 1),
                            "started_s": round(start - start_all, 1), "returncode": result.returncode,
-                           "log": str(log_path) if log_path else None}
+                           "log": str(log_path) if log_path else None, "threads": threads if log_path else None}
             record()
             running.pop(index, None)
             bar.update(1)
@@ -333,6 +336,9 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
             with lock:  # the other lanes start no further stage
                 failures.append(f"lane {lane[0][1].method} stopped by an error")
             raise
+        finally:
+            with lock:
+                lanes_left[0] -= 1
 
     with commands.open("a", encoding="utf-8") as script:
         if script.tell() == 0:

@@ -177,7 +177,8 @@ WAIT_FOR = ("import pathlib, sys, time\n"
             "while not pathlib.Path(sys.argv[1]).exists():\n"
             "    if time.monotonic() > deadline:\n"
             "        sys.exit(3)\n"
-            "    time.sleep(0.05)\n")
+            "    time.sleep(0.05)\n"
+            "time.sleep(0.5)\n")  # the writer's lane has ended by then
 WRITE_THREADS = "import os, pathlib, sys; pathlib.Path(sys.argv[1]).write_text(os.environ['OMP_NUM_THREADS'])"
 
 
@@ -202,6 +203,8 @@ def test_lanes_run_methods_side_by_side_with_their_share_of_the_cores(tmp_path, 
     first_a, second_a = timings["stages"][:2]
     assert second_a["started_s"] >= first_a["started_s"] + first_a["seconds"] - 0.2
     assert "second of a" in Path(second_a["log"]).read_text(encoding="utf-8")
+    # b's lane ended before a's second stage started (a waited for b's last stage): it had the whole machine
+    assert (first_a["threads"], second_a["threads"]) == (max(1, (os.cpu_count() or 1) // 2), os.cpu_count() or 1)
     script = (tmp_path / "story_commands.sh").read_text(encoding="utf-8")
     assert all(script.count(shlex.join(s.argv)) == 1 for s in stages)
     assert script.index(shlex.join(stages[0].argv)) < script.index(shlex.join(stages[1].argv))
