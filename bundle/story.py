@@ -160,10 +160,11 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
         common = ("--dataset_dir", data, "--output_dir", res)
         regression = ("--max_epochs", str(b["legopet_regression_epochs"]))
         diffusion = ("--max_epochs", str(b["legopet_diffusion_epochs"]))
-        preset = ("legopet/tiny.json",)
+        preset = ("legopet/tiny.json", "legopet/small.json")  # the shipped models' geometry: 64 x 64 slices
         stages += [
             Stage("legopet", "build dataset", (py, "-m", "bundle.data", "build", "legopet", "--output", data,
-                                               "--preset", "tiny")),
+                                               "--preset", "small", "--seed", str(LEGOPET_DATA_SEED),
+                                               "--subjects", "4", "--split", "2,1,1")),
             Stage("legopet", "train PnPNet", recipe("legopet/pnpnet").command(*common, *regression, overlays=preset)),
             Stage("legopet", "train DeepPET", recipe("legopet/deeppet").command(*common, *regression,
                                                                                  overlays=preset)),
@@ -402,7 +403,7 @@ def _shipped_legopet_note() -> str:
     files = ", ".join(f"`models/{manifest[n]['file']}` (sha256 `{manifest[n]['sha256'][:12]}…`)" for n in names)
     return (f"LegoPET, cDPM and DeepPET use the shipped weights {files} (cards `models/<name>.md`), evaluated on "
             "subjects they were not trained on; the diffusion rows give one sample and the mean of N samples; "
-            "`--retrain` trains tiny models at this budget instead.")
+            "`--retrain` trains small-preset models (64 × 64 slices) at this budget instead.")
 
 
 def _shipped_upete_note() -> str:

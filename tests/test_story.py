@@ -88,7 +88,11 @@ def test_legopet_evaluates_the_shipped_weights_on_other_subjects_unless_retraine
     assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
     assert _option(evaluate.argv, "--num_samples") == str(BUDGETS["demo"]["legopet_samples"])
     assert not any("training" in s.argv for s in plan(tmp_path, ["legopet"]))
-    assert sum("training" in s.argv for s in plan(tmp_path, ["legopet"], retrain=True)) == 4
+    retrained = plan(tmp_path, ["legopet"], retrain=True)
+    assert sum("training" in s.argv for s in retrained) == 4
+    # --retrain trains at the shipped models' preset (64 x 64 slices of brain_2d), not the 256 x 256 tiny one
+    assert _option(retrained[0].argv, "--preset") == "small"
+    assert all("configs/legopet/small.json" in " ".join(s.argv) for s in retrained[1:])
 
 
 def test_report_names_the_shipped_weights(tmp_path):
