@@ -21,8 +21,9 @@ The ``demo`` budget's training entries apply to ``--retrain`` only (networks bar
 and the CPU-scale studies with longer budgets are in docs/<method>.md).  The ``ci`` budget with
 ``--methods physics,petdds,legopet,upete`` is the main-job check: the shipped weights on a reduced case list
 (:data:`CASE_LISTS`) in about 5.3 minutes, whose numbers the model cards record (models/main_job_check.json,
-tests/test_main_job_check.py).  Stages run in
-subprocesses (their progress bars show); a failing stage stops the job with its return code and log path.
+tests/test_main_job_check.py).  Stages run in subprocesses, the methods in ``--jobs`` lanes side by side (default
+2; :func:`run_stages`); the ``demo`` budget's reduced case list keeps the job under 5 minutes on 2 idle cores
+(README, docs/performance.md).  A failing stage stops the job with its return code and log path.
 """
 
 from __future__ import annotations
