@@ -98,6 +98,12 @@ LEGOPET_DATA_SEED = 1
 # test subject): the shipped model was trained on `--preset small --seed 0`; seed 1 draws other torsos.
 UPETE_DATA_SEED = 1
 PETDDS_TRAIN_STAGE = "train score model"
+# --retrain: the shipped image-condition extension models of LegoPET (models/legopet_image.pt, cdpm_image.pt) by row
+# name and training recipe, and the doses of uPETe's dose ladder for the image-space extension (the shipped
+# models/upete_image.pt's kind; docs/upete.md uses 9 doses and 2 realisations)
+LEGOPET_IMAGE_CONDITION = {"LegoPET + image condition": "legopet/legopet_image",
+                           "cDPM + image condition": "legopet/cdpm_image"}
+UPETE_LADDER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
 @dataclass(frozen=True)
@@ -172,9 +178,14 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
             Stage("legopet", "train cDPM", recipe("legopet/cdpm").command(*common, *diffusion, overlays=preset)),
             Stage("legopet", "train LegoPET", recipe("legopet/legopet").command(*common, *diffusion,
                                                                                  overlays=preset)),
-            Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET", recipe("legopet/evaluate").command(
-                *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit", str(b["legopet_slices"]),
-                "--num_samples", str(b["legopet_samples"]), overlays=preset), ("legopet_run/legopet_evaluation",)),
+            *(Stage("legopet", f"train {row}", recipe(name).command(*common, *diffusion, overlays=preset))
+              for row, name in LEGOPET_IMAGE_CONDITION.items()),
+            Stage("legopet", "evaluate OSEM, DeepPET, cDPM, LegoPET (and + image condition)",
+                  recipe("legopet/evaluate").command(
+                      *common, "--num_inference_steps", str(b["legopet_steps"]), "--eval_limit",
+                      str(b["legopet_slices"]), "--num_samples", str(b["legopet_samples"]), "--extension_rows",
+                      json.dumps(list(LEGOPET_IMAGE_CONDITION)), overlays=preset),
+                  ("legopet_run/legopet_evaluation",)),
         ]
     if "upete" in methods and not retrain:
         data, res = f"{out}/data/upete", f"{out}/upete_run"
@@ -191,6 +202,7 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
     elif "upete" in methods:
         data, res = f"{out}/data/upete", f"{out}/upete_run"
         common = ("--dataset_dir", data, "--output_dir", res)
+        image_space = ("upete/image_space.json",)
         stages += [
             Stage("upete", "build dataset", (py, "-m", "bundle.data", "build", "upete", "--output", data,
                                              "--preset", "tiny")),
@@ -205,6 +217,18 @@ def plan(output: Path, methods: Sequence[str], budget: str = "demo", *, retrain:
                   recipe("upete/evaluate").command(*common), ("upete_run/upete/evaluation",)),
             Stage("upete", "combine LDM-P-CT into one checkpoint (bundle.app / model zoo)",
                   recipe("upete/combine").command(*common, "--variant", "LDM-P-CT")),
+            # the shipped model's kind: the image-space extension IMG-P-CT, trained from a sinogram-domain dose ladder
+            Stage("upete", "build the dose ladder (image-space extension)",
+                  (py, "-m", "bundle.data", "ladder", data, "--doses", ",".join(f"{d:g}" for d in UPETE_LADDER),
+                   "--realisations", "1", "--no-progress")),
+            Stage("upete", "train IMG-P-CT (image-space extension)", recipe("upete/ldm").command(
+                *common, "--ldm_max_epochs", str(b["upete_ldm_epochs"]), overlays=image_space)),
+            Stage("upete", "evaluate LPET, Gaussian, NLM, IMG-P-CT", recipe("upete/evaluate").command(
+                *common, "--trained_unet", "$None", "--curve_methods", json.dumps(["LPET", "Gaussian", "NLM",
+                                                                                   "IMG-P-CT"]),
+                overlays=image_space), ("upete_run/upete_image/evaluation",)),
+            Stage("upete", "combine IMG-P-CT into one checkpoint (the shipped model's kind)",
+                  recipe("upete/combine").command(*common, overlays=image_space)),
         ]
     return stages
 

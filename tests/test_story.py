@@ -45,9 +45,10 @@ def test_every_bundle_stage_overrides_ids_its_configs_define(tmp_path, budget, r
                 continue
             assert key.startswith("--") and key[2:] in parser.get(), f"{stage.name}: {key} is not a config id"
         checked += 1
-    # petdds 1 (+1: training, with retrain), legopet 1 (shipped weights; 5 with retrain: 4 trainings), upete 1
-    # (shipped weights; 8 with retrain: autoencoder, 4 variants, U-Net, evaluation, combining)
-    assert checked == (15 if retrain else 3)
+    # petdds 1 (+1: training, with retrain), legopet 1 (shipped weights; 7 with retrain: 6 trainings incl. the two
+    # image-condition models), upete 1 (shipped weights; 11 with retrain: autoencoder, 4 variants, U-Net,
+    # evaluation, combining, then IMG-P-CT's training, evaluation and combining)
+    assert checked == (20 if retrain else 3)
 
 
 def _option(argv, name):
@@ -89,7 +90,7 @@ def test_legopet_evaluates_the_shipped_weights_on_other_subjects_unless_retraine
     assert _option(evaluate.argv, "--num_samples") == str(BUDGETS["demo"]["legopet_samples"])
     assert not any("training" in s.argv for s in plan(tmp_path, ["legopet"]))
     retrained = plan(tmp_path, ["legopet"], retrain=True)
-    assert sum("training" in s.argv for s in retrained) == 4
+    assert sum("training" in s.argv for s in retrained) == 6  # with the two shipped image-condition models
     # --retrain trains at the shipped models' preset (64 x 64 slices of brain_2d), not the 256 x 256 tiny one
     assert _option(retrained[0].argv, "--preset") == "small"
     assert all("configs/legopet/small.json" in " ".join(s.argv) for s in retrained[1:])
@@ -162,7 +163,7 @@ def test_report_embeds_the_physics_summary_files_and_stage_seconds(tmp_path):
 def test_upete_evaluates_the_shipped_model_on_other_subjects_unless_retrained(tmp_path):
     """Default: a small-preset dataset of another seed than the shipped model's training data (seed 0 in its
     train_command) and one bundle stage, the shipped model's evaluation (no training); --retrain trains the tiny
-    story (autoencoder, four latent variants, U-Net)."""
+    story (autoencoder, four latent variants, U-Net) and the shipped model's kind, IMG-P-CT, from a dose ladder."""
     from bundle.checkpoint import read_manifest
 
     build, evaluate = plan(tmp_path, ["upete"])
@@ -173,7 +174,11 @@ def test_upete_evaluates_the_shipped_model_on_other_subjects_unless_retrained(tm
     assert shipped_seeds, "the shipped model's train_command must name its data seed"
     assert _option(build.argv, "--seed") not in (None, *shipped_seeds)
     retrained = plan(tmp_path, ["upete"], "smoke", retrain=True)
-    assert sum("training" in s.argv for s in retrained) == 6
+    assert sum("training" in s.argv for s in retrained) == 7  # + IMG-P-CT, the shipped model's kind
+    image_space = [s for s in retrained if "configs/upete/image_space.json" in " ".join(s.argv)]
+    assert [s.name.split()[0] for s in image_space] == ["train", "evaluate", "combine"]
+    ladder = next(s for s in retrained if "ladder" in s.argv)
+    assert retrained.index(ladder) < retrained.index(image_space[0])  # the image-space model trains on the ladder
 
 
 WAIT_FOR = ("import pathlib, sys, time\n"
