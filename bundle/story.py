@@ -281,7 +281,8 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
     script reruns the job one stage at a time); ``OUTPUT/<log>_timings.json`` holds the stages of earlier runs into
     the same OUTPUT followed by this run's, in plan order (a study that reruns some stages keeps the times of the
     others).  Returns this run's timings (``stages`` with ``seconds``, ``started_s`` (seconds after the job's
-    start), ``log`` and ``threads`` (side by side); ``total_seconds``: the job's wall time; ``jobs``).  Raises
+    start), ``log`` and ``threads`` (side by side); ``total_seconds``: the job's wall time; ``jobs``: the lanes
+    that could run side by side, 1 for one method).  Raises
     ``RuntimeError`` naming the stage, its return code, its command and its log when a stage fails (its time is
     recorded); after a failure no further stage starts, and lanes running one finish it first.
     """
@@ -289,11 +290,11 @@ def run_stages(output: Path, stages: Sequence[Stage], *, log: str = "story", cwd
         raise ValueError(f"jobs must be an int >= 1 (lanes run side by side), got {jobs!r}")
     cwd = cwd or Path(__file__).resolve().parents[1]
     output.mkdir(parents=True, exist_ok=True)
-    timings: dict = {"stages": [], "jobs": jobs}
     timings_path = output / f"{log}_timings.json"
     earlier = json.loads(timings_path.read_text(encoding="utf-8"))["stages"] if timings_path.is_file() else []
     lanes = _lanes(stages)
     parallel = jobs > 1 and len(lanes) > 1
+    timings: dict = {"stages": [], "jobs": min(jobs, len(lanes)) if parallel else 1}  # lanes that could overlap
     cpus = os.cpu_count() or 1
     lanes_left = [len(lanes)]  # lanes not finished yet: a stage starting with fewer beside it gets more threads
     lock = threading.Lock()

@@ -233,6 +233,8 @@ def test_a_failing_lane_stops_its_method_and_names_its_log(tmp_path):
     assert "broken" in (tmp_path / "logs" / "01_a_fails.log").read_text(encoding="utf-8")
     recorded = json.loads((tmp_path / "story_timings.json").read_text(encoding="utf-8"))["stages"]
     assert "never" not in [s["name"] for s in recorded]
+    alone = run_stages(tmp_path / "one_method", [Stage("b", "fine", (py, "-c", "print('fine')"))], jobs=2)
+    assert alone["jobs"] == 1 and alone["stages"][0]["log"] is None  # one lane: run as before, on this terminal
     with pytest.raises(ValueError, match="jobs must be an int >= 1"):
         run_stages(tmp_path, stages, jobs=0)
     with pytest.raises(FileNotFoundError):  # a stage that cannot start is not lost in its lane's thread
